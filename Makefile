@@ -1,0 +1,73 @@
+# lua-chatmaid. `make` builds the C core, `make test` runs the specs, `make demo` the quickstart.
+LUA_VERSION ?= 5.4
+LUA ?= lua$(LUA_VERSION)
+ifeq ($(LUA),luajit)
+  LUA_PC ?= luajit
+  LUA_TAG := luajit
+else
+  LUA_PC ?= lua$(LUA_VERSION)
+  LUA_TAG := lua$(LUA_VERSION)
+endif
+# The default build lands where .busted and the docs expect it; other Luas get their own dir.
+ifeq ($(LUA_TAG),lua5.4)
+  BUILD ?= build
+else
+  BUILD ?= build/$(LUA_TAG)
+endif
+OBJDIR := $(BUILD)/obj
+
+PKG_CONFIG ?= pkg-config
+LUA_INCDIR ?=
+LUA_CFLAGS := $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null))
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl libcrypto 2>/dev/null)
+DEP_LIBS := $(shell $(PKG_CONFIG) --libs libcurl libcrypto 2>/dev/null)
+
+CC ?= cc
+OPT ?= -O2 -g
+CWARNS := -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS += -std=c99 $(OPT) -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L $(CWARNS) \
+          $(WERROR) $(LUA_CFLAGS) $(DEP_CFLAGS) $(SAN_CFLAGS)
+# Never link liblua into the module: the host interpreter (lua, luajit, nginx) carries the VM.
+LDFLAGS += -shared $(SAN_LDFLAGS)
+
+SRCS := $(wildcard csrc/*.c)
+OBJS := $(patsubst csrc/%.c,$(OBJDIR)/%.o,$(SRCS))
+CORE := $(BUILD)/chatmaid/core.so
+
+BUSTED ?= $(LUA) /usr/bin/busted
+BUSTED_FLAGS ?=
+SPECS ?= spec
+
+.PHONY: all deps test lint clean install demo asan valgrind
+all: deps $(CORE)
+
+deps:
+	@sh scripts/deps.sh
+
+$(CORE): $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(DEP_LIBS)
+
+$(OBJDIR)/%.o: csrc/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(OBJS:.o=.d)
+
+test: all
+	CHATMAID_LUA=$(LUA) $(BUSTED) --cpath='$(BUILD)/?.so' $(BUSTED_FLAGS) $(SPECS)
+
+lint: deps
+	luacheck lua spec bin examples
+	$(MAKE) --no-print-directory BUILD=build/lint WERROR=-Werror $(if $(filter command line,$(origin LUA)),LUA=$(LUA)) build/lint/chatmaid/core.so
+
+demo: all
+	@sh scripts/demo.sh $(LUA) $(BUILD)
+
+install: deps
+	luarocks --lua-version=$(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION)) make rockspec/chatmaid-scm-1.rockspec
+
+clean:
+	rm -rf build
+
+-include mk/*.mk

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/* luaopen_chatmaid_core: registration only. Each file adds its own functions. */
+#include "lua.h"
+#include "lauxlib.h"
+#include "compat.h"
+
+#include <curl/curl.h>
+
+#include "session.h"
+#include "envelope.h"
+#include "webhook.h"
+#include "random.h"
+
+#define CM_VERSION "0.1.0"
+
+CM_EXPORT int luaopen_chatmaid_core(lua_State *L);
+
+CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
+  static const luaL_Reg none[] = {{NULL, NULL}};
+  static int curl_ready = 0;
+  const curl_version_info_data *v;
+  if (!curl_ready) {
+    /* Once per process, never cleaned up from __gc: other sessions may still use curl. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "chatmaid.core: curl_global_init failed");
+    curl_ready = 1;
+  }
+  cm_newlib(L, none);
+  lua_pushliteral(L, CM_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  v = curl_version_info(CURLVERSION_NOW);
+  lua_pushfstring(L, "libcurl/%s", v->version);
+  lua_setfield(L, -2, "curl_version");
+  lua_pushboolean(L, (v->features & CURL_VERSION_HTTP2) != 0);
+  lua_setfield(L, -2, "has_http2");
+  cm_session_open(L);
+  cm_envelope_open(L);
+  cm_webhook_open(L);
+  cm_random_open(L);
+  return 1;
+}

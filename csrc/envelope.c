@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/* Response body -> data, or the flat fields of an error envelope. Decoding is lua-cjson's
+ * (a private instance, under pcall); here we only classify, drop JSON nulls and mark arrays. */
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "compat.h"
+
+#include "envelope.h"
+
+#define MAX_DEPTH 128
+
+/* upvalues of decode_envelope */
+#define UV_DECODE lua_upvalueindex(1)
+#define UV_ARRAY_MT lua_upvalueindex(2)
+
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Counts "[" ws* "]" outside strings. cjson turns [] into a plain empty table, which is
+ * indistinguishable from {}; we rewrite each one to [null] so the walk below can tell. */
+static size_t count_empty_arrays(const char *s, size_t n) {
+  size_t i, count = 0;
+  int in_str = 0;
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\') i++;
+      else if (c == '"') in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '[') {
+      size_t j = i + 1;
+      while (j < n && is_space(s[j])) j++;
+      if (j < n && s[j] == ']') { count++; i = j; }
+    }
+  }
+  return count;
+}
+
+/* Pushes the body with every empty array written as [null]. luaL_Buffer is safe here: no C
+ * resource is held. */
+static void push_rewritten(lua_State *L, const char *s, size_t n) {
+  luaL_Buffer b;
+  size_t i, start = 0;
+  int in_str = 0;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\') i++;
+      else if (c == '"') in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '[') {
+      size_t j = i + 1;
+      while (j < n && is_space(s[j])) j++;
+      if (j < n && s[j] == ']') {
+        luaL_addlstring(&b, s + start, i - start);
+        luaL_addlstring(&b, "[null]", 6);
+        start = j + 1;
+        i = j;
+      }
+    }
+  }
+  luaL_addlstring(&b, s + start, n - start);
+  luaL_pushresult(&b);
+}
+
+static int is_null(lua_State *L, int idx) {
+  return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
+}
+
+/* Drops nulls from the table at idx (object keys removed, array elements compacted) and
+ * gives arrays the shared array metatable. cjson gives objects only string keys, so a
+ * table with a [1] is an array. */
+static void clean(lua_State *L, int idx, int depth) {
+  luaL_checkstack(L, 4, "JSON nested too deeply");
+  if (depth > MAX_DEPTH) luaL_error(L, "JSON nested too deeply");
+  lua_rawgeti(L, idx, 1);
+  if (!lua_isnil(L, -1)) {        /* array */
+    int i, n = (int)cm_rawlen(L, idx), w = 0;
+    lua_pop(L, 1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      if (is_null(L, -1)) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (lua_type(L, -1) == LUA_TTABLE) clean(L, lua_gettop(L), depth + 1);
+      else if (lua_type(L, -1) == LUA_TNUMBER && cm_integralize(L, -1)) lua_remove(L, -2);
+      lua_rawseti(L, idx, ++w);
+    }
+    for (i = w + 1; i <= n; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, idx, i);
+    }
+    lua_pushvalue(L, UV_ARRAY_MT);
+    lua_setmetatable(L, idx);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {      /* key, value */
+    if (is_null(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, idx);         /* clearing an existing field is allowed during next */
+    } else {
+      if (lua_type(L, -1) == LUA_TTABLE) {
+        clean(L, lua_gettop(L), depth + 1);
+      } else if (lua_type(L, -1) == LUA_TNUMBER && cm_integralize(L, -1)) {
+        lua_pushvalue(L, -3);     /* key, value, int, key */
+        lua_insert(L, -2);        /* key, value, key, int */
+        lua_rawset(L, idx);       /* replacing an existing field is allowed during next */
+      }
+      lua_pop(L, 1);
+    }
+  }
+}
+
+static void copy_field(lua_State *L, int from, const char *src, const char *dst, int type) {
+  lua_getfield(L, from, src);
+  if (lua_type(L, -1) == type) lua_setfield(L, -2, dst);
+  else lua_pop(L, 1);
+}
+
+/* Error envelope at idx -> flat fields table on top:
+ * error, messages (array), message (joined), status_code, retry_after, details, timestamp,
+ * path. Both documented shapes and the conversations API's {error, details} shape. */
+static void push_error_fields(lua_State *L, int idx) {
+  luaL_Buffer b;
+  int n, i, msgs;
+  lua_createtable(L, 0, 8);
+  copy_field(L, idx, "error", "error", LUA_TSTRING);
+  copy_field(L, idx, "statusCode", "status_code", LUA_TNUMBER);
+  copy_field(L, idx, "retryAfter", "retry_after", LUA_TNUMBER);
+  copy_field(L, idx, "details", "details", LUA_TTABLE);
+  copy_field(L, idx, "timestamp", "timestamp", LUA_TSTRING);
+  copy_field(L, idx, "path", "path", LUA_TSTRING);
+  lua_getfield(L, idx, "message");
+  if (lua_type(L, -1) == LUA_TSTRING) {     /* a single message: make it a list of one */
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, UV_ARRAY_MT);
+    lua_setmetatable(L, -2);
+    lua_replace(L, -2);
+  }
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, UV_ARRAY_MT);
+    lua_setmetatable(L, -2);
+  }
+  lua_setfield(L, -2, "messages");          /* fields */
+  lua_getfield(L, -1, "messages");
+  msgs = lua_gettop(L);     /* absolute: the buffer may push its own box */
+  n = (int)cm_rawlen(L, msgs);
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, msgs, i);
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      if (i > 1) {
+        lua_pushliteral(L, "; ");
+        luaL_addvalue(&b);
+      }
+      luaL_addvalue(&b);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  luaL_pushresult(&b);
+  /* fields, messages, joined */
+  if (cm_rawlen(L, -1) == 0) {
+    lua_pop(L, 1);
+    lua_getfield(L, -2, "error");
+  }
+  lua_setfield(L, -3, "message");
+  lua_pop(L, 1);
+}
+
+static int fail(lua_State *L, const char *reason) {
+  lua_pushnil(L);
+  lua_pushstring(L, reason);
+  return 2;
+}
+
+/* core.decode_envelope(status, body)
+ *   -> true, data, enveloped  | false, fields | nil, reason
+ * enveloped is false for a 2xx JSON object without `success` (the conversations API's list
+ * shape); data is then the whole object. */
+static int envelope_decode(lua_State *L) {
+  lua_Integer status = luaL_checkinteger(L, 1);
+  size_t n, i = 0;
+  const char *s = luaL_checklstring(L, 2, &n);
+  int root;
+  while (i < n && is_space(s[i])) i++;
+  if (i == n) return fail(L, "empty body");
+  if (s[i] == '<') return fail(L, "an HTML page instead of JSON (a proxy or gateway answered?)");
+  if (s[i] != '{') return fail(L, "the body is not a JSON object");
+  lua_settop(L, 2);
+  lua_pushvalue(L, UV_DECODE);
+  if (count_empty_arrays(s, n) > 0) push_rewritten(L, s, n);
+  else lua_pushvalue(L, 2);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -2));
+    return 2;
+  }
+  root = lua_gettop(L);
+  if (lua_type(L, root) != LUA_TTABLE) return fail(L, "the body is not a JSON object");
+  clean(L, root, 0);
+  lua_getfield(L, root, "success");
+  if (lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
+    lua_pushboolean(L, 1);
+    lua_getfield(L, root, "data");
+    lua_pushboolean(L, 1);
+    return 3;
+  }
+  if (lua_type(L, -1) == LUA_TBOOLEAN || status >= 400) {
+    lua_pushboolean(L, 0);
+    push_error_fields(L, root);
+    return 2;
+  }
+  if (!lua_isnil(L, -1)) return fail(L, "the envelope's success field is not a boolean");
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, root);
+  lua_pushboolean(L, 0);
+  return 3;
+}
+
+void cm_envelope_open(lua_State *L) {
+  int mod = lua_gettop(L);
+  /* A private cjson instance: our settings never change the user's global cjson. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "cjson");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "new");
+  lua_call(L, 0, 1);                       /* mod, cjson, inst */
+  lua_getfield(L, -1, "decode_max_depth");
+  lua_pushinteger(L, MAX_DEPTH);
+  lua_call(L, 1, 0);
+  lua_getfield(L, -1, "decode");           /* mod, cjson, inst, decode */
+  lua_newtable(L);                         /* array_mt */
+  lua_pushliteral(L, "chatmaid.array");
+  lua_setfield(L, -2, "__name");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mod, "array_mt");
+  lua_pushcclosure(L, envelope_decode, 2);
+  lua_setfield(L, mod, "decode_envelope");
+  lua_settop(L, mod);
+}

@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: MIT */
+/* "chatmaid.session": one reused libcurl easy handle (kept-alive connections) for sequential
+ * requests, and a lazily created multi handle with a pool of easy handles for batches. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "compat.h"
+
+#include <curl/curl.h>
+
+#include "buf.h"
+#include "session.h"
+
+#define SESSION_MT "chatmaid.session"
+#define DEFAULT_MAX_BODY (16u * 1024u * 1024u)
+#define MAX_HEADER_BYTES (256u * 1024u)
+#define MAX_REQ_HEADERS 64
+
+#ifdef CURL_WRITEFUNC_ERROR
+#define CM_WRITE_FAIL CURL_WRITEFUNC_ERROR
+#else
+#define CM_WRITE_FAIL 0
+#endif
+
+/* One transfer: its easy handle and everything libcurl writes into. Callbacks see only this. */
+typedef struct Xfer {
+  CURL *easy;
+  cm_buf body, head;
+  struct curl_slist *headers;
+  lua_Integer token;
+  CURLcode code;
+  char errbuf[CURL_ERROR_SIZE];
+  struct Xfer *next;
+} Xfer;
+
+typedef struct Session {
+  Xfer *main;             /* the sequential transfer; NULL once closed */
+  CURLM *multi;           /* created on the first batch transfer */
+  Xfer *running;          /* transfers added to the multi */
+  Xfer *done;             /* finished, waiting to be returned to Lua */
+  Xfer *spare;            /* finished and returned: easy handles kept for reuse */
+  long timeout_ms, connect_timeout_ms;
+  long http_version;
+  size_t max_body;
+  char *user_agent, *ca_file, *proxy;
+  int proxy_set;
+  lua_Integer connects, requests;
+} Session;
+
+/* ---- transfers (no Lua API below until the Lua-callable section) ---- */
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
+  Xfer *x = ud;   /* no lua_State here, by design */
+  return cm_buf_append(&x->body, p, sz * n) ? sz * n : CM_WRITE_FAIL;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+  Xfer *x = ud;
+  /* A new status line (after 1xx or a proxy CONNECT) starts a new header block. */
+  if (sz * n >= 5 && memcmp(p, "HTTP/", 5) == 0) cm_buf_reset(&x->head);
+  return cm_buf_append(&x->head, p, sz * n) ? sz * n : CM_WRITE_FAIL;
+}
+
+static void xfer_free(Xfer *x) {
+  if (x == NULL) return;
+  if (x->easy) curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->headers);
+  cm_buf_free(&x->body);
+  cm_buf_free(&x->head);
+  free(x);
+}
+
+static void xfer_list_free(Xfer *x, CURLM *multi) {
+  while (x) {
+    Xfer *next = x->next;
+    if (multi && x->easy) curl_multi_remove_handle(multi, x->easy);
+    xfer_free(x);
+    x = next;
+  }
+}
+
+static Xfer *xfer_new(Session *s) {
+  Xfer *x = calloc(1, sizeof *x);
+  if (x == NULL) return NULL;
+  if ((x->easy = curl_easy_init()) == NULL) { free(x); return NULL; }
+  cm_buf_init(&x->body, s->max_body);
+  cm_buf_init(&x->head, MAX_HEADER_BYTES);
+  return x;
+}
+
+/* Options that never change for a session's transfers. Strings are copied by libcurl. */
+static CURLcode xfer_setup(Session *s, Xfer *x) {
+  CURL *e = x->easy;
+  CURLcode rc = CURLE_OK;
+#define SET(opt, val) (rc = (rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val)))
+  SET(CURLOPT_NOSIGNAL, 1L);
+  SET(CURLOPT_WRITEFUNCTION, on_body);
+  SET(CURLOPT_WRITEDATA, x);
+  SET(CURLOPT_HEADERFUNCTION, on_header);
+  SET(CURLOPT_HEADERDATA, x);
+  SET(CURLOPT_ERRORBUFFER, x->errbuf);
+  SET(CURLOPT_PROTOCOLS_STR, "http,https");
+  SET(CURLOPT_FOLLOWLOCATION, 0L);
+  SET(CURLOPT_SSL_VERIFYPEER, 1L);
+  SET(CURLOPT_SSL_VERIFYHOST, 2L);
+  SET(CURLOPT_ACCEPT_ENCODING, "");
+  SET(CURLOPT_TCP_KEEPALIVE, 1L);
+  SET(CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+  SET(CURLOPT_HTTP_VERSION, s->http_version);
+  SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_body);
+  if (s->user_agent) SET(CURLOPT_USERAGENT, s->user_agent);
+  if (s->ca_file) SET(CURLOPT_CAINFO, s->ca_file);
+  if (s->proxy_set) SET(CURLOPT_PROXY, s->proxy ? s->proxy : "");
+#undef SET
+  return rc;
+}
+
+/* Per-request options. body may be NULL; copy_body for transfers that outlive the call. */
+static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
+                             const char *body, size_t blen, int copy_body, long timeout_ms) {
+  CURL *e = x->easy;
+  CURLcode rc = CURLE_OK;
+  cm_buf_reset(&x->body);
+  cm_buf_reset(&x->head);
+  x->errbuf[0] = '\0';
+  x->code = CURLE_OK;
+#define SET(opt, val) (rc = (rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val)))
+  SET(CURLOPT_URL, url);
+  SET(CURLOPT_HTTPHEADER, x->headers);
+  SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+  SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+  if (body != NULL) {
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    if (copy_body) SET(CURLOPT_COPYPOSTFIELDS, body);
+    else SET(CURLOPT_POSTFIELDS, body);
+    if (strcmp(method, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, method);
+  } else if (strcmp(method, "GET") == 0) {
+    SET(CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(method, "HEAD") == 0) {
+    SET(CURLOPT_NOBODY, 1L);
+  } else {
+    SET(CURLOPT_HTTPGET, 1L);
+    SET(CURLOPT_CUSTOMREQUEST, method);
+  }
+#undef SET
+  return rc;
+}
+
+static void xfer_unprepare(Xfer *x) {
+  /* POSTFIELDS pointed into a Lua string that is only alive for the call. */
+  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, (char *)NULL);
+  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+  curl_easy_setopt(x->easy, CURLOPT_NOBODY, 0L);
+  curl_slist_free_all(x->headers);
+  x->headers = NULL;
+}
+
+static const char *kind_of(const Xfer *x) {
+  switch (x->code) {
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_COULDNT_CONNECT: return "connect";
+    case CURLE_FILESIZE_EXCEEDED: return "too_large";
+    case CURLE_OUT_OF_MEMORY: return "nomem";
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND: case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_SHUTDOWN_FAILED:
+      return "tls";
+    case CURLE_WRITE_ERROR:
+      if (x->body.over) return "too_large";
+      if (x->body.nomem || x->head.nomem) return "nomem";
+      return "transport";
+    default: return "transport";
+  }
+}
+
+/* ---- Lua-callable ---- */
+
+static Session *check_session(lua_State *L) {
+  return (Session *)luaL_checkudata(L, 1, SESSION_MT);
+}
+
+static Session *check_open(lua_State *L) {
+  Session *s = check_session(L);
+  if (s->main == NULL) luaL_error(L, "attempt to use a closed session");
+  return s;
+}
+
+/* Pushes nil, kind, message, curlcode. The message explains; curl's own text follows. */
+static int push_failure(lua_State *L, const Xfer *x, Session *s) {
+  const char *kind = kind_of(x);
+  const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->code);
+  cm_pushfail(L);
+  lua_pushstring(L, kind);
+  if (strcmp(kind, "too_large") == 0)
+    lua_pushfstring(L, "response body is larger than the %d byte limit (max_body)",
+                    (int)s->max_body);
+  else
+    lua_pushstring(L, detail);
+  lua_pushinteger(L, (lua_Integer)x->code);
+  return 4;
+}
+
+/* Header block -> table of lowercase name -> value (the last of repeated headers wins). */
+static void push_headers(lua_State *L, const cm_buf *h) {
+  const char *p = h->data, *end = h->data + h->len;
+  lua_newtable(L);
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p)), *colon, *v, *ve;
+    const char *le = eol ? eol : end;
+    char name[128];
+    size_t i, nlen;
+    colon = memchr(p, ':', (size_t)(le - p));
+    if (colon) {   /* status lines have no colon */
+      nlen = (size_t)(colon - p);
+      if (nlen > 0 && nlen < sizeof name) {
+        for (i = 0; i < nlen; i++) {
+          char c = p[i];
+          name[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        v = colon + 1;
+        ve = le;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        lua_pushlstring(L, name, nlen);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_rawset(L, -3);
+      }
+    }
+    p = le + 1;
+  }
+}
+
+static int push_response(lua_State *L, Session *s, Xfer *x) {
+  long status = 0;
+  lua_Integer nc = 0;
+  long n = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK) nc = n;
+  s->connects += nc;
+  if (x->code != CURLE_OK) return push_failure(L, x, s);
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+  push_headers(L, &x->head);
+  return 3;
+}
+
+/* Reads opts.<name> as a string (or nil); raises naming the option on a wrong type. */
+static const char *opt_string(lua_State *L, int idx, const char *name) {
+  const char *v = NULL;
+  lua_getfield(L, idx, name);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "chatmaid.core.session: option '%s' must be a string", name);
+    v = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);   /* the string stays alive: it is referenced by the opts table */
+  return v;
+}
+
+static long opt_int(lua_State *L, int idx, const char *name, long def, long max) {
+  long v = def;
+  lua_getfield(L, idx, name);
+  if (!lua_isnil(L, -1)) {
+    lua_Integer i;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "chatmaid.core.session: option '%s' must be a number", name);
+    i = lua_tointeger(L, -1);
+    if (i <= 0 || i > max)
+      luaL_error(L, "chatmaid.core.session: option '%s' must be 1..%d", name, (int)max);
+    v = (long)i;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static char *dup_or_null(const char *s) {
+  char *d;
+  if (s == NULL) return NULL;
+  if ((d = malloc(strlen(s) + 1)) != NULL) strcpy(d, s);
+  return d;
+}
+
+static void session_release(Session *s) {
+  xfer_list_free(s->running, s->multi);
+  xfer_list_free(s->done, NULL);
+  xfer_list_free(s->spare, NULL);
+  s->running = s->done = s->spare = NULL;
+  if (s->multi) curl_multi_cleanup(s->multi);
+  s->multi = NULL;
+  xfer_free(s->main);
+  s->main = NULL;
+  free(s->user_agent);
+  free(s->ca_file);
+  free(s->proxy);
+  s->user_agent = s->ca_file = s->proxy = NULL;
+}
+
+/* core.session(opts) -> session. Created closed first so __gc always sees a sane object. */
+static int session_new(lua_State *L) {
+  Session *s;
+  const char *ua, *ca, *proxy, *hv;
+  long timeout, ctimeout, max_body;
+  int proxy_set;
+  if (lua_isnoneornil(L, 1)) lua_newtable(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  ua = opt_string(L, 1, "user_agent");
+  ca = opt_string(L, 1, "ca_file");
+  hv = opt_string(L, 1, "http_version");
+  if (hv && strcmp(hv, "1.1") != 0 && strcmp(hv, "2") != 0)
+    return luaL_error(L, "chatmaid.core.session: option 'http_version' must be \"1.1\" or \"2\"");
+  lua_getfield(L, 1, "proxy");
+  proxy_set = !lua_isnil(L, -1);
+  if (proxy_set && lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TBOOLEAN)
+    return luaL_error(L, "chatmaid.core.session: option 'proxy' must be a string or false");
+  proxy = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1);
+  timeout = opt_int(L, 1, "timeout_ms", 30000, 86400000);
+  ctimeout = opt_int(L, 1, "connect_timeout_ms", 10000, 86400000);
+  max_body = opt_int(L, 1, "max_body", (long)DEFAULT_MAX_BODY, 1024L * 1024 * 1024);
+
+  s = (Session *)cm_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);                       /* closed state: __gc-safe */
+  cm_setmetatable(L, SESSION_MT);
+  s->timeout_ms = timeout;
+  s->connect_timeout_ms = ctimeout;
+  s->max_body = (size_t)max_body;
+  s->http_version = (hv && strcmp(hv, "1.1") == 0) ? CURL_HTTP_VERSION_1_1
+                                                    : CURL_HTTP_VERSION_2TLS;
+  s->proxy_set = proxy_set;
+  if ((ua && !(s->user_agent = dup_or_null(ua))) || (ca && !(s->ca_file = dup_or_null(ca)))
+      || (proxy && !(s->proxy = dup_or_null(proxy))) || (s->main = xfer_new(s)) == NULL) {
+    session_release(s);
+    return luaL_error(L, "chatmaid.core.session: out of memory");
+  }
+  if (xfer_setup(s, s->main) != CURLE_OK) {
+    session_release(s);
+    return luaL_error(L, "chatmaid.core.session: this libcurl lacks a required option "
+                         "(libcurl 7.85 or newer is needed)");
+  }
+  return 1;
+}
+
+/* Checks request arguments at base..base+4 (method, url, headers, body, timeout_ms). */
+static void check_request_args(lua_State *L, int base) {
+  int i, n;
+  luaL_checkstring(L, base);
+  luaL_checkstring(L, base + 1);
+  luaL_checktype(L, base + 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, base + 3) && lua_type(L, base + 3) != LUA_TSTRING)
+    luaL_argerror(L, base + 3, "body must be a string or nil");
+  if (!lua_isnoneornil(L, base + 4)) {
+    lua_Integer t = luaL_checkinteger(L, base + 4);
+    luaL_argcheck(L, t > 0 && t <= 86400000, base + 4, "timeout must be 1..86400000 ms");
+  }
+  n = (int)cm_rawlen(L, base + 2);
+  luaL_argcheck(L, n <= MAX_REQ_HEADERS, base + 2, "too many headers");
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, base + 2, i);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, base + 2, "headers must be strings");
+    lua_pop(L, 1);
+  }
+}
+
+/* Builds the header list from an already checked array of strings. Raises nothing: the
+ * strings are strings (no conversion), and the stack has room (checked before). */
+static int build_headers(lua_State *L, int idx, Xfer *x) {
+  int i, n = (int)cm_rawlen(L, idx);
+  struct curl_slist *l = NULL, *t;
+  /* No Expect: 100-continue round trip for our small JSON bodies. */
+  if ((l = curl_slist_append(NULL, "Expect:")) == NULL) return 0;
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    t = curl_slist_append(l, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (t == NULL) { curl_slist_free_all(l); return 0; }
+    l = t;
+  }
+  x->headers = l;
+  return 1;
+}
+
+static long request_timeout(lua_State *L, int idx, Session *s) {
+  return lua_isnoneornil(L, idx) ? s->timeout_ms : (long)lua_tointeger(L, idx);
+}
+
+/* session:request(method, url, headers, body?, timeout_ms?)
+ *   -> status, body, headers | nil, kind, message, curlcode */
+static int session_request(lua_State *L) {
+  Session *s = check_open(L);
+  Xfer *x = s->main;
+  size_t blen = 0;
+  const char *body;
+  CURLcode rc;
+  check_request_args(L, 2);
+  luaL_checkstack(L, 4, NULL);
+  body = lua_isnoneornil(L, 5) ? NULL : lua_tolstring(L, 5, &blen);
+  if (!build_headers(L, 4, x)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "nomem");
+    lua_pushliteral(L, "out of memory building request headers");
+    return 3;
+  }
+  rc = xfer_prepare(x, lua_tostring(L, 2), lua_tostring(L, 3), body, blen, 0,
+                    request_timeout(L, 6, s));
+  x->code = rc == CURLE_OK ? curl_easy_perform(x->easy) : rc;
+  xfer_unprepare(x);
+  s->requests++;
+  return push_response(L, s, x);
+}
+
+/* session:multi_add(token, method, url, headers, body?, timeout_ms?) -> true | nil, kind, msg */
+static int session_multi_add(lua_State *L) {
+  Session *s = check_open(L);
+  lua_Integer token = luaL_checkinteger(L, 2);
+  Xfer *x;
+  size_t blen = 0;
+  const char *body;
+  CURLcode rc;
+  check_request_args(L, 3);
+  luaL_checkstack(L, 4, NULL);
+  body = lua_isnoneornil(L, 6) ? NULL : lua_tolstring(L, 6, &blen);
+  if (s->multi == NULL && (s->multi = curl_multi_init()) == NULL) goto nomem;
+  if ((x = s->spare) != NULL) {
+    s->spare = x->next;
+  } else {
+    if ((x = xfer_new(s)) == NULL) goto nomem;
+    if (xfer_setup(s, x) != CURLE_OK) { xfer_free(x); goto nomem; }
+  }
+  x->token = token;
+  if (!build_headers(L, 5, x)) { xfer_free(x); goto nomem; }
+  rc = xfer_prepare(x, lua_tostring(L, 3), lua_tostring(L, 4), body, blen, 1,
+                    request_timeout(L, 7, s));
+  if (rc != CURLE_OK || curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
+    xfer_free(x);
+    goto nomem;
+  }
+  x->next = s->running;
+  s->running = x;
+  lua_pushboolean(L, 1);
+  return 1;
+nomem:
+  lua_pushnil(L);
+  lua_pushliteral(L, "nomem");
+  lua_pushliteral(L, "out of memory starting a batch transfer");
+  return 3;
+}
+
+static void move_finished(Session *s) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+    Xfer **pp = &s->running;
+    if (m->msg != CURLMSG_DONE) continue;
+    while (*pp && (*pp)->easy != m->easy_handle) pp = &(*pp)->next;
+    if (*pp) {
+      Xfer *x = *pp;
+      x->code = m->data.result;
+      *pp = x->next;
+      curl_multi_remove_handle(s->multi, x->easy);
+      xfer_unprepare(x);
+      x->next = s->done;
+      s->done = x;
+    }
+  }
+}
+
+/* session:multi_poll(wait_ms) -> array of completions (possibly empty). Waits at most wait_ms
+ * for activity when nothing has finished yet. */
+static int session_multi_poll(lua_State *L) {
+  Session *s = check_open(L);
+  lua_Integer wait = luaL_optinteger(L, 2, 0);
+  int running = 0, i = 0;
+  luaL_argcheck(L, wait >= 0 && wait <= 60000, 2, "wait must be 0..60000 ms");
+  if (s->multi) {
+    curl_multi_perform(s->multi, &running);
+    move_finished(s);
+    if (s->done == NULL && running > 0 && wait > 0) {
+      curl_multi_poll(s->multi, NULL, 0, (int)wait, NULL);
+      curl_multi_perform(s->multi, &running);
+      move_finished(s);
+    }
+  }
+  lua_newtable(L);
+  while (s->done) {
+    Xfer *x = s->done;
+    int n;
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, x->token);
+    lua_setfield(L, -2, "token");
+    n = push_response(L, s, x);
+    if (n == 3) {          /* status, body, headers */
+      lua_setfield(L, -4, "headers");
+      lua_setfield(L, -3, "body");
+      lua_setfield(L, -2, "status");
+    } else {               /* nil, kind, message, code */
+      lua_setfield(L, -5, "code");
+      lua_setfield(L, -4, "message");
+      lua_setfield(L, -3, "kind");
+      lua_pop(L, 1);
+    }
+    lua_rawseti(L, -2, ++i);
+    s->requests++;
+    s->done = x->next;     /* only now: a raise above leaves x owned by the session */
+    x->next = s->spare;
+    s->spare = x;
+    cm_buf_free(&x->body); /* keep the easy handle (and its state), not a large body */
+    cm_buf_init(&x->body, s->max_body);
+  }
+  return 1;
+}
+
+static int session_multi_pending(lua_State *L) {
+  Session *s = check_open(L);
+  int n = 0;
+  Xfer *x;
+  for (x = s->running; x; x = x->next) n++;
+  for (x = s->done; x; x = x->next) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int session_stats(lua_State *L) {
+  Session *s = check_open(L);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, s->connects);
+  lua_setfield(L, -2, "connects");
+  lua_pushinteger(L, s->requests);
+  lua_setfield(L, -2, "requests");
+  return 1;
+}
+
+/* One release function for close(), __gc and __close: idempotent, always true. */
+static int session_close(lua_State *L) {
+  session_release(check_session(L));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int session_tostring(lua_State *L) {
+  Session *s = check_session(L);
+  lua_pushfstring(L, "chatmaid.session (%s) %p", s->main ? "open" : "closed", (void *)s);
+  return 1;
+}
+
+void cm_session_open(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__gc", session_close},
+#if LUA_VERSION_NUM >= 504
+    {"__close", session_close},
+#endif
+    {"__tostring", session_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"request", session_request},
+    {"multi_add", session_multi_add},
+    {"multi_poll", session_multi_poll},
+    {"multi_pending", session_multi_pending},
+    {"stats", session_stats},
+    {"close", session_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {{"session", session_new}, {NULL, NULL}};
+  luaL_newmetatable(L, SESSION_MT);
+  cm_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  cm_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");       /* module, mt */
+  lua_pop(L, 1);
+  cm_setfuncs(L, funcs, 0);
+}
