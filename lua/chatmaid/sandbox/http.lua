@@ -1,0 +1,106 @@
+-- SPDX-License-Identifier: MIT
+-- HTTP/1.1 framing for the sandbox: parse one request from a conn, serialize responses.
+local R = require("chatmaid.sandbox.responses")
+local util = require("chatmaid.sandbox.util")
+
+local _M = {}
+
+local MAX_LINE = 16384
+local MAX_HEADERS = 100
+
+-- read_request(conn, max_body) -> req
+--   | nil, "closed"            peer went away (quietly, between requests)
+--   | nil, "bad", response     answer with response, then close
+function _M.read_request(conn, max_body)
+  local line, err
+  for _ = 1, 4 do -- tolerate stray CRLFs between pipelined requests
+    line, err = conn:receive_line(MAX_LINE)
+    if not line then
+      if err == "too long" then return nil, "bad", R.error(414, "Request line too long", "/") end
+      return nil, "closed"
+    end
+    if line ~= "" then break end
+  end
+  local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")
+  if not method then
+    return nil, "bad", R.error(400, "Malformed request line", "/")
+  end
+  local path, query = target:match("^([^?#]*)%??([^#]*)")
+  if path == "" then path = "/" end
+  if #path > 1 then path = path:gsub("/+$", "") end
+  local headers, n = {}, 0
+  while true do
+    local h, herr = conn:receive_line(MAX_LINE)
+    if not h then
+      if herr == "too long" then
+        return nil, "bad", R.error(431, "Header line too long", path)
+      end
+      return nil, "closed"
+    end
+    if h == "" then break end
+    n = n + 1
+    if n > MAX_HEADERS then return nil, "bad", R.error(431, "Too many headers", path) end
+    local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
+    if not name then return nil, "bad", R.error(400, "Malformed header line", path) end
+    name = name:lower()
+    if headers[name] and name ~= "content-length" then
+      headers[name] = headers[name] .. ", " .. value
+    else
+      if headers[name] and headers[name] ~= value then
+        return nil, "bad", R.error(400, "Conflicting Content-Length headers", path)
+      end
+      headers[name] = value
+    end
+  end
+  local req = {
+    method = method, target = target, path = path, raw_query = query,
+    query = util.parse_query(query), headers = headers, version = version, body = "",
+  }
+  local conn_h = (headers["connection"] or ""):lower()
+  req.keep_alive = (version == "1.1" and not conn_h:find("close"))
+    or (version == "1.0" and conn_h:find("keep%-alive") ~= nil)
+  if headers["transfer-encoding"] then
+    req.keep_alive = false
+    return nil, "bad", R.error(411, "Chunked request bodies are not supported;"
+      .. " send a Content-Length", path)
+  end
+  local cl = headers["content-length"]
+  if cl then
+    if not cl:match("^%d+$") then
+      return nil, "bad", R.error(400, "Invalid Content-Length", path)
+    end
+    local len = tonumber(cl)
+    if len > max_body then
+      return nil, "bad", R.error(413, "Request body is larger than " .. max_body .. " bytes",
+        path)
+    end
+    if (headers["expect"] or ""):lower() == "100-continue" then
+      if not conn:send("HTTP/1.1 100 Continue\r\n\r\n") then return nil, "closed" end
+    end
+    if len > 0 then
+      local body = conn:receive_n(len)
+      if not body then return nil, "closed" end
+      req.body = body
+    end
+  end
+  return req
+end
+
+-- head(status, headers, length, keep_alive, extra) -> status line and headers.
+-- length nil means no Content-Length header (extra carries framing such as chunked).
+function _M.head(status, headers, length, keep_alive, extra)
+  local out = { "HTTP/1.1 " .. status .. " " .. (R.REASONS[status] or "Unknown") }
+  for _, kv in ipairs(headers or {}) do out[#out + 1] = kv[1] .. ": " .. kv[2] end
+  for _, kv in ipairs(extra or {}) do out[#out + 1] = kv[1] .. ": " .. kv[2] end
+  if length then out[#out + 1] = "Content-Length: " .. length end
+  out[#out + 1] = "Date: " .. os.date("!%a, %d %b %Y %H:%M:%S GMT")
+  out[#out + 1] = "Connection: " .. (keep_alive and "keep-alive" or "close")
+  return table.concat(out, "\r\n") .. "\r\n\r\n"
+end
+
+-- serialize(resp, keep_alive) -> full response bytes.
+function _M.serialize(resp, keep_alive)
+  return _M.head(resp.status, resp.headers, #resp.body, keep_alive) .. resp.body
+end
+
+return _M

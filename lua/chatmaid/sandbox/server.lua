@@ -1,0 +1,102 @@
+-- SPDX-License-Identifier: MIT
+-- The sandbox's network side: a 127.0.0.1 listener and one coroutine per connection
+-- (HTTP/1.1 keep-alive), all driven by the scheduler's select loop.
+local socket = require("socket")
+local http = require("chatmaid.sandbox.http")
+local conn_mod = require("chatmaid.sandbox.conn")
+local faults = require("chatmaid.sandbox.faults")
+local R = require("chatmaid.sandbox.responses")
+local app_mod = require("chatmaid.sandbox.app")
+local util = require("chatmaid.sandbox.util")
+
+local _M = {}
+local mt = { __index = _M }
+
+-- new(opts) -> server (bound, not yet serving) | nil, err.
+-- opts: port (0 = any free port), config, control, verbose, log (function(line)).
+function _M.new(opts)
+  opts = opts or {}
+  local log = opts.log or function(line) io.stderr:write(line, "\n") end
+  local app = app_mod.new{ config = opts.config, control = opts.control, log = log }
+  local sock, err = socket.bind("127.0.0.1", tonumber(opts.port) or 0, 128)
+  if not sock then return nil, "bind 127.0.0.1:" .. tostring(opts.port) .. ": " .. err end
+  sock:settimeout(0)
+  local _, port = sock:getsockname()
+  return setmetatable({
+    app = app, sock = sock, port = tonumber(port), conns = {}, verbose = opts.verbose,
+    log = log,
+  }, mt)
+end
+
+local function serve_conn(self, c)
+  local app = self.app
+  local max_body = tonumber(app.config.max_body) or 1048576
+  while not c.closed do
+    local req, why, bad = http.read_request(c, max_body)
+    if not req then
+      if why == "bad" and bad then c:send(http.serialize(bad, false)) end
+      break
+    end
+    local t0 = util.now()
+    local resp, fault = app:dispatch(req)
+    local keep = req.keep_alive and not app.stopping
+    if c.closed then break end
+    if fault then
+      keep = faults.write(c, fault, resp, keep)
+    else
+      keep = c:send(http.serialize(resp, keep)) and keep
+    end
+    if self.verbose then
+      self.log(string.format("%s %s -> %d%s %.1fms", req.method, req.target, resp.status,
+        fault and (" [fault " .. fault.type .. "]") or "", (util.now() - t0) * 1000))
+    end
+    if not keep then break end
+  end
+  c:close()
+  self.conns[c] = nil
+end
+
+local function accept(self)
+  for _ = 1, 64 do
+    local s = self.sock:accept()
+    if not s then return end
+    s:setoption("tcp-nodelay", true)
+    local c = conn_mod.wrap(s, self.app.sched)
+    self.conns[c] = true
+    self.app.store.stats.connectionsAccepted = self.app.store.stats.connectionsAccepted + 1
+    self.app:spawn(function()
+      local ok, err = pcall(serve_conn, self, c)
+      if not ok then
+        self.log("connection error: " .. tostring(err))
+        pcall(c.send, c, http.serialize(R.error(500, "Internal server error", "/"), false))
+        c:close()
+        self.conns[c] = nil
+      end
+    end)
+  end
+end
+
+-- run(on_tick): serve until POST /__sandbox/shutdown (or on_tick() returns false).
+function _M:run(on_tick)
+  local sched = self.app.sched
+  sched:listen(self.sock, function() accept(self) end)
+  local stop_at
+  while true do
+    sched:step(0.25)
+    if on_tick and on_tick() == false then break end
+    if self.app.stopping then
+      -- let the shutdown response (and anything in flight) go out first
+      stop_at = stop_at or (util.now() + 0.1)
+      if util.now() >= stop_at then break end
+    end
+  end
+  self:close()
+end
+
+function _M:close()
+  for c in pairs(self.conns) do c:close() end
+  self.conns = {}
+  if self.sock then self.sock:close(); self.sock = nil end
+end
+
+return _M
