@@ -1,0 +1,382 @@
+-- SPDX-License-Identifier: MIT
+-- Webhook signatures (parsed, MAC'd and compared in C by chatmaid.core), events, and a
+-- bounded memory of handled deliveries. This file only shapes arguments and messages.
+local core = require "chatmaid.core"
+local errors = require "chatmaid.errors"
+
+local json = require("cjson").new()   -- a private instance: other code may reconfigure cjson
+json.decode_max_depth(64)
+json.decode_invalid_numbers(false)
+local null = json.null
+
+local _M = {
+  DEFAULT_TOLERANCE = 300,   -- seconds, both ways; never 0 (see STYLE.md, webhooks)
+  MAX_HEADER = 8192,         -- same cap as csrc/webhook_core.h
+  MAX_SECRETS = 16,
+}
+
+local type, tostring, pairs, floor = type, tostring, pairs, math.floor
+
+local function fail(reason, message, fields)
+  fields = fields or {}
+  fields.reason = reason
+  return nil, errors.new("signature", message, fields)
+end
+
+-- secret -> array copy of non-empty strings; raises at `level` on misuse.
+local function check_secrets(fname, secret, level)
+  local list = {}
+  if type(secret) == "string" then
+    if secret == "" then error(fname .. ": secret must not be empty", level) end
+    list[1] = secret
+    return list
+  end
+  if type(secret) ~= "table" or #secret == 0 then
+    error(fname .. ": secret must be a non-empty string or a non-empty array of non-empty"
+          .. " strings (got " .. (type(secret) == "table" and "empty table" or type(secret))
+          .. ")", level)
+  end
+  if #secret > _M.MAX_SECRETS then
+    error(fname .. ": at most " .. _M.MAX_SECRETS .. " secrets (got " .. #secret .. ")", level)
+  end
+  for i = 1, #secret do
+    local s = secret[i]
+    if type(s) ~= "string" or s == "" then
+      error(fname .. ": secret[" .. i .. "] must be a non-empty string (got "
+            .. (s == "" and "empty string" or type(s)) .. ")", level)
+    end
+    list[i] = s
+  end
+  return list
+end
+
+local function check_body(fname, raw_body, level)
+  if type(raw_body) ~= "string" then
+    local msg = fname .. ": raw_body must be the exact request body string (got "
+                .. type(raw_body) .. ")"
+    if type(raw_body) == "table" then
+      msg = msg .. ": do not decode the JSON before verifying"
+    end
+    error(msg, level)
+  end
+end
+
+-- opts -> tolerance, now (copied, never mutated); raises at `level` on misuse.
+local function check_opts(fname, opts, level)
+  if opts == nil then return _M.DEFAULT_TOLERANCE, os.time() end
+  if type(opts) ~= "table" then
+    error(fname .. ": opts must be a table (got " .. type(opts) .. ")", level)
+  end
+  for k in pairs(opts) do
+    if k ~= "tolerance" and k ~= "now" then
+      error(fname .. ": unknown option '" .. tostring(k) .. "'", level)
+    end
+  end
+  local tolerance, now = opts.tolerance, opts.now
+  if tolerance == nil then
+    tolerance = _M.DEFAULT_TOLERANCE
+  elseif type(tolerance) ~= "number" or tolerance ~= tolerance or tolerance <= 0 then
+    error(fname .. ": opts.tolerance must be a positive number of seconds (got "
+          .. tostring(tolerance) .. ")", level)
+  end
+  if now == nil then
+    now = os.time()
+  elseif type(now) ~= "number" or now ~= now then
+    error(fname .. ": opts.now must be a unix time in seconds (got " .. tostring(now) .. ")", level)
+  end
+  return tolerance, now
+end
+
+local function has_edge_space(s)
+  return s:find("^%s") ~= nil or s:find("%s$") ~= nil
+end
+
+-- Why the C parser said malformed_header, for the message only (the verdict is C's).
+local function malformed_detail(header)
+  if header == nil or header == "" then
+    return "the X-Chatmaid-Signature header is missing or empty"
+  end
+  if #header > _M.MAX_HEADER then
+    return "the header is " .. #header .. " bytes, over the " .. _M.MAX_HEADER .. "-byte limit"
+  end
+  local n, t_seen, i = 0, false, 1
+  while true do
+    local comma = header:find(",", i, true)
+    local part = header:sub(i, (comma or #header + 1) - 1)
+    n = n + 1
+    part = part:gsub("^[ \t\r\n]+", ""):gsub("[ \t\r\n]+$", "")
+    local k, v = part:match("^([^=]+)=(.*)$")
+    if not k then return "part " .. n .. " is not key=value" end
+    if k == "t" then
+      if t_seen then return "t appears more than once" end
+      t_seen = true
+      if not v:find("^%d+$") or #v > 15 then
+        return "t is not a unix time in seconds (1 to 15 digits)"
+      end
+    end
+    if not comma then break end
+    i = comma + 1
+  end
+  if not t_seen then return "t is missing" end
+  return "it does not parse"
+end
+
+local function trimmed(list)
+  local out = {}
+  for i = 1, #list do out[i] = list[i]:gsub("^%s+", ""):gsub("%s+$", "") end
+  return out
+end
+
+local function mismatch_message(raw_body, header, secrets, tolerance, now)
+  local spaced = {}
+  for i = 1, #secrets do
+    if has_edge_space(secrets[i]) then spaced[#spaced + 1] = "#" .. i end
+  end
+  local msg = "no signature matches the payload: pass the exact raw request body (not a"
+              .. " parsed or re-encoded table)"
+  if #spaced > 0 then
+    msg = msg .. "; secret " .. table.concat(spaced, ", ") .. " has leading or trailing"
+          .. " whitespace (a newline from a file or an environment variable?)"
+    local clean = trimmed(secrets)
+    local ok_clean = true
+    for i = 1, #clean do if clean[i] == "" then ok_clean = false end end
+    if ok_clean and core.webhook_verify(raw_body, header, clean, tolerance, now) then
+      msg = msg .. ", and the signature matches once it is stripped"
+    end
+  else
+    msg = msg .. ", and check the secret has no surrounding whitespace"
+  end
+  if header:find("v1=[ \t]*%x*[A-F]") then
+    msg = msg .. "; a v1 value has uppercase hex, but signatures are lowercase hex"
+  end
+  if raw_body == "" then
+    msg = msg .. "; the body is empty: read it in full (Content-Length bytes)"
+  end
+  return msg
+end
+
+-- webhook.verify(raw_body, signature_header, secret, opts) -> true | nil, err
+-- raw_body: the exact request bytes; secret: string or array (rotation); opts.tolerance
+-- (seconds, default 300, both ways), opts.now (unix time). err.kind == "signature",
+-- err.reason: malformed_header | no_signature | timestamp_out_of_tolerance | mismatch.
+local function verify(fname, raw_body, header, secret, opts)
+  -- levels: 4 = the caller of webhook.verify/construct_event (no tail calls below)
+  check_body(fname, raw_body, 4)
+  if header ~= nil and type(header) ~= "string" then
+    error(fname .. ": signature_header must be a string or nil (got " .. type(header)
+          .. "): pass the X-Chatmaid-Signature header value", 3)
+  end
+  local secrets = check_secrets(fname, secret, 4)
+  local tolerance, now = check_opts(fname, opts, 4)
+  local ok, reason, t = core.webhook_verify(raw_body, header or "", secrets, tolerance, now)
+  if ok then return true end
+  if reason == "malformed_header" then
+    return fail(reason, "malformed signature header: " .. malformed_detail(header)
+                .. " (expected \"t=<unix seconds>,v1=<hex>\")")
+  elseif reason == "no_signature" then
+    return fail(reason, "header has no v1 signature (other schemes such as v0 are ignored)",
+                { timestamp = t })
+  elseif reason == "timestamp_out_of_tolerance" then
+    local skew = now - t
+    local secs = skew < 0 and -skew or skew
+    secs = secs == floor(secs) and string.format("%d", secs) or string.format("%.3f", secs)
+    return fail(reason, "timestamp is " .. secs .. " s in the "
+                .. (skew >= 0 and "past" or "future") .. " (tolerance " .. tolerance
+                .. " s): check the server clock or a replayed delivery",
+                { timestamp = t, skew = skew, tolerance = tolerance })
+  end
+  return fail(reason, mismatch_message(raw_body, header, secrets, tolerance, now),
+              { timestamp = t })
+end
+
+function _M.verify(raw_body, signature_header, secret, opts)
+  local ok, err = verify("webhook.verify", raw_body, signature_header, secret, opts)
+  return ok, err
+end
+
+-- cjson 2.1.0 decodes every number as a float; on 5.3+ give integral ones back as integers.
+local tointeger = math.tointeger or function(v) return v end
+
+-- JSON null never reaches the caller: object keys are dropped, array elements removed.
+local function drop_nulls(t)
+  local maxn = 0
+  for k, v in pairs(t) do
+    if type(k) == "number" then
+      if k > maxn then maxn = k end
+    elseif v == null then
+      t[k] = nil
+    elseif type(v) == "table" then
+      drop_nulls(v)
+    elseif type(v) == "number" then
+      t[k] = tointeger(v) or v
+    end
+  end
+  local j = 0
+  for i = 1, maxn do
+    local v = t[i]
+    t[i] = nil
+    if v ~= null and v ~= nil then
+      j = j + 1
+      if type(v) == "table" then drop_nulls(v)
+      elseif type(v) == "number" then v = tointeger(v) or v end
+      t[j] = v
+    end
+  end
+  return t
+end
+
+-- webhook.construct_event(raw_body, signature_header, secret, opts) -> event | nil, err
+-- verify(), then decode the JSON object (nulls dropped): event.event, event.timestamp,
+-- event.data.messageId, ... Adds err.reason "invalid_payload" (verified, not an object).
+function _M.construct_event(raw_body, signature_header, secret, opts)
+  local ok, err = verify("webhook.construct_event", raw_body, signature_header, secret, opts)
+  if not ok then return nil, err end
+  if not raw_body:find("^[ \t\r\n]*{") then
+    return fail("invalid_payload", "the signature is valid, but the payload is not a JSON"
+                .. " object")
+  end
+  local dok, event = pcall(json.decode, raw_body)
+  if not dok then
+    return fail("invalid_payload", "the signature is valid, but the payload is not valid"
+                .. " JSON: " .. tostring(event))
+  end
+  return drop_nulls(event)
+end
+
+-- webhook.sign(raw_body, secret, timestamp) -> "t=<timestamp>,v1=<hex>" (one v1 per secret)
+-- For tests and local tools; timestamp defaults to os.time().
+function _M.sign(raw_body, secret, timestamp)
+  check_body("webhook.sign", raw_body, 3)
+  local secrets = check_secrets("webhook.sign", secret, 3)
+  if timestamp == nil then timestamp = os.time() end
+  if type(timestamp) ~= "number" or timestamp ~= floor(timestamp) or timestamp < 0
+     or timestamp > 999999999999999 then
+    error("webhook.sign: timestamp must be a non-negative integer unix time (got "
+          .. tostring(timestamp) .. ")", 2)
+  end
+  local t = string.format("%d", timestamp)
+  local parts = { "t=" .. t }
+  for i = 1, #secrets do
+    parts[i + 1] = "v1=" .. core.webhook_sign(raw_body, secrets[i], timestamp)
+  end
+  return table.concat(parts, ",")
+end
+
+local function key_part(v)
+  if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then return "" end
+  return (tostring(v):gsub("[%%|]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- webhook.dedupe_key(event) -> "<event>|<id>|<status>|<timestamp>"
+-- The payload has no event id. id is data.messageId (message.*) or the phone's id
+-- (data.phoneNumberId, data.phoneId, data.id, data.phoneNumber); status is data.status or
+-- data.connectionStatus. Retried deliveries resend the same payload, so they share a key;
+-- message.sent and a later message.failed for one message do not. '|' and '%' in a field
+-- are %-escaped, so distinct events cannot collide by embedding the separator.
+function _M.dedupe_key(event)
+  if type(event) ~= "table" then
+    error("webhook.dedupe_key: event must be the table from construct_event (got "
+          .. type(event) .. ")", 2)
+  end
+  local data = type(event.data) == "table" and event.data or {}
+  local id = data.messageId or data.phoneNumberId or data.phoneId or data.id
+             or data.phoneNumber
+  local status = data.status or data.connectionStatus
+  return key_part(event.event) .. "|" .. key_part(id) .. "|" .. key_part(status) .. "|"
+         .. key_part(event.timestamp)
+end
+
+-- Seen set: at most `size` keys, each forgotten `ttl` seconds after it was added. A doubly
+-- linked list in insertion order gives O(1) eviction of the oldest key.
+local Seen = {}
+local seen_mt = { __index = Seen }
+
+local function check_key(fname, key)
+  if type(key) ~= "string" and type(key) ~= "number" then
+    error(fname .. ": key must be a string or a number (got " .. type(key) .. ")", 3)
+  end
+end
+
+local function unlink(s, node)
+  if node.prev then node.prev.next = node.next else s.head = node.next end
+  if node.next then node.next.prev = node.prev else s.tail = node.prev end
+  node.prev, node.next = nil, nil
+end
+
+local function append(s, node)
+  node.prev = s.tail
+  if s.tail then s.tail.next = node else s.head = node end
+  s.tail = node
+end
+
+local function drop(s, node)
+  unlink(s, node)
+  s.map[node.key] = nil
+  s.n = s.n - 1
+end
+
+-- webhook.seen_set{ size = 10000, ttl = 86400, now = os.time } -> set
+function _M.seen_set(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("webhook.seen_set: opts must be a table (got " .. type(opts) .. ")", 2)
+  end
+  for k in pairs(opts) do
+    if k ~= "size" and k ~= "ttl" and k ~= "now" then
+      error("webhook.seen_set: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
+  local size, ttl, now = opts.size or 10000, opts.ttl or 86400, opts.now or os.time
+  if type(size) ~= "number" or size < 1 or size ~= floor(size) then
+    error("webhook.seen_set: size must be a positive integer (got " .. tostring(size) .. ")", 2)
+  end
+  if type(ttl) ~= "number" or ttl ~= ttl or ttl <= 0 then
+    error("webhook.seen_set: ttl must be a positive number of seconds (got "
+          .. tostring(ttl) .. ")", 2)
+  end
+  if type(now) ~= "function" then
+    error("webhook.seen_set: now must be a function (got " .. type(now) .. ")", 2)
+  end
+  return setmetatable({ size = size, ttl = ttl, now = now, map = {}, n = 0 }, seen_mt)
+end
+
+-- set:has(key) -> true if key was added less than ttl seconds ago (and not evicted)
+function Seen:has(key)
+  check_key("seen_set:has", key)
+  local node = self.map[key]
+  return node ~= nil and node.expires > self.now()
+end
+
+-- set:add(key) -> set. Re-adding refreshes the key's age.
+function Seen:add(key)
+  check_key("seen_set:add", key)
+  local t = self.now()
+  while self.head and self.head.expires <= t do drop(self, self.head) end
+  local node = self.map[key]
+  if node then
+    unlink(self, node)
+  else
+    node = { key = key }
+    self.map[key] = node
+    self.n = self.n + 1
+  end
+  node.expires = t + self.ttl
+  append(self, node)
+  while self.n > self.size do drop(self, self.head) end
+  return self
+end
+
+-- set:seen(key) -> true if already seen; otherwise records it and returns false.
+function Seen:seen(key)
+  check_key("seen_set:seen", key)
+  if self:has(key) then return true end
+  self:add(key)
+  return false
+end
+
+-- set:count() -> number of keys held (expired ones are dropped lazily, on add)
+function Seen:count()
+  return self.n
+end
+
+return _M
