@@ -10,6 +10,7 @@
 #include "envelope.h"
 #include "webhook.h"
 #include "random.h"
+#include "clock.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -37,5 +38,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_envelope_open(L);
   cm_webhook_open(L);
   cm_random_open(L);
+  cm_clock_open(L);
   return 1;
 }

@@ -1,0 +1,54 @@
+-- SPDX-License-Identifier: MIT
+-- The only place where error objects are built. Callers branch on err.kind and log with
+-- tostring(err); no error ever carries the API key or a webhook secret.
+local _M = {}
+
+-- The stable kinds, and whether a failure of that kind may be retried by default.
+_M.kinds = {
+  validation = false, auth = false, permission = false, not_found = false,
+  invalid_request = false, rate_limited = true, server = true, timeout = true,
+  transport = true, decode = false, signature = false,
+}
+
+local mt = {}
+mt.__index = mt
+
+function mt.__tostring(e)
+  local where = {}
+  if e.method and e.path then where[#where + 1] = e.method .. " " .. e.path end
+  if e.status then where[#where + 1] = "HTTP " .. tostring(e.status) end
+  if e.attempts and e.attempts > 1 then where[#where + 1] = e.attempts .. " attempts" end
+  local s = "chatmaid " .. e.kind .. ": " .. tostring(e.message)
+  if #where > 0 then s = s .. " (" .. table.concat(where, ", ") .. ")" end
+  return s
+end
+
+-- errors.new(kind, message, fields) -> err
+-- fields are copied onto the error (status, messages, error, retry_after, method, path, ...).
+function _M.new(kind, message, fields)
+  if _M.kinds[kind] == nil then
+    error("chatmaid.errors: unknown error kind '" .. tostring(kind) .. "'", 2)
+  end
+  local e = { kind = kind, message = message }
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  if e.retryable == nil then e.retryable = _M.kinds[kind] end
+  return setmetatable(e, mt)
+end
+
+function _M.is(v)
+  return getmetatable(v) == mt
+end
+
+-- HTTP status -> kind, in the spirit of stripe-python's specific_v1_api_error.
+function _M.kind_for_status(status)
+  if status == 401 then return "auth"
+  elseif status == 403 then return "permission"
+  elseif status == 404 then return "not_found"
+  elseif status == 429 then return "rate_limited"
+  elseif status >= 500 then return "server"
+  else return "invalid_request" end
+end
+
+return _M

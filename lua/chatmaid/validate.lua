@@ -1,0 +1,170 @@
+-- SPDX-License-Identifier: MIT
+-- The documented request rules, checked before anything is sent. Each checker returns nil
+-- when the value is fine, or a message that says what is wrong and how to fix it.
+local _M = {}
+
+local MAX_CONTENT = 4096          -- counted as the service counts: UTF-16 code units
+local MAX_IDEMPOTENCY_KEY = 64
+
+_M.statuses = { pending = true, sent = true, delivered = true, read = true, failed = true }
+_M.periods = { day = true, week = true, month = true }
+_M.environments = { test = true, live = true }
+
+local function is_integer(v)
+  return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
+end
+
+-- UTF-16 length of a UTF-8 string, or nil, reason when the bytes are not valid UTF-8.
+function _M.utf16_length(s)
+  local n, i, len = 0, 1, #s
+  while i <= len do
+    local c = s:byte(i)
+    local extra, min
+    if c < 0x80 then extra, min = 0, 0
+    elseif c >= 0xC2 and c <= 0xDF then extra, min = 1, 0x80
+    elseif c >= 0xE0 and c <= 0xEF then extra, min = 2, 0x800
+    elseif c >= 0xF0 and c <= 0xF4 then extra, min = 3, 0x10000
+    else return nil, "invalid UTF-8 at byte " .. i end
+    local cp = extra == 0 and c or c % (2 ^ (6 - extra))
+    for k = 1, extra do
+      local b = s:byte(i + k)
+      if not b or b < 0x80 or b > 0xBF then return nil, "invalid UTF-8 at byte " .. i end
+      cp = cp * 64 + (b - 0x80)
+    end
+    if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+      return nil, "invalid UTF-8 at byte " .. i
+    end
+    n = n + (cp >= 0x10000 and 2 or 1)
+    i = i + extra + 1
+  end
+  return n
+end
+
+function _M.api_key(key)
+  if key == nil or key == "" then
+    return "no API key: pass api_key to chatmaid.new or set CHATMAID_API_KEY"
+  end
+  if type(key) ~= "string" then return "api_key must be a string" end
+  if key:find("[%s%c]") then
+    return "api_key contains whitespace or control characters: check how it was copied"
+  end
+  if not (key:find("^sk_test_.") or key:find("^sk_live_.")) then
+    return "api_key must start with sk_test_ or sk_live_ (a Chatmaid API key from the dashboard)"
+  end
+end
+
+local function loopback_host(host)
+  host = host:lower()
+  return host == "localhost" or host == "[::1]" or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- Returns the normalised base URL (no trailing slash), or nil, message.
+function _M.base_url(url)
+  if type(url) ~= "string" or url == "" then return nil, "base_url must be a non-empty string" end
+  if url:find("[%s%c]") then return nil, "base_url contains whitespace" end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then
+    return nil, "base_url must be an absolute URL such as https://developers-api.chatmaid.net"
+  end
+  scheme = scheme:lower()
+  local authority = rest:match("^([^/?#]*)")
+  if authority == "" then return nil, "base_url has no host" end
+  if authority:find("@", 1, true) then
+    return nil, "base_url must not contain credentials: pass the key as api_key"
+  end
+  if rest:find("[?#]") then return nil, "base_url must not contain a query or fragment" end
+  local host = authority:match("^(%[[^%]]*%])") or authority:match("^([^:]*)")
+  local port = authority:sub(#host + 1)
+  if port ~= "" and not port:find("^:%d+$") then return nil, "base_url has an invalid port" end
+  if scheme == "http" then
+    if not loopback_host(host) then
+      return nil, "base_url must use https (plain http is allowed only for 127.0.0.1, ::1 "
+        .. "and localhost, such as the local sandbox)"
+    end
+  elseif scheme ~= "https" then
+    return nil, "base_url must use https"
+  end
+  return scheme .. "://" .. rest:gsub("/+$", "")
+end
+
+function _M.e164(v, name)
+  name = name or "to"
+  if type(v) ~= "string" then return name .. " must be a string in E.164 format, like +15557654321" end
+  if not v:find("^%+[1-9]%d*$") or #v > 16 or #v < 3 then
+    return name .. " must be in E.164 format: '+', a country code starting 1-9, at most 15 "
+      .. "digits, no spaces or dashes (like +15557654321); got " .. string.format("%q", v)
+  end
+end
+
+function _M.id(v, name)
+  if type(v) ~= "string" or v == "" then return name .. " must be a non-empty string" end
+  if v:find("%c") then return name .. " must not contain control characters" end
+  if #v > 512 then return name .. " is too long (more than 512 bytes)" end
+end
+
+function _M.content(v)
+  if type(v) ~= "string" then return "content must be a string" end
+  local n, bad = _M.utf16_length(v)
+  if not n then return "content is not valid UTF-8 (" .. bad .. ")" end
+  if n > MAX_CONTENT then
+    return "content is " .. n .. " characters long (UTF-16 code units); the limit is "
+      .. MAX_CONTENT .. ": split it into several messages"
+  end
+end
+
+function _M.https_url(v, name)
+  if type(v) ~= "string" then return name .. " must be a string" end
+  if v:find("[%s%c]") or not v:find("^[Hh][Tt][Tt][Pp][Ss]://[^/?#@]+") then
+    return name .. " must be a public https:// URL; got " .. string.format("%q", v)
+  end
+end
+
+function _M.idempotency_key(v)
+  if type(v) ~= "string" or v == "" then return "idempotency_key must be a non-empty string" end
+  if #v > MAX_IDEMPOTENCY_KEY then
+    return "idempotency_key is " .. #v .. " characters; the limit is " .. MAX_IDEMPOTENCY_KEY
+  end
+  if v:find("[^\32-\126]") then
+    return "idempotency_key must contain only printable ASCII characters"
+  end
+end
+
+function _M.integer_range(v, name, min, max)
+  if not is_integer(v) or v < min or (max and v > max) then
+    return name .. " must be an integer " .. (max and (min .. ".." .. max) or (">= " .. min))
+      .. "; got " .. tostring(v)
+  end
+end
+
+function _M.one_of(v, set, name)
+  if type(v) ~= "string" or not set[v] then
+    local names = {}
+    for k in pairs(set) do names[#names + 1] = k end
+    table.sort(names)
+    return name .. " must be one of " .. table.concat(names, ", ") .. "; got " .. tostring(v)
+  end
+end
+
+-- Send parameters (already known to be a table). Returns a list of problems (maybe empty).
+function _M.send(p)
+  local problems = {}
+  local function add(msg) if msg then problems[#problems + 1] = msg end end
+  add(_M.e164(p.to, "to"))
+  local has_media = false
+  if p.media_urls ~= nil then
+    if type(p.media_urls) ~= "table" then
+      add("media_urls must be an array of https:// URLs")
+    else
+      for i, u in ipairs(p.media_urls) do add(_M.https_url(u, "media_urls[" .. i .. "]")) end
+      has_media = #p.media_urls > 0
+    end
+  end
+  if p.content ~= nil then add(_M.content(p.content)) end
+  if (p.content == nil or p.content == "") and not has_media then
+    add("content or media_urls is required: a message needs text or at least one media URL")
+  end
+  if p.idempotency_key ~= nil then add(_M.idempotency_key(p.idempotency_key)) end
+  return problems
+end
+
+return _M
