@@ -1,0 +1,191 @@
+-- SPDX-License-Identifier: MIT
+-- chatmaid.sandbox: start the local Chatmaid v1 emulator in a child process and drive it.
+-- The child is needed because SDK clients block (inside libcurl) while they wait, so the
+-- server cannot share their Lua state. Control helpers talk HTTP via LuaSocket.
+local socket = require("socket")
+local shttp = require("socket.http")
+local ltn12 = require("ltn12")
+local json = require("chatmaid.sandbox.json")
+
+local _M = { _VERSION = "0.1.0" }
+local mt = { __index = _M }
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function bin_path()
+  local env = os.getenv("CHATMAID_SANDBOX_BIN")
+  if env and env ~= "" then return env end
+  local src = debug.getinfo(1, "S").source
+  local dir = src:match("^@(.*)/[^/]*$") or "."
+  -- lua/chatmaid/sandbox.lua -> <repo>/bin/chatmaid-sandbox
+  return dir .. "/../../bin/chatmaid-sandbox"
+end
+
+local function interpreter()
+  local env = os.getenv("CHATMAID_LUA")
+  if env and env ~= "" then return env end
+  if type(arg) == "table" then
+    local i = 0
+    while arg[i - 1] ~= nil do i = i - 1 end
+    if i < 0 and type(arg[i]) == "string" then return arg[i] end
+  end
+  return "lua5.4"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a") or ""
+  f:close()
+  return s
+end
+
+-- start(opts) -> sb. Raises when the child cannot start (message includes its stderr).
+-- opts: port (0), config (table or file path), control (true), time_factor, live_delay,
+-- rate_limit (number or false), webhook = { url, secret }, lua (interpreter), verbose.
+function _M.start(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("sandbox.start: opts must be a table", 2) end
+  local self = setmetatable({ temp = {} }, mt)
+  local args = { "--port", tostring(opts.port or 0), "--exit-with-parent" }
+  if opts.control ~= false then args[#args + 1] = "--control" end
+  if type(opts.config) == "table" then
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(json.encode(opts.config))
+    f:close()
+    self.temp[#self.temp + 1] = path
+    args[#args + 1] = "--config"; args[#args + 1] = path
+  elseif type(opts.config) == "string" then
+    args[#args + 1] = "--config"; args[#args + 1] = opts.config
+  elseif opts.config ~= nil then
+    error("sandbox.start: config must be a table or a file path", 2)
+  end
+  if opts.time_factor then
+    args[#args + 1] = "--time-factor"; args[#args + 1] = tostring(opts.time_factor)
+  end
+  if opts.live_delay then
+    args[#args + 1] = "--live-delay"; args[#args + 1] = tostring(opts.live_delay)
+  end
+  if opts.rate_limit ~= nil then
+    args[#args + 1] = "--rate-limit"
+    args[#args + 1] = opts.rate_limit == false and "off" or tostring(opts.rate_limit)
+  end
+  if opts.webhook then
+    if opts.webhook.url then
+      args[#args + 1] = "--webhook-url"; args[#args + 1] = opts.webhook.url
+    end
+    if opts.webhook.secret then
+      args[#args + 1] = "--webhook-secret"; args[#args + 1] = opts.webhook.secret
+    end
+  end
+  if opts.verbose then args[#args + 1] = "--verbose" end
+  local parts = { "exec", quote(opts.lua or interpreter()), quote(bin_path()) }
+  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  local errfile
+  if not opts.verbose then
+    errfile = os.tmpname()
+    self.temp[#self.temp + 1] = errfile
+    parts[#parts + 1] = "2>" .. quote(errfile)
+  end
+  local cmd = table.concat(parts, " ")
+  local h = io.popen(cmd, "r")
+  if not h then error("chatmaid.sandbox: cannot run " .. cmd, 2) end
+  local line = h:read("*l")
+  local port, pid = (line or ""):match("listening on http://127%.0%.0%.1:(%d+) pid=(%d+)")
+  if not port then
+    h:close()
+    local stderr = errfile and read_file(errfile) or ""
+    for _, p in ipairs(self.temp) do os.remove(p) end
+    error("chatmaid.sandbox: failed to start (" .. cmd .. "): " .. tostring(line or "")
+      .. "\n" .. stderr, 2)
+  end
+  self.handle, self.port, self.pid = h, tonumber(port), tonumber(pid)
+  self.url = "http://127.0.0.1:" .. port
+  self.errfile = errfile
+  return self
+end
+
+-- request(method, path, body, headers) -> status, decoded body (or raw text), headers
+--   | nil, err. body: table (sent as JSON) or string. Uses LuaSocket, not the SDK.
+function _M:request(method, path, body, headers)
+  local h = {}
+  for k, v in pairs(headers or {}) do h[k:lower()] = v end
+  local src
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    h["content-type"] = h["content-type"] or "application/json"
+    h["content-length"] = tostring(#body)
+    src = ltn12.source.string(body)
+  end
+  local out = {}
+  local ok, status, rh = shttp.request{
+    url = self.url .. path, method = method, headers = h, source = src,
+    sink = ltn12.sink.table(out),
+    create = function()
+      local s = socket.tcp()
+      s:settimeout(15)
+      return s
+    end,
+  }
+  if not ok then return nil, status end
+  local text = table.concat(out)
+  local decoded = json.decode(text)
+  if decoded == nil then decoded = text end
+  return status, decoded, rh
+end
+
+local function control(self, method, path, body)
+  local status, b = self:request(method, "/__sandbox" .. path, body)
+  if not status then return nil, b end
+  if type(b) ~= "table" or status >= 300 then
+    local msg = type(b) == "table" and b.message and table.concat(b.message, "; ")
+      or tostring(b)
+    return nil, "sandbox " .. method .. " " .. path .. ": HTTP " .. status .. ": " .. msg
+  end
+  return b.data
+end
+
+-- Control helpers: each returns the response's data, or nil, err.
+function _M:stats() return control(self, "GET", "/stats") end
+function _M:fault(spec) return control(self, "POST", "/faults", spec) end
+function _M:reset() return control(self, "POST", "/reset") end
+function _M:seed(spec) return control(self, "POST", "/seed", spec or {}) end
+function _M:webhooks() return control(self, "GET", "/webhooks") end
+function _M:config(tbl) return control(self, "POST", "/config", tbl or {}) end
+function _M:set_phone_state(id, state)
+  local ref = tostring(id):gsub("[^%w_%-%.]", function(c)
+    return string.format("%%%02X", c:byte())
+  end)
+  return control(self, "POST", "/phones/" .. ref .. "/state", { connectionStatus = state })
+end
+
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local s = f:read("*l") or ""
+  f:close()
+  return not s:match("^%d+ %b() Z")
+end
+
+-- stop(): shut the child down (HTTP, then kill as a fallback) and reap it. Idempotent.
+function _M:stop()
+  if self.stopped then return true end
+  self.stopped = true
+  pcall(control, self, "POST", "/shutdown")
+  local deadline = socket.gettime() + 3
+  while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
+  if self.handle then self.handle:close(); self.handle = nil end
+  for _, p in ipairs(self.temp) do os.remove(p) end
+  return true
+end
+
+-- stderr() -> what the child wrote to stderr so far ("" when verbose).
+function _M:stderr()
+  return self.errfile and read_file(self.errfile) or ""
+end
+
+return _M
