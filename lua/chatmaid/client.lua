@@ -3,260 +3,45 @@
 -- policy, and turns responses into `value, err`. Runtime failures are returned; programmer
 -- mistakes (wrong argument types, unknown options, use after close) raise.
 local core = require "chatmaid.core"
-local errors = require "chatmaid.errors"
+local base = require "chatmaid.base"
 local validate = require "chatmaid.validate"
-local retry = require "chatmaid.retry"
 local url = require "chatmaid.url"
-local transport_mod = require "chatmaid.transport"
-local json = require("cjson").new()   -- private instance: never changes the user's cjson
 
-local _M = {}
-local mt = { __index = _M }
+local _M = base.class{ name = "chatmaid.client" }
 
-_M.VERSION = core._VERSION
+_M.VERSION = base.VERSION
 _M.DEFAULT_BASE_URL = "https://developers-api.chatmaid.net"
 
--- Secrets live outside the client table, so dumping or inspecting a client never shows the
--- key. Weak keys: a collected client takes its secret with it.
-local secrets = setmetatable({}, { __mode = "k" })
+local OPTIONS = { default_from = "string" }
+local CALL_OPTIONS = base.CALL_OPTIONS
+local check_table = base.check_table
+local validation = base.validation
+local check_open = _M._check_open
 
-local OPTION_TYPES = {
-  api_key = "string", base_url = "string", timeout = "number", connect_timeout = "number",
-  max_retries = "number", max_retry_wait = "number", user_agent = "string",
-  ca_file = "string", proxy = "string|boolean", max_body = "number", http_version = "string",
-  transport = "table|userdata", sleep = "function", now = "function", random = "function",
-  on_request = "function", on_response = "function", default_from = "string",
-}
-
--- Per-call options accepted by every method that takes a parameter table.
-local CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
-
-local function type_ok(v, spec)
-  local t = type(v)
-  for want in spec:gmatch("[^|]+") do
-    if t == want then return true end
-  end
-  return false
-end
-
--- Raises (level 3: the caller of the public method) naming the bad or unknown option.
-local function check_table(where, t, allowed, extra)
-  if type(t) ~= "table" then
-    error("chatmaid: " .. where .. " expects a table of parameters (got " .. type(t) .. ")", 3)
-  end
-  for k, v in pairs(t) do
-    local spec = allowed[k] or (extra and extra[k])
-    if not spec then
-      error("chatmaid: " .. where .. ": unknown parameter '" .. tostring(k) .. "'", 3)
-    end
-    if spec ~= true and not type_ok(v, spec) then
-      error("chatmaid: " .. where .. ": parameter '" .. k .. "' must be a " .. spec
-            .. " (got " .. type(v) .. ")", 3)
-    end
-  end
-end
-
-local function default_random()
-  local b1, b2, b3 = core.random_bytes(3):byte(1, 3)
-  return (b1 * 65536 + b2 * 256 + b3) / 16777216
-end
-
-local function check_nonneg_integer(where, name, v)
-  if v ~= nil and (v < 0 or v ~= math.floor(v)) then
-    error("chatmaid: " .. where .. ": " .. name .. " must be a non-negative integer", 3)
-  end
-end
-
--- chatmaid.new(opts) -> client | nil, err(kind "validation")
+-- chatmaid.new(opts) -> client | nil, err (kind "validation": bad key or base URL)
+-- Raises on unknown options and wrong option types.
 function _M.new(opts)
   if opts == nil then opts = {} end
-  check_table("new", opts, OPTION_TYPES)
-  for _, name in ipairs{ "timeout", "connect_timeout", "max_retry_wait", "max_body" } do
-    local v = opts[name]
-    if v ~= nil and not (v > 0 or (name == "max_retry_wait" and v == 0)) then
-      error("chatmaid: new: " .. name .. " must be a positive number", 2)
-    end
-  end
-  check_nonneg_integer("new", "max_retries", opts.max_retries)
-  if opts.http_version and opts.http_version ~= "1.1" and opts.http_version ~= "2" then
-    error('chatmaid: new: http_version must be "1.1" or "2"', 2)
-  end
-  if opts.proxy == true then error("chatmaid: new: proxy must be a URL string or false", 2) end
-
+  check_table("new", opts, base.OPTION_TYPES, OPTIONS)
   local key = opts.api_key or os.getenv("CHATMAID_API_KEY")
   local problem = validate.api_key(key)
-  if problem then return nil, errors.new("validation", problem) end
-  local base, why = validate.base_url(opts.base_url or os.getenv("CHATMAID_BASE_URL")
-                                      or _M.DEFAULT_BASE_URL)
-  if not base then return nil, errors.new("validation", why) end
+  if problem then return validation(nil, nil, problem) end
+  local base_url, why = validate.base_url(opts.base_url or os.getenv("CHATMAID_BASE_URL")
+                                          or _M.DEFAULT_BASE_URL)
+  if not base_url then return validation(nil, nil, why) end
   if opts.default_from then
-    local p = opts.default_from:sub(1, 1) == "+" and validate.e164(opts.default_from, "default_from")
-              or validate.id(opts.default_from, "default_from")
-    if p then return nil, errors.new("validation", p) end
+    local from = opts.default_from
+    local p = from:sub(1, 1) == "+" and validate.e164(from, "default_from")
+              or validate.id(from, "default_from")
+    if p then return validation(nil, nil, p) end
   end
-
   local self = {
     environment = key:sub(1, 8) == "sk_live_" and "live" or "test",
-    base_url = base,
-    timeout = opts.timeout or 30,
-    max_retries = opts.max_retries or 2,
-    max_retry_wait = opts.max_retry_wait or 60,
     default_from = opts.default_from,
-    sleep = opts.sleep or core.sleep,
-    now = opts.now or core.monotime,
-    random = opts.random or default_random,
-    on_request = opts.on_request,
-    on_response = opts.on_response,
     _senders = {},          -- E.164 sender -> phone id, resolved once per client
   }
-  local ua = "lua-chatmaid/" .. _M.VERSION .. " " .. core.curl_version .. " " .. _VERSION
-  if opts.user_agent then ua = ua .. " " .. opts.user_agent end
-  self.transport = opts.transport or transport_mod.new{
-    timeout_ms = math.ceil(self.timeout * 1000),
-    connect_timeout_ms = math.ceil((opts.connect_timeout or 10) * 1000),
-    user_agent = ua, ca_file = opts.ca_file, proxy = opts.proxy,
-    max_body = opts.max_body, http_version = opts.http_version,
-  }
-  secrets[self] = "Authorization: Bearer " .. key
-  return setmetatable(self, mt)
-end
-
-function mt.__tostring(c)
-  return "chatmaid.client (" .. c.environment .. ", " .. c.base_url
-         .. (c.closed and ", closed)" or ")")
-end
-
-local function check_open(self, where)
-  if getmetatable(self) ~= mt then
-    error("chatmaid: " .. where .. " must be called as client:" .. where .. "(...)", 3)
-  end
-  if self.closed then error("chatmaid: attempt to use a closed client (" .. where .. ")", 3) end
-end
-_M._check_open = check_open
-
--- Idempotent; also __close (Lua 5.4 `local c <close>`). The transport's session frees its
--- libcurl handles on __gc too, so a forgotten client leaks nothing.
-function _M:close()
-  if getmetatable(self) ~= mt then error("chatmaid: close must be called as client:close()", 2) end
-  if not self.closed then
-    self.closed = true
-    if self.transport.close then self.transport:close() end
-  end
-  return true
-end
-mt.__close = _M.close
-
-function _M:last_response()
-  check_open(self, "last_response")
-  return self._last
-end
-
-local TRANSPORT_MESSAGES = {
-  connect = "could not connect to the API",
-  resolve = "could not resolve the API host name",
-  tls = "TLS failed (certificate not trusted, or handshake error); set ca_file for a "
-        .. "private CA: verification cannot be switched off",
-  too_large = "response refused",
-  nomem = "out of memory",
-  transport = "the connection failed",
-}
-
--- transport result -> value | nil, err
-function _M:_interpret(method, path, res, kind, msg, code, timeout)
-  local f = { method = method, path = path }
-  if not res then
-    f.reason, f.curl_code = kind, code
-    if kind == "timeout" then
-      return nil, errors.new("timeout", "no complete response within " .. timeout .. " s ("
-                             .. tostring(msg) .. ")", f)
-    end
-    if kind == "tls" or kind == "too_large" or kind == "nomem" then f.retryable = false end
-    return nil, errors.new("transport", (TRANSPORT_MESSAGES[kind] or "transport failure")
-                           .. ": " .. tostring(msg), f)
-  end
-  local status = res.status
-  f.status = status
-  f.request_id = res.headers["x-request-id"]
-  local ok, data, enveloped = core.decode_envelope(status, res.body)
-  if status >= 200 and status < 300 then
-    if ok and enveloped then return data end
-    if ok then
-      return nil, errors.new("decode", "HTTP " .. status .. " with JSON that is not the "
-                             .. "Chatmaid envelope (no success field)", f)
-    end
-    if ok == false then
-      f.error, f.messages, f.details = data.error, data.messages, data.details
-      f.retryable = false
-      return nil, errors.new("server", "HTTP " .. status .. " but the envelope says "
-                             .. "success:false: " .. tostring(data.message or "no message"), f)
-    end
-    return nil, errors.new("decode", "HTTP " .. status .. " with " .. data, f)
-  end
-  -- Non-2xx: the status decides the kind, whatever the body is (a 502 HTML page from a
-  -- proxy is still a server error, and still worth a retry).
-  local ekind = errors.kind_for_status(status)
-  local message
-  if ok == false then
-    f.error, f.messages, f.details = data.error, data.messages, data.details
-    f.retry_after = data.retry_after
-    message = data.message
-    if message == nil or message == "" then message = "HTTP " .. status end
-  else
-    f.messages = setmetatable({}, core.array_mt)
-    message = "HTTP " .. status .. " with " .. tostring(data)
-  end
-  if f.retry_after == nil then
-    f.retry_after = retry.parse_retry_after(res.headers["retry-after"])
-  end
-  return nil, errors.new(ekind, message, f)
-end
-
--- The one request pipeline: hooks, attempts, retries, last_response.
--- o: per-call options (timeout, max_retries, max_retry_wait). idem: the idempotency key.
-function _M:_request(method, path, query, body, o, idem)
-  o = o or {}
-  local timeout = o.timeout or self.timeout
-  local max_retries = o.max_retries or self.max_retries
-  local max_retry_wait = o.max_retry_wait or self.max_retry_wait
-  local headers = { secrets[self], "Accept: application/json" }
-  local payload
-  if body then
-    payload = json.encode(body)
-    headers[3] = "Content-Type: application/json"
-  end
-  local req = { method = method, url = self.base_url .. path .. (query or ""),
-                headers = headers, body = payload, timeout_ms = math.ceil(timeout * 1000) }
-  local full_path = path .. (query or "")
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    if self.on_request then
-      self.on_request{ method = method, path = full_path, attempt = attempt,
-                       idempotency_key = idem }
-    end
-    local t0 = self.now()
-    local res, kind, msg, code = self.transport:request(req)
-    local elapsed = self.now() - t0
-    local value, err = self:_interpret(method, full_path, res, kind, msg, code, timeout)
-    self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
-                   status = res and res.status, headers = res and res.headers }
-    if self.on_response then
-      self.on_response{ method = method, path = full_path, attempt = attempt,
-                        status = res and res.status, elapsed = elapsed,
-                        idempotency_key = idem, kind = err and err.kind }
-    end
-    if not err then return value end
-    err.attempts, err.idempotency_key = attempt, idem
-    local action, wait = retry.decide(err, attempt, max_retries, max_retry_wait, self.random)
-    if action ~= "retry" then return nil, err end
-    self.sleep(wait)
-  end
-end
-
-local function validation(method, path, problems)
-  if type(problems) == "string" then problems = { problems } end
-  return nil, errors.new("validation", table.concat(problems, "; "),
-                         { messages = problems, method = method, path = path })
+  self = _M._init(self, opts, key, base_url)   -- not a tail call: _init raises at level 3
+  return self
 end
 
 -- ---- senders ----
@@ -313,7 +98,6 @@ local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = t
 function _M:send(p)
   check_open(self, "send")
   check_table("send", p, SEND_PARAMS, CALL_OPTIONS)
-  check_nonneg_integer("send", "max_retries", p.max_retries)
   local path = "/v1/messages/send"
   local problems = validate.send(p)
   if p.from ~= nil then
@@ -433,7 +217,4 @@ function _M:usage(period, o)
   return self:_request("GET", path, url.query{ { "period", period } }, nil, o)
 end
 
-_M._mt = mt
-_M._check_table = check_table
-_M._validation = validation
 return _M

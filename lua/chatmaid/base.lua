@@ -1,0 +1,257 @@
+-- SPDX-License-Identifier: MIT
+-- The request machinery shared by the Chatmaid v1 client and the conversations client:
+-- options, transport, the attempt/retry loop, hooks, and response -> value | err mapping.
+-- An API client is a class made with base.class(); it adds its endpoint methods.
+local core = require "chatmaid.core"
+local errors = require "chatmaid.errors"
+local retry = require "chatmaid.retry"
+local transport_mod = require "chatmaid.transport"
+local json = require("cjson").new()   -- private instance: never changes the user's cjson
+
+local _M = {}
+
+_M.VERSION = core._VERSION
+
+-- Secrets live outside the client table, so dumping or inspecting a client never shows the
+-- key. Weak keys: a collected client takes its secret with it.
+local secrets = setmetatable({}, { __mode = "k" })
+
+_M.OPTION_TYPES = {
+  api_key = "string", base_url = "string", timeout = "number", connect_timeout = "number",
+  max_retries = "number", max_retry_wait = "number", user_agent = "string",
+  ca_file = "string", proxy = "string|boolean", max_body = "number", http_version = "string",
+  transport = "table|userdata", sleep = "function", now = "function", random = "function",
+  on_request = "function", on_response = "function",
+}
+
+-- Per-call options accepted by every method that takes a parameter table.
+_M.CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
+
+local function type_ok(v, spec)
+  local t = type(v)
+  for want in spec:gmatch("[^|]+") do
+    if t == want then return true end
+  end
+  return false
+end
+
+-- Raises at `level` (default: the caller of the public method) naming the bad or unknown
+-- parameter. A spec of `true` accepts any type (the validator reports the value).
+function _M.check_table(where, t, allowed, extra, level)
+  level = level or 3
+  if type(t) ~= "table" then
+    error("chatmaid: " .. where .. " expects a table of parameters (got " .. type(t) .. ")", level)
+  end
+  for k, v in pairs(t) do
+    local spec = allowed[k] or (extra and extra[k])
+    if not spec then
+      error("chatmaid: " .. where .. ": unknown parameter '" .. tostring(k) .. "'", level)
+    end
+    if spec ~= true and not type_ok(v, spec) then
+      error("chatmaid: " .. where .. ": parameter '" .. k .. "' must be a " .. spec
+            .. " (got " .. type(v) .. ")", level)
+    end
+  end
+  if t.max_retries ~= nil and (t.max_retries < 0 or t.max_retries ~= math.floor(t.max_retries)) then
+    error("chatmaid: " .. where .. ": max_retries must be a non-negative integer", level)
+  end
+end
+
+local function default_random()
+  local b1, b2, b3 = core.random_bytes(3):byte(1, 3)
+  return (b1 * 65536 + b2 * 256 + b3) / 16777216
+end
+
+-- Validation failure: nothing was sent.
+function _M.validation(method, path, problems)
+  if type(problems) == "string" then problems = { problems } end
+  return nil, errors.new("validation", table.concat(problems, "; "),
+                         { messages = problems, method = method, path = path })
+end
+
+-- Makes a client class. spec.name: for messages ("chatmaid.client");
+-- spec.bare_json_ok: a 2xx JSON object without `success` is a valid answer (conversations).
+function _M.class(spec)
+  local cls = {}
+  local mt = { __index = cls }
+  cls._mt = mt
+
+  function mt.__tostring(c)
+    return spec.name .. " (" .. (c.environment and (c.environment .. ", ") or "") .. c.base_url
+           .. (c.closed and ", closed)" or ")")
+  end
+
+  -- Checks options common to every client and fills self. Raises on programmer mistakes
+  -- (level 3: the caller of new). Returns the client (not yet validated for key/base_url).
+  function cls._init(self, opts, key, base)
+    for _, name in ipairs{ "timeout", "connect_timeout", "max_retry_wait", "max_body" } do
+      local v = opts[name]
+      if v ~= nil and not (v > 0 or (name == "max_retry_wait" and v == 0)) then
+        error("chatmaid: new: " .. name .. " must be a positive number", 3)
+      end
+    end
+    if opts.http_version and opts.http_version ~= "1.1" and opts.http_version ~= "2" then
+      error('chatmaid: new: http_version must be "1.1" or "2"', 3)
+    end
+    if opts.proxy == true then error("chatmaid: new: proxy must be a URL string or false", 3) end
+    if opts.transport and type(opts.transport.request) ~= "function" then
+      error("chatmaid: new: transport must have a request method", 3)
+    end
+    self.base_url = base
+    self.timeout = opts.timeout or 30
+    self.max_retries = opts.max_retries or 2
+    self.max_retry_wait = opts.max_retry_wait or 60
+    self.sleep = opts.sleep or core.sleep
+    self.now = opts.now or core.monotime
+    self.random = opts.random or default_random
+    self.on_request = opts.on_request
+    self.on_response = opts.on_response
+    local ua = "lua-chatmaid/" .. _M.VERSION .. " " .. core.curl_version .. " " .. _VERSION
+    if opts.user_agent then ua = ua .. " " .. opts.user_agent end
+    self.transport = opts.transport or transport_mod.new{
+      timeout_ms = math.ceil(self.timeout * 1000),
+      connect_timeout_ms = math.ceil((opts.connect_timeout or 10) * 1000),
+      user_agent = ua, ca_file = opts.ca_file, proxy = opts.proxy,
+      max_body = opts.max_body, http_version = opts.http_version,
+    }
+    secrets[self] = "Authorization: Bearer " .. key
+    return setmetatable(self, mt)
+  end
+
+  function cls._check_open(self, where)
+    if getmetatable(self) ~= mt then
+      error("chatmaid: " .. where .. " must be called as client:" .. where .. "(...)", 3)
+    end
+    if self.closed then error("chatmaid: attempt to use a closed client (" .. where .. ")", 3) end
+  end
+
+  -- Idempotent; also __close (Lua 5.4 `local c <close>`). The transport's session frees its
+  -- libcurl handles on __gc too, so a forgotten client leaks nothing.
+  function cls.close(self)
+    if getmetatable(self) ~= mt then
+      error("chatmaid: close must be called as client:close()", 2)
+    end
+    if not self.closed then
+      self.closed = true
+      if self.transport.close then self.transport:close() end
+    end
+    return true
+  end
+  mt.__close = cls.close
+
+  -- The last HTTP exchange: method, path, attempt, elapsed, status, headers (for debugging).
+  function cls.last_response(self)
+    cls._check_open(self, "last_response")
+    return self._last
+  end
+
+  cls._request = _M.request
+  cls._interpret = _M.interpret
+  cls._bare_json_ok = spec.bare_json_ok or false
+  return cls
+end
+
+local TRANSPORT_MESSAGES = {
+  connect = "could not connect to the API",
+  resolve = "could not resolve the API host name",
+  tls = "TLS failed (certificate not trusted, or handshake error); set ca_file for a "
+        .. "private CA: verification cannot be switched off",
+  too_large = "response refused",
+  nomem = "out of memory",
+  transport = "the connection failed",
+}
+
+-- A transport result -> value | nil, err
+function _M.interpret(self, method, path, res, kind, msg, code, timeout)
+  local f = { method = method, path = path }
+  if not res then
+    f.reason, f.curl_code = kind, code
+    if kind == "timeout" then
+      return nil, errors.new("timeout", "no complete response within " .. timeout .. " s ("
+                             .. tostring(msg) .. ")", f)
+    end
+    if kind == "tls" or kind == "too_large" or kind == "nomem" then f.retryable = false end
+    return nil, errors.new("transport", (TRANSPORT_MESSAGES[kind] or "transport failure")
+                           .. ": " .. tostring(msg), f)
+  end
+  local status = res.status
+  f.status = status
+  f.request_id = res.headers["x-request-id"]
+  local ok, data, enveloped = core.decode_envelope(status, res.body)
+  if status >= 200 and status < 300 then
+    if ok and (enveloped or self._bare_json_ok) then return data end
+    if ok then
+      return nil, errors.new("decode", "HTTP " .. status .. " with JSON that is not the "
+                             .. "Chatmaid envelope (no success field)", f)
+    end
+    if ok == false then
+      f.error, f.messages, f.details = data.error, data.messages, data.details
+      f.retryable = false
+      return nil, errors.new("server", "HTTP " .. status .. " but the envelope says "
+                             .. "success:false: " .. tostring(data.message or "no message"), f)
+    end
+    return nil, errors.new("decode", "HTTP " .. status .. " with " .. data, f)
+  end
+  -- Non-2xx: the status decides the kind, whatever the body is (a 502 HTML page from a
+  -- proxy is still a server error, and still worth a retry).
+  local ekind = errors.kind_for_status(status)
+  local message
+  if ok == false then
+    f.error, f.messages, f.details = data.error, data.messages, data.details
+    f.retry_after = data.retry_after
+    message = data.message
+    if message == nil or message == "" then message = "HTTP " .. status end
+  else
+    f.messages = setmetatable({}, core.array_mt)
+    message = "HTTP " .. status .. " with " .. tostring(data)
+  end
+  if f.retry_after == nil then
+    f.retry_after = retry.parse_retry_after(res.headers["retry-after"])
+  end
+  if self.classify then self:classify(f) end   -- API-specific tweaks (conversations)
+  return nil, errors.new(ekind, message, f)
+end
+
+-- The one request pipeline: hooks, attempts, retries, last_response.
+-- o: per-call options (timeout, max_retries, max_retry_wait); idem: the idempotency key.
+function _M.request(self, method, path, query, body, o, idem)
+  o = o or {}
+  local timeout = o.timeout or self.timeout
+  local max_retries = o.max_retries or self.max_retries
+  local max_retry_wait = o.max_retry_wait or self.max_retry_wait
+  local headers = { secrets[self], "Accept: application/json" }
+  local payload
+  if body then
+    payload = json.encode(body)
+    headers[3] = "Content-Type: application/json"
+  end
+  local full_path = path .. (query or "")
+  local req = { method = method, url = self.base_url .. full_path, headers = headers,
+                body = payload, timeout_ms = math.ceil(timeout * 1000) }
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    if self.on_request then
+      self.on_request{ method = method, path = full_path, attempt = attempt,
+                       idempotency_key = idem }
+    end
+    local t0 = self.now()
+    local res, kind, msg, code = self.transport:request(req)
+    local elapsed = self.now() - t0
+    local value, err = self:_interpret(method, full_path, res, kind, msg, code, timeout)
+    self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
+                   status = res and res.status, headers = res and res.headers }
+    if self.on_response then
+      self.on_response{ method = method, path = full_path, attempt = attempt,
+                        status = res and res.status, elapsed = elapsed,
+                        idempotency_key = idem, kind = err and err.kind }
+    end
+    if not err then return value end
+    err.attempts, err.idempotency_key = attempt, idem
+    local action, wait = retry.decide(err, attempt, max_retries, max_retry_wait, self.random)
+    if action ~= "retry" then return nil, err end
+    self.sleep(wait)
+  end
+end
+
+return _M
