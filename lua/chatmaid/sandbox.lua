@@ -174,7 +174,8 @@ end
 function _M:stop()
   if self.stopped then return true end
   self.stopped = true
-  pcall(control, self, "POST", "/shutdown")
+  local ok, res = pcall(control, self, "POST", "/shutdown")
+  if not (ok and res) then os.execute("kill " .. self.pid .. " 2>/dev/null") end
   local deadline = socket.gettime() + 3
   while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
   if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end

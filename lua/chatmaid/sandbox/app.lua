@@ -77,6 +77,9 @@ function _M:dispatch(req)
     self.log("handler error: " .. tostring(resp))
     resp = R.error(500, "Internal server error", req.path)
   end
+  if fault and faults_mod.CANNED[fault.type] then
+    return faults_mod.canned(fault, req.path), fault
+  end
   return resp, fault
 end
 

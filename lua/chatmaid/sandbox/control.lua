@@ -136,6 +136,10 @@ function _M.handle(app, req)
   if m == "POST" and ref then return phone_state(app, req, util.url_decode(ref)) end
   if m == "GET" and p == "/webhooks" then return R.ok(200, json.arr(app.webhooks.log)) end
   if m == "POST" and p == "/config" then return config(app, req) end
+  if m == "POST" and p == "/echo" then
+    -- the exact request body back (proves bodies are read byte for byte)
+    return R.new(200, req.body, "application/octet-stream")
+  end
   if m == "POST" and p == "/shutdown" then
     app.stopping = true
     return R.ok(200, json.obj("stopping", true))

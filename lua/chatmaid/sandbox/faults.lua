@@ -19,6 +19,12 @@ _M.PROCESS = {
   invalid_json = false, empty_200 = false, success_false_200 = false, huge_body = false,
 }
 
+-- Faults answered with a complete, well-framed canned response.
+_M.CANNED = {
+  html_500 = true, json_502 = true, json_503 = true, rate_limit = true, invalid_json = true,
+  empty_200 = true, success_false_200 = true,
+}
+
 function _M.new()
   return setmetatable({ list = {} }, mt)
 end
@@ -38,7 +44,7 @@ function _M:add(spec)
     method = type(spec.method) == "string" and spec.method:upper() or nil,
     count = tonumber(spec.count) or 1,
     seconds = tonumber(spec.seconds) or 1,
-    retry_after = tonumber(spec.retry_after),
+    retry_after = tonumber(spec.retry_after) and math.floor(tonumber(spec.retry_after)),
     size = tonumber(spec.size) or 20 * 1024 * 1024,
     chunked = spec.chunked == true,
   }
@@ -96,7 +102,8 @@ function _M.canned(f, path)
       local body = json.obj("success", false, "error", "Service Unavailable",
         "message", json.arr({ "Service Unavailable" }), "statusCode", 503,
         "retryAfter", f.retry_after, "path", path)
-      return R.new(503, json.encode(body), nil, { { "Retry-After", tostring(f.retry_after) } })
+      local ra = string.format("%d", f.retry_after)
+      return R.new(503, json.encode(body), nil, { { "Retry-After", ra } })
     end
     return R.error(503, "Service Unavailable", path)
   elseif t == "rate_limit" then

@@ -41,8 +41,9 @@ end
 
 -- rate_limited(n) -> 429 {"success":false,"error":"Rate limit exceeded","retryAfter":n}
 function _M.rate_limited(n)
+  n = math.floor(n)
   local body = json.obj("success", false, "error", "Rate limit exceeded", "retryAfter", n)
-  return _M.new(429, json.encode(body), nil, { { "Retry-After", tostring(n) } })
+  return _M.new(429, json.encode(body), nil, { { "Retry-After", string.format("%d", n) } })
 end
 
 local function null(v)
