@@ -1,0 +1,86 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Runs the bench: checks the tools, starts a private nginx (plain HTTP and TLS, self-signed
+# certificate made here) in a temp prefix, hands over to bench/driver.lua, and always stops
+# nginx by its pid. Usage (from the repo root, normally via make): sh bench/run.sh full|smoke
+set -eu
+
+MODE=${1:-full}
+LUA=${LUA:-lua5.4}
+BUILD=${BUILD:-build}
+BENCH_BIN=${BENCH_BIN:-$BUILD/bench}
+case "$MODE" in full|smoke) ;; *) echo "usage: bench/run.sh full|smoke" >&2; exit 2 ;; esac
+
+# --- tools: install what is missing as root, otherwise say how ---
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+missing=""
+[ -x "$NGINX" ] || missing="$missing nginx"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ "$MODE" = full ]; then
+  command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
+fi
+"$LUA" -e 'require "socket"' >/dev/null 2>&1 || missing="$missing lua-socket"
+"$LUA" -e 'require "cjson"' >/dev/null 2>&1 || missing="$missing lua-cjson"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bench: installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq $missing >/dev/null || {
+      echo "bench: could not install:$missing" >&2; exit 1; }
+    NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+  else
+    echo "bench: missing packages. Install them with:" >&2
+    echo "  sudo apt-get install -y$missing" >&2
+    exit 1
+  fi
+fi
+
+# --- private prefix; everything below is removed on exit ---
+T=$(mktemp -d "${TMPDIR:-/tmp}/chatmaid-bench.XXXXXX")
+NGINX_PID=""
+cleanup() {
+  if [ -n "$NGINX_PID" ]; then
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+  fi
+  rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Workers run as nobody when started by root: they must be able to read the data files.
+chmod 755 "$T"
+mkdir "$T/data"
+cp bench/data/*.json "$T/data/"
+chmod 644 "$T"/data/*.json
+
+# A fresh throwaway certificate per run (P-256: instant to generate); never committed.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$T/key.pem" -out "$T/cert.pem" -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 || {
+  echo "bench: openssl req failed" >&2; exit 1; }
+
+free_port() {
+  "$LUA" -e 'local s = assert(require("socket").bind("127.0.0.1", 0))
+    local _, p = s:getsockname() s:close() print(p)'
+}
+PORT=$(free_port)
+TLS_PORT=$(free_port)
+while [ "$TLS_PORT" = "$PORT" ]; do TLS_PORT=$(free_port); done
+
+"$LUA" bench/driver.lua render bench/locations.conf.in "$T/locations.conf" \
+  DATA="$T/data" SEND_JSON=@bench/data/send.json
+"$LUA" bench/driver.lua render bench/nginx.conf.in "$T/nginx.conf" \
+  TMP="$T" PORT="$PORT" TLS_PORT="$TLS_PORT"
+
+"$NGINX" -p "$T/" -c "$T/nginx.conf" -e "$T/error.log" &
+NGINX_PID=$!
+
+status=0
+"$LUA" bench/driver.lua run "$MODE" lua="$LUA" build="$BUILD" bin="$BENCH_BIN" \
+  port="$PORT" tls_port="$TLS_PORT" ca="$T/cert.pem" tmp="$T" || status=$?
+if [ "$status" != 0 ]; then
+  echo "bench: FAILED (exit $status); nginx error log:" >&2
+  tail -n 20 "$T/error.log" >&2 2>/dev/null || true
+fi
+exit "$status"
