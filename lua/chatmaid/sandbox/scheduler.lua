@@ -11,6 +11,7 @@ function _M.new(log)
     readers = {}, writers = {},   -- socket -> { co, deadline }
     sleepers = {},                -- co -> deadline
     listeners = {},               -- socket -> function(sock) (readable callback)
+    on_error = setmetatable({}, { __mode = "k" }), -- co -> cleanup when the task raises
     log = log or function() end,
     running = true,
   }, mt)
@@ -19,10 +20,14 @@ end
 local function resume(self, co, ...)
   local ok, kind, a, b = coroutine.resume(co, ...)
   if not ok then
+    -- no pcall inside tasks: Lua 5.1 cannot yield across it, so errors land here
+    local on_error = self.on_error[co]
+    self.on_error[co] = nil
     self.log("task error: " .. tostring(kind))
+    if on_error then pcall(on_error, kind) end
     return
   end
-  if coroutine.status(co) == "dead" then return end
+  if coroutine.status(co) == "dead" then self.on_error[co] = nil; return end
   if kind == "read" then
     self.readers[a] = { co, b }
   elseif kind == "write" then
@@ -37,6 +42,13 @@ end
 -- spawn(fn, ...) starts a task now; it runs until its first wait.
 function _M:spawn(fn, ...)
   resume(self, coroutine.create(fn), ...)
+end
+
+-- spawn_guarded(on_error, fn, ...) is spawn with a cleanup called if the task raises.
+function _M:spawn_guarded(on_error, fn, ...)
+  local co = coroutine.create(fn)
+  self.on_error[co] = on_error
+  resume(self, co, ...)
 end
 
 -- Inside a task: wait_read(sock, deadline) -> true when readable, false on deadline.

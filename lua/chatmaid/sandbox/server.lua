@@ -64,15 +64,15 @@ local function accept(self)
     local c = conn_mod.wrap(s, self.app.sched)
     self.conns[c] = true
     self.app.store.stats.connectionsAccepted = self.app.store.stats.connectionsAccepted + 1
-    self.app:spawn(function()
-      local ok, err = pcall(serve_conn, self, c)
-      if not ok then
-        self.log("connection error: " .. tostring(err))
-        pcall(c.send, c, http.serialize(R.error(500, "Internal server error", "/"), false))
-        c:close()
-        self.conns[c] = nil
+    self.app.sched:spawn_guarded(function()
+      -- best effort: the task is dead, so answer without yielding, then close
+      if not c.closed then
+        pcall(c.sock.send, c.sock, http.serialize(R.error(500, "Internal server error", "/"),
+          false))
       end
-    end)
+      c:close()
+      self.conns[c] = nil
+    end, serve_conn, self, c)
   end
 end
 
