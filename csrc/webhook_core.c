@@ -20,8 +20,8 @@
  * Why EVP_MAC and not the one-shot HMAC(): the MAC input is t "." body, and HMAC() would
  * need the three pieces in one buffer, i.e. a copy of a body that may be megabytes long
  * and is attacker-sized. EVP_MAC takes them as three updates. It also lets us keep one
- * keyed state per secret (cm_wh_cache) and duplicate it per message, which skips the
- * algorithm fetch and the key schedule that HMAC() redoes on every call.
+ * keyed state per secret (cm_wh_cache) and restart it per message, which skips the
+ * algorithm fetch, the allocations and the key schedule that HMAC() redoes on every call.
  */
 
 static EVP_MAC_CTX *keyed_new(const char *key, size_t klen) {
@@ -45,7 +45,8 @@ static EVP_MAC_CTX *keyed_new(const char *key, size_t klen) {
 }
 
 /* Borrowed keyed state for key from the cache, creating it if needed; NULL if the cache
- * cannot hold it (then the caller keys a private state). Valid until the next lookup. */
+ * cannot hold it (then the caller keys a private state). Valid until the next lookup, so
+ * callers finish one MAC before looking up the next secret. */
 static EVP_MAC_CTX *cache_get(cm_wh_cache *c, const char *key, size_t klen) {
   cm_wh_cache_entry *e;
   unsigned i;
@@ -97,18 +98,22 @@ static void to_hex(const unsigned char *mac, char *hex) {
 
 int cm_wh_sign(cm_wh_cache *cache, const char *key, size_t klen, const char *tstr,
                size_t tlen, const char *body, size_t blen, char hex[64]) {
-  EVP_MAC_CTX *keyed = cache != NULL ? cache_get(cache, key, klen) : NULL;
-  EVP_MAC_CTX *ctx = keyed != NULL ? EVP_MAC_CTX_dup(keyed) : keyed_new(key, klen);
+  /* A cached state is re-initialised with a NULL key, which restarts HMAC from the key
+   * already set (EVP_MAC_init(3); made reliable for every provided MAC by OpenSSL PR
+   * #18100, in 3.0.4). Without a cache the state is keyed here and freed below. */
+  EVP_MAC_CTX *cached = cache != NULL ? cache_get(cache, key, klen) : NULL;
+  EVP_MAC_CTX *ctx = cached != NULL ? cached : keyed_new(key, klen);
   unsigned char mac[EVP_MAX_MD_SIZE];
   size_t maclen = 0;
   int ok;
   if (ctx == NULL) return CM_WH_EFAIL;
-  ok = EVP_MAC_update(ctx, (const unsigned char *)tstr, tlen)
+  ok = (cached == NULL || EVP_MAC_init(ctx, NULL, 0, NULL))
+       && EVP_MAC_update(ctx, (const unsigned char *)tstr, tlen)
        && EVP_MAC_update(ctx, (const unsigned char *)".", 1)
        && EVP_MAC_update(ctx, (const unsigned char *)body, blen)
        && EVP_MAC_final(ctx, mac, &maclen, sizeof mac)
        && maclen == 32;
-  EVP_MAC_CTX_free(ctx);
+  if (cached == NULL) EVP_MAC_CTX_free(ctx);
   if (ok) to_hex(mac, hex);
   OPENSSL_cleanse(mac, sizeof mac);
   return ok ? CM_WH_OK : CM_WH_EFAIL;
