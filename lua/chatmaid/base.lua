@@ -24,6 +24,10 @@ _M.OPTION_TYPES = {
   on_request = "function", on_response = "function",
 }
 
+-- The "Authorization: Bearer ..." header line of a client, for code that builds its own
+-- requests (batch sending over curl multi). Never store or log it.
+function _M.auth_header(client) return secrets[client] end
+
 -- Per-call options accepted by every method that takes a parameter table.
 _M.CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
 
