@@ -9,6 +9,7 @@ local faults_mod = require("chatmaid.sandbox.faults")
 local webhooks_mod = require("chatmaid.sandbox.webhooks")
 local scheduler = require("chatmaid.sandbox.scheduler")
 local api = require("chatmaid.sandbox.api")
+local conversations = require("chatmaid.sandbox.conversations")
 local control = require("chatmaid.sandbox.control")
 
 local _M = {}
@@ -72,7 +73,8 @@ function _M:dispatch(req)
       return R.new(500, ""), fault
     end
   end
-  local ok, resp = pcall(api.handle, self, req)
+  local handle = req.path:sub(1, 14) == "/api/whatsapp/" and conversations.handle or api.handle
+  local ok, resp = pcall(handle, self, req)
   if not ok then
     self.log("handler error: " .. tostring(resp))
     resp = R.error(500, "Internal server error", req.path)

@@ -144,6 +144,9 @@ function _M.handle(app, req)
     app.stopping = true
     return R.ok(200, json.obj("stopping", true))
   end
+  if p:sub(1, 15) == "/conversations/" then
+    return require("chatmaid.sandbox.conversations").control(app, req, p)
+  end
   return R.error(404, "Cannot " .. m .. " " .. req.path, req.path)
 end
 
