@@ -1,0 +1,78 @@
+rockspec_format = "3.0"
+package = "chatmaid"
+version = "scm-1"
+source = { url = "git+https://github.com/lua-chatmaid/lua-chatmaid.git" }
+description = {
+  summary = "Chatmaid WhatsApp API client: a libcurl C core with an idiomatic Lua layer",
+  detailed = [[
+Send and track WhatsApp messages through the Chatmaid API: kept-alive libcurl transport,
+structured errors, safe retries with idempotency keys, pagination, polling, batch sends,
+webhook verification in C (OpenSSL HMAC-SHA256), a local sandbox and a CLI.]],
+  license = "MIT",
+  labels = { "whatsapp", "http", "curl", "api", "openresty" },
+}
+-- lua-cjson (required) and LuaSocket (the sandbox and CLI) come from the system: Debian's
+-- lua-cjson and lua-socket packages are invisible to LuaRocks, and listing them here would
+-- make `luarocks make` reach for the network. Elsewhere: luarocks install lua-cjson luasocket.
+dependencies = { "lua >= 5.1, < 5.5" }
+external_dependencies = {
+  -- Debian keeps curl.h in a multiarch include dir that LuaRocks does not search, while
+  -- the compiler does: so look for the libraries.
+  CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" },
+}
+test = { type = "busted" }
+build = {
+  type = "builtin",
+  modules = {
+    ["chatmaid.core"] = {
+      sources = {
+        "csrc/buf.c",
+        "csrc/chatmaid.c",
+        "csrc/clock.c",
+        "csrc/envelope.c",
+        "csrc/random.c",
+        "csrc/session.c",
+        "csrc/webhook.c",
+        "csrc/webhook_core.c",
+      },
+      libraries = { "curl", "crypto" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+    ["chatmaid.base"] = "lua/chatmaid/base.lua",
+    ["chatmaid.cli.csv"] = "lua/chatmaid/cli/csv.lua",
+    ["chatmaid.cli.output"] = "lua/chatmaid/cli/output.lua",
+    ["chatmaid.cli.progress"] = "lua/chatmaid/cli/progress.lua",
+    ["chatmaid.client"] = "lua/chatmaid/client.lua",
+    ["chatmaid.errors"] = "lua/chatmaid/errors.lua",
+    ["chatmaid"] = "lua/chatmaid/init.lua",
+    ["chatmaid.paginate"] = "lua/chatmaid/paginate.lua",
+    ["chatmaid.retry"] = "lua/chatmaid/retry.lua",
+    ["chatmaid.sandbox"] = "lua/chatmaid/sandbox.lua",
+    ["chatmaid.sandbox.api"] = "lua/chatmaid/sandbox/api.lua",
+    ["chatmaid.sandbox.app"] = "lua/chatmaid/sandbox/app.lua",
+    ["chatmaid.sandbox.conn"] = "lua/chatmaid/sandbox/conn.lua",
+    ["chatmaid.sandbox.control"] = "lua/chatmaid/sandbox/control.lua",
+    ["chatmaid.sandbox.conversations"] = "lua/chatmaid/sandbox/conversations.lua",
+    ["chatmaid.sandbox.defaults"] = "lua/chatmaid/sandbox/defaults.lua",
+    ["chatmaid.sandbox.faults"] = "lua/chatmaid/sandbox/faults.lua",
+    ["chatmaid.sandbox.http"] = "lua/chatmaid/sandbox/http.lua",
+    ["chatmaid.sandbox.json"] = "lua/chatmaid/sandbox/json.lua",
+    ["chatmaid.sandbox.responses"] = "lua/chatmaid/sandbox/responses.lua",
+    ["chatmaid.sandbox.rules"] = "lua/chatmaid/sandbox/rules.lua",
+    ["chatmaid.sandbox.scheduler"] = "lua/chatmaid/sandbox/scheduler.lua",
+    ["chatmaid.sandbox.server"] = "lua/chatmaid/sandbox/server.lua",
+    ["chatmaid.sandbox.store"] = "lua/chatmaid/sandbox/store.lua",
+    ["chatmaid.sandbox.util"] = "lua/chatmaid/sandbox/util.lua",
+    ["chatmaid.sandbox.webhooks"] = "lua/chatmaid/sandbox/webhooks.lua",
+    ["chatmaid.transport"] = "lua/chatmaid/transport.lua",
+    ["chatmaid.url"] = "lua/chatmaid/url.lua",
+    ["chatmaid.validate"] = "lua/chatmaid/validate.lua",
+    ["chatmaid.webhook"] = "lua/chatmaid/webhook.lua",
+  },
+  install = { bin = {
+    ["chatmaid-sandbox"] = "bin/chatmaid-sandbox",
+  } },
+}

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Regenerates rockspec/chatmaid-scm-1.rockspec from the tree, so every Lua module and C
+# source is listed (LuaRocks installs only what the rockspec names).
+cd "$(dirname "$0")/.."
+{
+cat <<'HEAD'
+rockspec_format = "3.0"
+package = "chatmaid"
+version = "scm-1"
+source = { url = "git+https://github.com/lua-chatmaid/lua-chatmaid.git" }
+description = {
+  summary = "Chatmaid WhatsApp API client: a libcurl C core with an idiomatic Lua layer",
+  detailed = [[
+Send and track WhatsApp messages through the Chatmaid API: kept-alive libcurl transport,
+structured errors, safe retries with idempotency keys, pagination, polling, batch sends,
+webhook verification in C (OpenSSL HMAC-SHA256), a local sandbox and a CLI.]],
+  license = "MIT",
+  labels = { "whatsapp", "http", "curl", "api", "openresty" },
+}
+-- lua-cjson (required) and LuaSocket (the sandbox and CLI) come from the system: Debian's
+-- lua-cjson and lua-socket packages are invisible to LuaRocks, and listing them here would
+-- make `luarocks make` reach for the network. Elsewhere: luarocks install lua-cjson luasocket.
+dependencies = { "lua >= 5.1, < 5.5" }
+external_dependencies = {
+  -- Debian keeps curl.h in a multiarch include dir that LuaRocks does not search, while
+  -- the compiler does: so look for the libraries.
+  CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" },
+}
+test = { type = "busted" }
+build = {
+  type = "builtin",
+  modules = {
+    ["chatmaid.core"] = {
+      sources = {
+HEAD
+for f in csrc/*.c; do echo "        \"$f\","; done
+cat <<'MID'
+      },
+      libraries = { "curl", "crypto" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+MID
+find lua -name '*.lua' | sort | while read -r f; do
+  m=$(echo "$f" | sed 's|^lua/||; s|\.lua$||; s|/init$||; s|/|.|g')
+  echo "    [\"$m\"] = \"$f\","
+done
+echo "  },"
+echo "  install = { bin = {"
+for b in bin/*; do echo "    [\"$(basename "$b")\"] = \"$b\","; done
+echo "  } },"
+echo "}"
+} > rockspec/chatmaid-scm-1.rockspec
