@@ -217,4 +217,19 @@ function _M:usage(period, o)
   return self:_request("GET", path, url.query{ { "period", period } }, nil, o)
 end
 
+-- ---- convenience layer (issue 6): pagination, polling, batch sending ----
+-- Installed here so that `client:messages{}` etc. are methods; the code lives in its own
+-- modules (paginate.lua, poll.lua, batch.lua).
+do
+  local paginate = require "chatmaid.paginate"
+  local poll = require "chatmaid.poll"
+  local batch = require "chatmaid.batch"
+  _M.messages = paginate.messages
+  _M.message_pages = paginate.message_pages
+  _M.collect_messages = paginate.collect_messages
+  _M.wait = poll.wait
+  _M.send_batch = batch.send_batch
+end
+-- ---- end of convenience layer ----
+
 return _M

@@ -1,0 +1,347 @@
+-- SPDX-License-Identifier: MIT
+-- client:send_batch(items, opts): many sends at once over the transport's curl multi handle,
+-- bounded by `concurrency`, paced by a client-side limiter, each item with a stable
+-- idempotency key, retried on its own schedule without blocking the others.
+local core = require "chatmaid.core"
+local base = require "chatmaid.base"
+local errors = require "chatmaid.errors"
+local retry = require "chatmaid.retry"
+local validate = require "chatmaid.validate"
+local ratelimit = require "chatmaid.ratelimit"
+local json = require("cjson").new()   -- private instance, as in base.lua
+
+local _M = {}
+
+_M.DEFAULT_CONCURRENCY = 8
+_M.MAX_CONCURRENCY = 64
+_M.DEFAULT_RATE_PER_MINUTE = 100
+-- A 429 is flow control, not a failure of the item: it has its own retry budget, apart
+-- from max_retries.
+_M.RATE_LIMITED_RETRIES = 10
+
+local PATH = "/v1/messages/send"
+local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "number|boolean",
+               on_progress = "function", timeout = "number", max_retries = "number",
+               max_retry_wait = "number" }
+local ITEM = { from = "string", to = true, content = true, media_urls = true,
+               idempotency_key = true }
+
+-- The key of item i of batch `batch_id`: the same on every run of the same batch, so a run
+-- after a crash finds the messages the first run created. Hashed when it would not fit the
+-- API's 64 printable characters.
+function _M.derived_key(batch_id, i, to)
+  local raw = "b:" .. batch_id .. ":" .. i .. ":" .. to
+  if #raw <= 64 and not raw:find("[^\32-\126]") then return raw end
+  return "bh:" .. core.webhook_sign(raw, "chatmaid.batch", 0):sub(1, 61)
+end
+
+-- A transport without add/poll (OpenResty, a user's own): the same scheduler, one request
+-- at a time through transport:request.
+local function sequential(tr)
+  local done = {}
+  return {
+    add = function(_, token, req)
+      local res, kind, msg, code = tr:request(req)
+      if res then
+        done[#done + 1] = { token = token, status = res.status, body = res.body,
+                            headers = res.headers }
+      else
+        done[#done + 1] = { token = token, kind = kind, message = msg, code = code }
+      end
+      return true
+    end,
+    poll = function()
+      local d = done
+      done = {}
+      return d
+    end,
+    pending = function() return #done end,
+  }, true
+end
+
+local function copy_err(e)
+  return errors.new(e.kind, e.message, e)
+end
+
+local function check_options(o)
+  if o == nil then return {} end
+  base.check_table("send_batch", o, OPTS, nil, 4)
+  local c = o.concurrency
+  if c ~= nil and (c ~= math.floor(c) or c < 1 or c > _M.MAX_CONCURRENCY) then
+    error("chatmaid: send_batch: concurrency must be an integer 1.." .. _M.MAX_CONCURRENCY, 3)
+  end
+  local r = o.rate_per_minute
+  if r == true or (type(r) == "number" and (r ~= r or r < 1)) then
+    error("chatmaid: send_batch: rate_per_minute must be a number >= 1, or false to "
+          .. "disable the limiter", 3)
+  end
+  if o.batch_id == "" then error("chatmaid: send_batch: batch_id must not be empty", 3) end
+  for _, k in ipairs{ "timeout", "max_retry_wait" } do
+    if o[k] ~= nil and not (o[k] > 0 or (k == "max_retry_wait" and o[k] == 0)) then
+      error("chatmaid: send_batch: " .. k .. " must be a positive number", 3)
+    end
+  end
+  return o
+end
+
+-- Does resolving this sender make a request? (It then takes a token from the limiter.)
+local function lookup_needed(self, from)
+  if from == nil then from = self.default_from end
+  if from == nil then return self._auto_from == nil end
+  return from:sub(1, 1) == "+" and self._senders[from] == nil
+end
+
+-- client:send_batch(items, { concurrency = 8, batch_id = "...", rate_per_minute = 100,
+--                            on_progress = fn(done, total, result), timeout, max_retries,
+--                            max_retry_wait })
+--   -> results, summary
+-- items: array of send parameter tables (from, to, content, media_urls, idempotency_key).
+-- results[i] = { message = msg, idempotency_key = k } | { err = err, idempotency_key = k? }
+-- in input order; an item with bad values fails alone (err.kind "validation"); a wrong
+-- parameter name or type in any item raises before anything is sent.
+-- summary = { sent, failed, requests, rate_limited (429s seen), retries, elapsed }.
+function _M.send_batch(self, items, o)
+  self:_check_open("send_batch")
+  if type(items) ~= "table" then
+    error("chatmaid: send_batch expects an array of send parameter tables (got "
+          .. type(items) .. ")", 2)
+  end
+  o = check_options(o)
+  local n = #items
+  for i = 1, n do
+    local it = items[i]
+    if type(it) ~= "table" then
+      error("chatmaid: send_batch: items[" .. i .. "] must be a table of send parameters (got "
+            .. type(it) .. ")", 2)
+    end
+    base.check_table("send_batch: items[" .. i .. "]", it, ITEM, nil, 3)
+  end
+  if self._batch_running then
+    error("chatmaid: send_batch: a batch is already running on this client", 2)
+  end
+
+  local concurrency = o.concurrency or _M.DEFAULT_CONCURRENCY
+  local timeout = o.timeout or self.timeout
+  local max_retries = o.max_retries or self.max_retries
+  local max_retry_wait = o.max_retry_wait or self.max_retry_wait
+  local rate = o.rate_per_minute
+  if rate == nil then rate = _M.DEFAULT_RATE_PER_MINUTE end
+  local limiter = rate and ratelimit.new(rate) or nil
+  local call = { timeout = timeout, max_retries = max_retries, max_retry_wait = max_retry_wait }
+  local results = setmetatable({}, core.array_mt)
+  local summary = { sent = 0, failed = 0, requests = 0, rate_limited = 0, retries = 0 }
+  local started = self.now()
+  local done = 0
+
+  local function report(i, result)
+    results[i] = result
+    done = done + 1
+    if result.message then summary.sent = summary.sent + 1
+    else summary.failed = summary.failed + 1 end
+    if o.on_progress then o.on_progress(done, n, result) end
+  end
+
+  local function pace()
+    if not limiter then return end
+    local now = self.now()
+    local t = limiter:ready_at(now)
+    if t > now then self.sleep(t - now); now = self.now() end
+    limiter:take(now)
+  end
+
+  local jobs, by_from, senders = {}, {}, {}
+  local failures = {}
+  local function run()
+    -- 1. values, exactly as client:send checks them
+    for i = 1, n do
+      local p = items[i]
+      local problems = validate.send(p)
+      if p.from ~= nil then
+        problems[#problems + 1] = p.from:sub(1, 1) == "+" and validate.e164(p.from, "from")
+                                  or validate.id(p.from, "from")
+      end
+      if #problems > 0 then
+        local _, err = base.validation("POST", PATH, problems)
+        err.index = i
+        failures[#failures + 1] = { i, err }
+      else
+        local job = { i = i, p = p, attempt = 0, fails = 0, rl = 0, ready_at = -math.huge,
+                      key = p.idempotency_key
+                            or (o.batch_id and _M.derived_key(o.batch_id, i, p.to))
+                            or core.uuid4() }
+        jobs[#jobs + 1] = job
+        local f = p.from or by_from
+        if senders[f] == nil then senders[f] = false end
+      end
+    end
+    -- 2. each distinct sender resolved once (E.164 lookups are cached by the client too)
+    for f in pairs(senders) do
+      local from = f ~= by_from and f or nil
+      if lookup_needed(self, from) then pace(); summary.requests = summary.requests + 1 end
+      local id, err = self:_sender(from, call)
+      senders[f] = id and { id = id } or { err = err }
+    end
+    local ready = {}
+    for _, job in ipairs(jobs) do
+      local s = senders[job.p.from or by_from]
+      if s.err then
+        local e = copy_err(s.err)
+        e.index = job.i
+        failures[#failures + 1] = { job.i, e, job.key }
+      else
+        local p = job.p
+        local body = { fromPhoneId = s.id, to = p.to, content = p.content,
+                       idempotencyKey = job.key }
+        if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
+        job.req = { method = "POST", url = self.base_url .. PATH,
+                    headers = { base.auth_header(self), "Accept: application/json",
+                                "Content-Type: application/json" },
+                    body = json.encode(body), timeout_ms = math.ceil(timeout * 1000) }
+        ready[#ready + 1] = job
+      end
+    end
+    table.sort(failures, function(a, b) return a[1] < b[1] end)
+    for _, f in ipairs(failures) do report(f[1], { err = f[2], idempotency_key = f[3] }) end
+
+    -- 3. the transfers
+    local tr, one_by_one = self.transport, false
+    if type(tr.add) ~= "function" or type(tr.poll) ~= "function" then
+      tr, one_by_one = sequential(tr)
+      concurrency = 1
+    end
+    if tr.pending and tr:pending() > 0 then
+      error("chatmaid: send_batch: the transport still has transfers in flight", 0)
+    end
+    local inflight, n_inflight, next_new = {}, 0, 1
+    local retries = {}
+    local hold = -math.huge
+
+    local function finish(job, res, kind, msg, code)
+      local now = self.now()
+      local elapsed = now - job.t0
+      local value, err = self:_interpret("POST", PATH, res, kind, msg, code, timeout)
+      self._last = { method = "POST", path = PATH, attempt = job.attempt, elapsed = elapsed,
+                     status = res and res.status, headers = res and res.headers }
+      if self.on_response then
+        self.on_response{ method = "POST", path = PATH, attempt = job.attempt,
+                          status = res and res.status, elapsed = elapsed,
+                          idempotency_key = job.key, kind = err and err.kind }
+      end
+      if not err then
+        if type(value) == "table" and value.idempotencyKey == nil then
+          value.idempotencyKey = job.key
+        end
+        report(job.i, { message = value, idempotency_key = job.key })
+        return
+      end
+      err.attempts, err.idempotency_key, err.index = job.attempt, job.key, job.i
+      local action, wait
+      if err.status == 429 then
+        summary.rate_limited = summary.rate_limited + 1
+        job.rl = job.rl + 1
+        action, wait = retry.decide(err, job.rl, _M.RATE_LIMITED_RETRIES, max_retry_wait,
+                                    self.random)
+        -- everyone waits: the limit is per key, not per item
+        if action == "retry" and now + wait > hold then hold = now + wait end
+      else
+        job.fails = job.fails + 1
+        action, wait = retry.decide(err, job.fails, max_retries, max_retry_wait, self.random)
+      end
+      if action == "retry" then
+        summary.retries = summary.retries + 1
+        job.ready_at = now + wait
+        retries[#retries + 1] = job
+      else
+        report(job.i, { err = err, idempotency_key = job.key })
+      end
+    end
+
+    local function launch(job, now)
+      job.attempt = job.attempt + 1
+      summary.requests = summary.requests + 1
+      if limiter then limiter:take(now) end
+      if self.on_request then
+        self.on_request{ method = "POST", path = PATH, attempt = job.attempt,
+                         idempotency_key = job.key }
+      end
+      job.t0 = now
+      local ok, kind, msg = tr:add(job.i, job.req)
+      if ok then
+        inflight[job.i] = job
+        n_inflight = n_inflight + 1
+      else
+        finish(job, nil, kind, msg, nil)
+      end
+    end
+
+    -- next job allowed to start at `now`: a due retry first, else the next new item.
+    local function due(now)
+      local best
+      for k, job in ipairs(retries) do
+        if job.ready_at <= now and (not best or job.i < retries[best].i) then best = k end
+      end
+      if best then return retries[best], best end
+      if next_new <= #ready then return ready[next_new], nil end
+      return nil
+    end
+
+    while true do
+      local now = self.now()
+      local wake = math.huge
+      while n_inflight < concurrency do
+        local job, k = due(now)
+        if not job then break end
+        local t = limiter and limiter:ready_at(now) or now
+        if hold > t then t = hold end
+        if t > now then wake = t; break end
+        if k then table.remove(retries, k) else next_new = next_new + 1 end
+        launch(job, now)
+        if one_by_one then break end
+      end
+      for _, job in ipairs(retries) do
+        if job.ready_at > now and job.ready_at < wake then wake = job.ready_at end
+      end
+      if n_inflight == 0 and next_new > #ready and #retries == 0 then break end
+      local comps
+      if n_inflight > 0 then
+        local ms = 1000
+        if wake < math.huge then
+          ms = math.max(1, math.min(1000, math.ceil((wake - now) * 1000)))
+        end
+        comps = tr:poll(ms)
+      else
+        if wake > now and wake < math.huge then self.sleep(wake - now) end
+        comps = tr:poll(0)
+      end
+      for _, c in ipairs(comps) do
+        local job = inflight[c.token]
+        if job then
+          inflight[c.token] = nil
+          n_inflight = n_inflight - 1
+          local res = c.status and { status = c.status, body = c.body,
+                                     headers = c.headers or {} } or nil
+          finish(job, res, c.kind, c.message, c.code)
+        end
+      end
+    end
+    return tr
+  end
+
+  self._batch_running = true
+  local ok, e = pcall(run)
+  if not ok then
+    -- a callback raised: let what is already on the wire finish, so the next batch on this
+    -- client does not receive stale completions, then raise again
+    local tr = self.transport
+    if type(tr.pending) == "function" and type(tr.poll) == "function" then
+      while tr:pending() > 0 do tr:poll(100) end
+    end
+    self._batch_running = false
+    error(e, 0)
+  end
+  self._batch_running = false
+  summary.elapsed = self.now() - started
+  return results, summary
+end
+
+return _M

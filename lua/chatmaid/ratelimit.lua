@@ -1,0 +1,53 @@
+-- SPDX-License-Identifier: MIT
+-- Client-side request pacing for batches: a bucket of `per_minute` tokens where each spent
+-- token comes back `window` seconds after it was spent. That is exactly "at most per_minute
+-- requests in any 60 s window", the way the API counts (a sliding window per key), so a
+-- batch paced at the key's limit never sees a 429 from its own traffic. A bucket that
+-- refills continuously would allow up to twice the limit in the first minute.
+local _M = {}
+local mt = { __index = _M }
+
+_M.WINDOW = 60
+-- Requests are counted when they reach the server, a little after we send them; the margin
+-- absorbs that difference so that two requests a window apart on our clock stay apart there.
+_M.MARGIN = 1
+
+-- new(per_minute, opts) -> limiter. opts.window, opts.margin (seconds).
+function _M.new(per_minute, opts)
+  opts = opts or {}
+  return setmetatable({
+    size = per_minute, window = opts.window or _M.WINDOW,
+    margin = opts.margin or _M.MARGIN,
+    spent = {}, head = 1,      -- ring of the times of the last `size` requests
+    count = 0, hold = -math.huge,
+  }, mt)
+end
+
+-- ready_at(now) -> the earliest time a request may start (<= now: at once).
+function _M:ready_at(now)
+  local t = self.hold
+  if self.count >= self.size then
+    local back = self.spent[self.head] + self.window + self.margin
+    if back > t then t = back end
+  end
+  if t < now then return now end
+  return t
+end
+
+-- take(now): spend one token (call only when ready_at(now) <= now).
+function _M:take(now)
+  if self.count < self.size then
+    self.count = self.count + 1
+    self.spent[self.count] = now
+    return
+  end
+  self.spent[self.head] = now
+  self.head = self.head % self.size + 1
+end
+
+-- pause_until(t): the server said 429 with Retry-After; no request starts before t.
+function _M:pause_until(t)
+  if t > self.hold then self.hold = t end
+end
+
+return _M
