@@ -1,0 +1,190 @@
+-- SPDX-License-Identifier: MIT
+-- chatmaid batch FILE.csv: send one message per CSV row through client:send_batch.
+local core = require "chatmaid.core"
+local csv = require "chatmaid.cli.csv"
+local output = require "chatmaid.cli.output"
+local progress = require "chatmaid.cli.progress"
+
+local _M = { commands = {} }
+
+_M.COLUMNS = { "to", "content", "media_url", "idempotency_key" }
+local ALLOWED = {}
+for _, c in ipairs(_M.COLUMNS) do ALLOWED[c] = true end
+local MAX_BATCH_ID = 48   -- leaves room for ":<row>" within the 64-character key limit
+
+function _M.register(p)
+  local b = p:command("batch", "Send one message per row of a CSV file.")
+    :epilog([[
+The CSV (RFC 4180) has a header row naming its columns, from: to, content, media_url,
+idempotency_key. media_url may hold several URLs separated by spaces. A bad row (malformed
+CSV, invalid number, API error) is reported with its line number and does not stop the rest.
+
+Results go to --out (or stdout) as JSON lines, one per row in file order:
+  {"line":2,"to":"+15557654321","id":"msg_...","status":"sent","idempotency_key":"..."}
+  {"line":3,"to":"12","error":{"kind":"validation","message":"..."}}
+Progress (a bar on a terminal, plain lines otherwise) and a summary go to stderr. Exit code:
+0 when every row was sent, 1 when any row failed, 2 for a bad file or options.
+
+Safe to re-run after a crash or Ctrl-C: row n without its own idempotency_key is sent with
+the key "<batch id>:<n>" (n counts data rows, malformed ones included), so a second run with
+the same batch id sends nothing twice. The default batch id is "csv-" followed by 16 hex
+digits of a SHA-256 HMAC of --from and the file's bytes: the same file from the same sender
+is the same batch. If you edit the file before re-running, pass the batch id the first run
+printed (--batch-id csv-...). Use a new --batch-id to send the same file again on purpose.
+
+Examples:
+  chatmaid batch campaign.csv --from ph_primary --out results.jsonl
+  chatmaid batch campaign.csv --from +15551230001 --concurrency 4 --batch-id spring-42]])
+  b:argument("file", "CSV file.")
+  b:option("--from", "Sender: phone id or E.164 number (default: the one connected phone).")
+  b:option("--concurrency", "Requests in flight at once (default 8)."):convert(function(v)
+    return require("chatmaid.cli").integer(1, 64)(v)
+  end)
+  b:option("--batch-id", "Batch id for the derived idempotency keys (see below).")
+  b:option("--out", "Write the JSON-lines results to this file instead of stdout.")
+  b:option("--rate", "Client-side limit in requests per minute (default 100; 0 = off)")
+    :convert(function(v) return require("chatmaid.cli").integer(0)(v) end)
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- default batch id: same sender and same bytes -> same id (so a re-run is deduplicated).
+-- chatmaid.core exposes HMAC-SHA256 only through webhook_sign(body, key, t), which MACs
+-- t .. "." .. body: a fixed key and t = 0 make it a plain keyed hash.
+function _M.default_batch_id(from, text)
+  return "csv-" .. core.webhook_sign((from or "") .. "\n" .. text, "chatmaid-cli-batch", 0)
+                        :sub(1, 16)
+end
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+-- rows(text) -> header_err | nil, rows, bad
+-- rows: { line, ordinal, item }; bad: { line, to, error } for records that are not rows.
+function _M.rows(text)
+  local records = csv.parse(text)
+  local head = records[1]
+  if not head then return "the file is empty: expected a header row (to,content,...)" end
+  if head.error then return "line " .. head.line .. ": header: " .. head.error end
+  local cols, unknown, seen = {}, {}, {}
+  for i, name in ipairs(head.fields) do
+    name = trim(name)
+    if not ALLOWED[name] then unknown[#unknown + 1] = name == "" and '""' or name end
+    if seen[name] then return "column " .. name .. " appears twice in the header" end
+    seen[name] = i
+    cols[i] = name
+  end
+  if #unknown > 0 then
+    return "unknown column" .. (#unknown > 1 and "s " or " ") .. table.concat(unknown, ", ")
+           .. " in the header (allowed: " .. table.concat(_M.COLUMNS, ", ") .. ")"
+  end
+  if not seen.to then return "the header has no 'to' column" end
+  if not (seen.content or seen.media_url) then
+    return "the header needs a 'content' or a 'media_url' column"
+  end
+  local rows, bad = {}, {}
+  for k = 2, #records do
+    local r = records[k]
+    local ordinal = k - 1
+    if r.error then
+      bad[#bad + 1] = { line = r.line, error = { kind = "validation", message = r.error } }
+    elseif #r.fields ~= #cols then
+      bad[#bad + 1] = { line = r.line, to = r.fields[seen.to],
+                        error = { kind = "validation", message = "expected " .. #cols
+                                  .. " fields (as in the header), got " .. #r.fields } }
+    else
+      local v = {}
+      for i, name in ipairs(cols) do
+        if r.fields[i] ~= "" then v[name] = r.fields[i] end
+      end
+      local media
+      if v.media_url then
+        media = {}
+        for u in v.media_url:gmatch("%S+") do media[#media + 1] = u end
+      end
+      rows[#rows + 1] = { line = r.line, ordinal = ordinal, item = {
+        to = v.to and trim(v.to) or "", content = v.content, media_urls = media,
+        idempotency_key = v.idempotency_key } }
+    end
+  end
+  return nil, rows, bad
+end
+
+function _M.commands.batch(a, ctx)
+  local text, rerr = read_file(a.file)
+  if not text then return ctx.usage("cannot read " .. rerr) end
+  local herr, rows, bad = _M.rows(text)
+  if herr then return ctx.usage(a.file .. ": " .. herr) end
+  if #rows + #bad == 0 then return ctx.usage(a.file .. ": no data rows after the header") end
+  local batch_id = a.batch_id or _M.default_batch_id(a.from, text)
+  if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
+    return ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
+                     .. " characters without spaces")
+  end
+  local out = ctx.stdout
+  if a.out then
+    local f, oerr = io.open(a.out, "wb")
+    if not f then return ctx.usage("cannot write " .. oerr) end
+    out = f
+  end
+  local c, code = ctx.client()
+  if not c then return code end
+  if type(c.send_batch) ~= "function" then
+    return ctx.fail("chatmaid: this version of the library has no client:send_batch")
+  end
+  local items = {}
+  for i, r in ipairs(rows) do
+    local it = r.item
+    it.from = a.from
+    it.idempotency_key = it.idempotency_key or (batch_id .. ":" .. r.ordinal)
+    items[i] = it
+  end
+  local now = core.monotime
+  local t0 = now()
+  local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
+  local results, err = c:send_batch(items, {
+    concurrency = a.concurrency or 8, batch_id = batch_id,
+    rate_per_minute = (a.rate == 0) and false or a.rate,
+    on_progress = function(done) bar:update(done) end,
+  })
+  bar:finish()
+  if not results then return ctx.fail(err) end
+  local lines = {}
+  for _, b in ipairs(bad) do lines[#lines + 1] = b end
+  local sent, failed_lines = 0, {}
+  for i, r in ipairs(rows) do
+    local res = results[i] or {}
+    local rec = { line = r.line, to = r.item.to }
+    if res.message then
+      sent = sent + 1
+      rec.id, rec.status = res.message.id, res.message.status
+      rec.idempotency_key = res.message.idempotencyKey or r.item.idempotency_key
+    else
+      local e = res.err or { kind = "transport", message = "no result" }
+      rec.error = { kind = e.kind, message = e.message }
+    end
+    lines[#lines + 1] = rec
+  end
+  table.sort(lines, function(x, y) return x.line < y.line end)
+  for _, rec in ipairs(lines) do
+    out:write(output.json(rec), "\n")
+    if rec.error then failed_lines[#failed_lines + 1] = rec.line end
+  end
+  if out ~= ctx.stdout then out:close() else out:flush() end
+  local list = {}
+  for i = 1, math.min(#failed_lines, 10) do list[i] = tostring(failed_lines[i]) end
+  if #failed_lines > 10 then list[#list + 1] = "..." end
+  ctx.stderr:write(string.format("batch %s: sent %d, failed %d%s, %d rows in %.1f s\n",
+    batch_id, sent, #failed_lines,
+    #failed_lines > 0 and (" (line" .. (#failed_lines > 1 and "s " or " ")
+                          .. table.concat(list, ", ") .. ")") or "",
+    #lines, now() - t0))
+  return #failed_lines == 0 and 0 or 1
+end
+
+return _M
