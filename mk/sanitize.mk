@@ -1,0 +1,24 @@
+# make asan: the C core built with ASan+UBSan, loaded into the stock interpreter through
+# LD_PRELOAD of the sanitizer runtimes, running the whole spec suite.
+# make valgrind: memcheck over the suite (the interpreter and every child it starts).
+ASAN_BUILD := build/asan
+ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_RT := $(shell $(CC) -print-file-name=libubsan.so)
+VALGRIND_SPECS ?= spec/core spec/unit spec/integration/client_spec.lua spec/integration/faults_spec.lua
+
+.PHONY: asan valgrind
+asan: deps
+	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  SAN_LDFLAGS="-fsanitize=address,undefined" $(ASAN_BUILD)/chatmaid/core.so
+	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	CHATMAID_LUA=$(LUA) $(BUSTED) --cpath='$(ASAN_BUILD)/?.so' $(BUSTED_FLAGS) $(SPECS)
+
+valgrind: all
+	CHATMAID_LUA=$(LUA) valgrind --quiet --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+	  --suppressions=$(CURDIR)/scripts/valgrind.supp \
+	  $(BUSTED) --cpath='$(BUILD)/?.so' $(BUSTED_FLAGS) $(VALGRIND_SPECS)
