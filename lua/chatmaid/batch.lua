@@ -9,6 +9,8 @@ local retry = require "chatmaid.retry"
 local validate = require "chatmaid.validate"
 local ratelimit = require "chatmaid.ratelimit"
 local json = require("cjson").new()   -- private instance, as in base.lua
+-- chatmaid.client is required where it is used: it installs these functions when it loads,
+-- so requiring it at the top would be a cycle.
 
 local _M = {}
 
@@ -101,7 +103,7 @@ end
 -- parameter name or type in any item raises before anything is sent.
 -- summary = { sent, failed, requests, rate_limited (429s seen), retries, elapsed }.
 function _M.send_batch(self, items, o)
-  self:_check_open("send_batch")
+  require("chatmaid.client")._check_open(self, "send_batch")
   if type(items) ~= "table" then
     error("chatmaid: send_batch expects an array of send parameter tables (got "
           .. type(items) .. ")", 2)

@@ -7,6 +7,8 @@ local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local validate = require "chatmaid.validate"
+-- chatmaid.client is required where it is used: it installs these functions when it loads,
+-- so requiring it at the top would be a cycle.
 
 local _M = {}
 
@@ -140,7 +142,7 @@ end
 -- and every kind of list_messages; "server" when the walk had to stop because the server
 -- kept repeating pages.
 function _M.message_pages(self, p)
-  self:_check_open("message_pages")
+  require("chatmaid.client")._check_open(self, "message_pages")
   local s, err = settings("message_pages", p)
   if not s then return failed_once(err) end
   return page_iter(self, s)
@@ -149,7 +151,7 @@ end
 -- for msg, err in client:messages{ ...same parameters... } do if not msg then ... end end
 -- Yields each message once, newest first.
 function _M.messages(self, p)
-  self:_check_open("messages")
+  require("chatmaid.client")._check_open(self, "messages")
   local s, err = settings("messages", p)
   if not s then return failed_once(err) end
   local pages = page_iter(self, s)
@@ -172,7 +174,7 @@ end
 -- client:collect_messages{ max_items = n, ... } -> array of messages | nil, err
 -- max_items is required (raises without it). On failure err.collected holds what was read.
 function _M.collect_messages(self, p)
-  self:_check_open("collect_messages")
+  require("chatmaid.client")._check_open(self, "collect_messages")
   local s, err = settings("collect_messages", p, true)
   if not s then return nil, err end
   local out = setmetatable({}, core.array_mt)

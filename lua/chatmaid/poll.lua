@@ -5,6 +5,8 @@ local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local validate = require "chatmaid.validate"
 local url = require "chatmaid.url"
+-- chatmaid.client is required where it is used: it installs these functions when it loads,
+-- so requiring it at the top would be a cycle.
 
 local _M = {}
 
@@ -63,7 +65,7 @@ end
 -- transport, decode, and "timeout" when the deadline passes (err.last: the last message seen,
 -- err.waited: seconds).
 function _M.wait(self, id, o)
-  self:_check_open("wait")
+  require("chatmaid.client")._check_open(self, "wait")
   if type(id) ~= "string" then
     error("chatmaid: wait expects a message id as a string (got " .. type(id) .. ")", 2)
   end
