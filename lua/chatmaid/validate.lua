@@ -89,7 +89,9 @@ end
 
 function _M.e164(v, name)
   name = name or "to"
-  if type(v) ~= "string" then return name .. " must be a string in E.164 format, like +15557654321" end
+  if type(v) ~= "string" then
+    return name .. " must be a string in E.164 format, like +15557654321"
+  end
   if not v:find("^%+[1-9]%d*$") or #v > 16 or #v < 3 then
     return name .. " must be in E.164 format: '+', a country code starting 1-9, at most 15 "
       .. "digits, no spaces or dashes (like +15557654321); got " .. string.format("%q", v)

@@ -63,7 +63,8 @@ describe("core.decode_envelope()", function()
   end)
 
   it("keeps the conversations API's details", function()
-    local ok, f = decode(502, [[{"success":false,"error":"WhatsApp API error: Message failed to send",
+    local ok, f = decode(502, [[{"success":false,
+      "error":"WhatsApp API error: Message failed to send",
       "details":{"code":131047,"title":"Re-engagement message"}}]])
     assert.is_false(ok)
     assert.equal(131047, f.details.code)

@@ -258,7 +258,8 @@ describe("chatmaid client #integration", function()
       assert.equal("/v1/messages/msg_doesnotexist", err.path)
       assert.is_false(err.retryable)
       assert.equal(1, err.attempts)
-      assert.truthy(tostring(err):find("^chatmaid not_found: .+ %(GET /v1/messages/msg_doesnotexist, HTTP 404%)$"))
+      assert.truthy(tostring(err):find(
+        "^chatmaid not_found: .+ %(GET /v1/messages/msg_doesnotexist, HTTP 404%)$"))
     end)
 
     it("percent-encodes the id in the path", function()

@@ -266,7 +266,8 @@ describe("fault matrix #integration", function()
   end)
 
   describe("never retried", function()
-    for _, case in ipairs{ { "auth", "sk_test_unknown_key_00000" }, { "permission", F.READONLY_KEY } } do
+    for _, case in ipairs{ { "auth", "sk_test_unknown_key_00000" },
+                           { "permission", F.READONLY_KEY } } do
       it(case[1] .. " errors are returned after one attempt", function()
         local c = client{ api_key = case[2] }
         local _, err = c:send{ from = F.PHONE, to = "+15557654321", content = "x" }
