@@ -160,7 +160,8 @@ local function send(app, req)
   end
   local extra = app.config.whatsapp_errors
   local wa = (type(extra) == "table" and nn(extra[to])) or _M.WHATSAPP_ERRORS[to]
-  if wa then
+  -- a template is the one message that may reopen a closed customer service window
+  if wa and not (b.type == "template" and tonumber(wa.code) == 131047) then
     return fail(502, "WhatsApp API error: Message failed to send",
       { code = wa.code, title = wa.title })
   end
