@@ -11,7 +11,8 @@ webhooks, time factor) run chatmaid-sandbox --help.
 Examples:
   chatmaid sandbox
   chatmaid sandbox --port 0 --config sandbox.json
-  export CHATMAID_BASE_URL=http://127.0.0.1:8787 CHATMAID_API_KEY=sk_test_sandbox_0000000000000001]])
+  export CHATMAID_BASE_URL=http://127.0.0.1:8787
+  export CHATMAID_API_KEY=sk_test_sandbox_0000000000000001]])
   s:option("--port", "Port on 127.0.0.1 (0 = any free port; default 8787)."):convert(function(v)
     return require("chatmaid.cli").integer(0, 65535)(v)
   end)

@@ -3,6 +3,10 @@
 
 local _M = { commands = {} }
 
+local ORDER = { "pending", "sent", "delivered", "read", "failed" }
+local STATUSES = {}
+for _, s in ipairs(ORDER) do STATUSES[s] = true end
+
 function _M.register(p)
   local s = p:command("send", "Send a WhatsApp message.")
     :epilog([[
@@ -72,7 +76,13 @@ function _M.commands.wait(a, ctx)
   local o = { timeout = a.wait_timeout or 60, interval = a.interval }
   if a.until_statuses then
     local list = {}
-    for s in a.until_statuses:gmatch("[^,%s]+") do list[#list + 1] = s end
+    for s in a.until_statuses:gmatch("[^,%s]+") do
+      if not STATUSES[s] then
+        return ctx.usage("--until: unknown status " .. s .. " (" .. table.concat(ORDER, ", ")
+                         .. ")")
+      end
+      list[#list + 1] = s
+    end
     if #list == 0 then return ctx.usage("--until needs at least one status") end
     o["until"] = list
   end
