@@ -24,13 +24,18 @@ local function fail(reason, message, fields)
 end
 
 -- secret -> array copy of non-empty strings; raises at `level` on misuse.
+-- The one-element list for the last string secret is reused: the C core only reads it,
+-- and it saves a table per delivery on the hot path.
+local last_secret, last_list
+
 local function check_secrets(fname, secret, level)
-  local list = {}
   if type(secret) == "string" then
+    if secret == last_secret then return last_list end
     if secret == "" then error(fname .. ": secret must not be empty", level) end
-    list[1] = secret
-    return list
+    last_secret, last_list = secret, { secret }
+    return last_list
   end
+  local list = {}
   if type(secret) ~= "table" or #secret == 0 then
     error(fname .. ": secret must be a non-empty string or a non-empty array of non-empty"
           .. " strings (got " .. (type(secret) == "table" and "empty table" or type(secret))
