@@ -301,45 +301,78 @@ local function run()
                       .. "%d KiB (+%d KiB)", a, nc, b, b - a))
   end
 
-  -- ---- instructions per send (callgrind: noise-free) ----
+  -- ---- instructions per operation (callgrind: free of the timing noise) ----
   if not smoke then
     out("")
-    out("Instructions per send (valgrind --tool=callgrind, total Ir of 1200 sends minus 200, "
-        .. "/ 1000):")
+    out("Instructions per operation (valgrind --tool=callgrind; Ir of a long run minus Ir of a "
+        .. "short one, divided by the difference in operations, so start-up cancels out):")
     out("")
+    out("| operation | SDK Ir/op | baseline | baseline Ir/op | ratio |")
+    out("|---|---|---|---|---|")
     local function ir(argv)
       local file = o.tmp .. "/callgrind.out"
       local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. file }
       for _, a in ipairs(argv) do vg[#vg + 1] = a end
       local res = exec(vg)
       if res:find("\nNA ") or res:find("^NA ") then return nil end
-      local total = tonumber(read_file(file):match("\nsummary:%s*(%d+)")
-                             or read_file(file):match("\ntotals:%s*(%d+)"))
+      local text = read_file(file)
       os.remove(file)
+      local total = tonumber(text:match("\nsummary:%s*(%d+)") or text:match("\ntotals:%s*(%d+)"))
       if not total then die("no Ir total in callgrind output") end
       return total
     end
-    local function per_send(make)
-      local small = ir(make(200))
-      if not small then return nil end
-      return (ir(make(1200)) - small) / 1000
+    local function per_op(make, small, big)
+      local a = ir(make(small))
+      if not a then return nil end
+      return (ir(make(big)) - a) / (big - small)
     end
-    local s = per_send(function(k)
-      return { lua, "bench/sdk.lua", "send", "n=" .. k, "warmup=0", "url=" .. url,
-               "build=" .. o.build }
-    end)
-    local c = per_send(function(k)
-      return { bin .. "/baseline_http", "send", url, tostring(k), "--warmup", "0" }
-    end)
-    out(string.format("- SDK client:send: %s Ir/send", s and string.format("%.0f", s) or "n/a"))
-    out(string.format("- raw libcurl + cjson: %.0f Ir/send", c))
-    if s then out(string.format("- ratio: %.2fx", s / c)) end
+    local function sdk_cg(m, extra)
+      return function(k)
+        local argv = { lua, "bench/sdk.lua", m, "n=" .. k, "warmup=0", "build=" .. o.build }
+        for _, a in ipairs(extra) do argv[#argv + 1] = a end
+        return argv
+      end
+    end
+    local cg_rows = {
+      { "client:send", sdk_cg("send", { "url=" .. url }), "raw libcurl + cjson",
+        function(k) return { bin .. "/baseline_http", "send", url, k, "--warmup", "0" } end,
+        200, 1200 },
+      { "client:list_messages{limit=100}", sdk_cg("list", { "url=" .. url }),
+        "raw libcurl + cjson",
+        function(k) return { bin .. "/baseline_http", "list", url, k, "--warmup", "0" } end,
+        20, 120 },
+      { "client:send_batch, 16 in flight", sdk_cg("batch", { "url=" .. url, "inflight=16" }),
+        "raw curl multi + cjson",
+        function(k) return { bin .. "/baseline_multi", url, k, "--warmup", "0" } end,
+        400, 2400 },
+      { "webhook.verify, 1 KiB", sdk_cg("verify", { "body=" .. hook }),
+        "OpenSSL, keyed state reused",
+        function(k) return { bin .. "/baseline_hmac", "dup", k, hook, "--warmup", "0" } end,
+        2000, 12000 },
+      { "webhook.verify, 1 KiB", sdk_cg("verify", { "body=" .. hook }),
+        "OpenSSL, keyed state re-init",
+        function(k) return { bin .. "/baseline_hmac", "reinit", k, hook, "--warmup", "0" } end,
+        2000, 12000 },
+    }
+    local sdk_cache = {}
+    for _, c in ipairs(cg_rows) do
+      local label, sdk_make, base_label, base_make, small, big = table.unpack(c)
+      local s = sdk_cache[label]
+      if s == nil then
+        s = per_op(function(k) return sdk_make(tostring(k)) end, small, big) or false
+        sdk_cache[label] = s
+      end
+      local b = per_op(function(k) return base_make(tostring(k)) end, small, big)
+      out(string.format("| %s | %s | %s | %.0f | %s |", label,
+                        s and string.format("%.0f", s) or "n/a (not implemented)", base_label, b,
+                        s and string.format("%.2fx", s / b) or "-"))
+    end
   end
 
   -- ---- require time ----
   out("")
   local runs = smoke and 2 or 20
-  local bare, req = {}, {}
+  local bare, req, cstart = {}, {}, {}
   local setup = string.format("package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path "
     .. "package.cpath = %q .. '/?.so;' .. package.cpath", o.build)
   local have = package.searchpath("chatmaid", "lua/?.lua;lua/?/init.lua")
@@ -347,6 +380,11 @@ local function run()
     local t0 = socket.gettime()
     exec{ lua, "-e", "" }
     bare[i] = socket.gettime() - t0
+    -- A C program linked with libcurl that only starts up: the dynamic loader and
+    -- curl_global_init, which any libcurl binding pays.
+    t0 = socket.gettime()
+    exec{ bin .. "/baseline_http", "get", url, "0", "--warmup", "0" }
+    cstart[i] = socket.gettime() - t0
     if have then
       t0 = socket.gettime()
       exec{ lua, "-e", setup .. " require 'chatmaid'" }
@@ -360,6 +398,8 @@ local function run()
   else
     out("`require \"chatmaid\"`: n/a (not implemented)")
   end
+  out(string.format("For scale: the C baseline (libcurl, OpenSSL and a Lua state with cjson) "
+                    .. "starts and exits in %.2f ms.", median(cstart) * 1e3))
 
   out("")
   if #misses > 0 then

@@ -3,13 +3,14 @@
 # Runs the bench: checks the tools, starts a private nginx (plain HTTP and TLS, self-signed
 # certificate made here) in a temp prefix, hands over to bench/driver.lua, and always stops
 # nginx by its pid. Usage (from the repo root, normally via make): sh bench/run.sh full|smoke
+# `sh bench/run.sh serve` only starts the server and prints its URLs, for profiling by hand.
 set -eu
 
 MODE=${1:-full}
 LUA=${LUA:-lua5.4}
 BUILD=${BUILD:-build}
 BENCH_BIN=${BENCH_BIN:-$BUILD/bench}
-case "$MODE" in full|smoke) ;; *) echo "usage: bench/run.sh full|smoke" >&2; exit 2 ;; esac
+case "$MODE" in full|smoke|serve) ;; *) echo "usage: bench/run.sh full|smoke|serve" >&2; exit 2 ;; esac
 
 # --- tools: install what is missing as root, otherwise say how ---
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
@@ -75,6 +76,13 @@ while [ "$TLS_PORT" = "$PORT" ]; do TLS_PORT=$(free_port); done
 
 "$NGINX" -p "$T/" -c "$T/nginx.conf" -e "$T/error.log" &
 NGINX_PID=$!
+
+if [ "$MODE" = serve ]; then
+  echo "bench: serving http://127.0.0.1:$PORT and https://127.0.0.1:$TLS_PORT" \
+    "(ca_file $T/cert.pem); Ctrl-C stops"
+  wait "$NGINX_PID"
+  exit 0
+fi
 
 status=0
 "$LUA" bench/driver.lua run "$MODE" lua="$LUA" build="$BUILD" bin="$BENCH_BIN" \
