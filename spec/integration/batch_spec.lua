@@ -423,6 +423,61 @@ io.write("finished\n")
   end)
 end)
 
+-- Against the sandbox's own limit (a 60 s sliding window per key, real time).
+describe("send_batch against a rate-limited key #integration", function()
+  local sb
+  setup(function() sb = F.sandbox{ rate_limit = 20 } end)
+  teardown(function() if sb then sb:stop() end end)
+  before_each(function() assert(sb:reset()) end)
+
+  local function count_429(c)
+    local n = { 0 }
+    c.on_response = function(r) if r.status == 429 then n[1] = n[1] + 1 end end
+    return n
+  end
+
+  it("at the key's rate, sees no 429", function()
+    local c = F.client(sb)
+    local n = count_429(c)
+    local _, summary = c:send_batch(make_items(20), { rate_per_minute = 20 })
+    assert.are.equal(20, summary.sent)
+    assert.are.equal(0, n[1])
+    assert.are.equal(0, summary.rate_limited)
+    assert.are.equal(20, sb:stats().messagesCreated)
+    c:close()
+  end)
+
+  it("without the limiter, the items past the limit get 429 (failing here only because "
+     .. "max_retry_wait is below the server's retry_after)", function()
+    local c = F.client(sb, { max_retry_wait = 5 })
+    local n = count_429(c)
+    local results, summary = c:send_batch(make_items(25), { rate_per_minute = false,
+                                                            concurrency = 1 })
+    assert.are.equal(20, summary.sent)
+    assert.are.equal(5, summary.failed)
+    assert.are.equal(5, n[1])
+    for i = 21, 25 do
+      assert.are.equal("rate_limited", results[i].err.kind)
+      assert.is_true(results[i].err.retry_after > 5 and results[i].err.retry_after <= 60)
+    end
+    c:close()
+  end)
+
+  -- Real time: items 21..25 wait for the window (about 61 s). CHATMAID_SLOW=1 to run.
+  local slow = os.getenv("CHATMAID_SLOW") == "1" and it or pending
+  slow("past the key's rate, waits for the window instead of hitting 429 (61 s)", function()
+    local c = F.client(sb, { sleep = core.sleep })
+    local n = count_429(c)
+    local t0 = core.monotime()
+    local _, summary = c:send_batch(make_items(25), { rate_per_minute = 20 })
+    local took = core.monotime() - t0
+    assert.are.equal(25, summary.sent)
+    assert.are.equal(0, n[1])
+    assert.is_true(took >= 61 and took < 64, "took " .. took)
+    c:close()
+  end)
+end)
+
 -- The limiter on its own (no server): the window and the margin.
 describe("chatmaid.ratelimit", function()
   it("allows `size` requests at once, then one per token returned a window later", function()
