@@ -21,30 +21,11 @@ Examples:
   s:flag("--verbose", "Log one line per request to stderr.")
 end
 
-local function load_config(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read config: " .. err end
-  local text = f:read("*a")
-  f:close()
-  if text:match("^%s*{") then
-    local cfg, derr = require("chatmaid.sandbox.json").decode(text)
-    if type(cfg) ~= "table" then return nil, path .. ": invalid JSON: " .. tostring(derr) end
-    return cfg
-  end
-  local chunk, lerr = (loadstring or load)(text, "@" .. path)
-  if not chunk then return nil, lerr end
-  local ok, res = pcall(chunk)
-  if not ok or type(res) ~= "table" then
-    return nil, path .. " must return a table: " .. tostring(res)
-  end
-  return res
-end
-
 function _M.commands.sandbox(a, ctx)
   local cfg = {}
   if a.config then
     local why
-    cfg, why = load_config(a.config)
+    cfg, why = require("chatmaid.sandbox.util").load_config(a.config)
     if not cfg then return ctx.usage(why) end
   end
   local util = require "chatmaid.sandbox.util"

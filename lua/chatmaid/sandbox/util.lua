@@ -123,4 +123,25 @@ function _M.ppid()
   return tonumber(line:match("%) %S+ (%d+)"))
 end
 
+-- A sandbox config file: JSON (starts with "{") or a Lua chunk returning a table.
+-- Returns the table, or nil and a message naming the file.
+function _M.load_config(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read config: " .. err end
+  local text = f:read("*a")
+  f:close()
+  if text:match("^%s*{") then
+    local cfg, derr = require("chatmaid.sandbox.json").decode(text)
+    if type(cfg) ~= "table" then return nil, path .. ": invalid JSON: " .. tostring(derr) end
+    return cfg
+  end
+  local chunk, lerr = (loadstring or load)(text, "@" .. path)
+  if not chunk then return nil, lerr end
+  local ok, res = pcall(chunk)
+  if not ok or type(res) ~= "table" then
+    return nil, path .. " must return a table: " .. tostring(res)
+  end
+  return res
+end
+
 return _M
