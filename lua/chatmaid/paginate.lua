@@ -102,7 +102,7 @@ local function source(self, s)
       last_total = total
     end
     local tp = tonumber(pg.totalPages) or (total and math.ceil(total / s.size))
-    if tp == nil or page >= tp or #data < s.size then
+    if tp == nil or page >= tp or #data < (tonumber(pg.limit) or s.size) then
       done = true
     elseif page >= math.ceil(max_total / s.size) + _M.EXTRA_PAGES then
       -- this page is still delivered; the walk then fails instead of looking complete
