@@ -117,9 +117,13 @@ static CURLcode xfer_setup(Session *s, Xfer *x) {
   return rc;
 }
 
-/* Per-request options. body may be NULL; copy_body for transfers that outlive the call. */
+/* Per-request options. body may be NULL; copy_body for transfers that outlive the call.
+ * fresh: use a new connection. libcurl silently replays a request, POSTs included, when a
+ * reused connection dies before the first response byte; for a request that must never be
+ * sent twice (no idempotency key) only a fresh connection rules that out. */
 static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
-                             const char *body, size_t blen, int copy_body, long timeout_ms) {
+                             const char *body, size_t blen, int copy_body, long timeout_ms,
+                             int fresh) {
   CURL *e = x->easy;
   CURLcode rc = CURLE_OK;
   cm_buf_reset(&x->body);
@@ -130,6 +134,7 @@ static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
   SET(CURLOPT_URL, url);
   SET(CURLOPT_HTTPHEADER, x->headers);
   SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+  SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
   SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
   if (body != NULL) {
     SET(CURLOPT_POST, 1L);
@@ -390,7 +395,7 @@ static long request_timeout(lua_State *L, int idx, Session *s) {
   return lua_isnoneornil(L, idx) ? s->timeout_ms : (long)lua_tointeger(L, idx);
 }
 
-/* session:request(method, url, headers, body?, timeout_ms?)
+/* session:request(method, url, headers, body?, timeout_ms?, fresh_connect?)
  *   -> status, body, headers | nil, kind, message, curlcode */
 static int session_request(lua_State *L) {
   Session *s = check_open(L);
@@ -408,7 +413,7 @@ static int session_request(lua_State *L) {
     return 3;
   }
   rc = xfer_prepare(x, lua_tostring(L, 2), lua_tostring(L, 3), body, blen, 0,
-                    request_timeout(L, 6, s));
+                    request_timeout(L, 6, s), lua_toboolean(L, 7));
   x->code = rc == CURLE_OK ? curl_easy_perform(x->easy) : rc;
   xfer_unprepare(x);
   s->requests++;
@@ -436,7 +441,7 @@ static int session_multi_add(lua_State *L) {
   x->token = token;
   if (!build_headers(L, 5, x)) { xfer_free(x); goto nomem; }
   rc = xfer_prepare(x, lua_tostring(L, 3), lua_tostring(L, 4), body, blen, 1,
-                    request_timeout(L, 7, s));
+                    request_timeout(L, 7, s), 0);
   if (rc != CURLE_OK || curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
     xfer_free(x);
     goto nomem;

@@ -217,7 +217,8 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
 end
 
 -- The one request pipeline: hooks, attempts, retries, last_response.
--- o: per-call options (timeout, max_retries, max_retry_wait); idem: the idempotency key.
+-- o: per-call options (timeout, max_retries, max_retry_wait, and o.no_replay for a request
+-- that must never reach the server twice); idem: the idempotency key.
 function _M.request(self, method, path, query, body, o, idem)
   o = o or {}
   local timeout = o.timeout or self.timeout
@@ -231,7 +232,8 @@ function _M.request(self, method, path, query, body, o, idem)
   end
   local full_path = path .. (query or "")
   local req = { method = method, url = self.base_url .. full_path, headers = headers,
-                body = payload, timeout_ms = math.ceil(timeout * 1000) }
+                body = payload, timeout_ms = math.ceil(timeout * 1000),
+                fresh_connect = o.no_replay }
   local attempt = 0
   while true do
     attempt = attempt + 1

@@ -193,8 +193,13 @@ local function problems_list()
   return problems, function(m) if m then problems[#problems + 1] = m end end
 end
 
+-- Sends carry no idempotency key in this API, so each goes on a fresh connection: libcurl
+-- would otherwise replay it by itself when a kept-alive connection dies before the answer.
 local function post(self, body, o)
-  return self:_request("POST", SEND_PATH, nil, body, o)
+  return self:_request("POST", SEND_PATH, nil, body, {
+    timeout = o.timeout, max_retries = o.max_retries, max_retry_wait = o.max_retry_wait,
+    no_replay = true,
+  })
 end
 
 -- ---- sending ----

@@ -12,11 +12,14 @@ function _M.new(opts)
   return setmetatable({ session = core.session(opts), blocking = true }, mt)
 end
 
--- req = { method, url, headers = { "K: v" }, body, timeout_ms }
+-- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
+-- fresh_connect: the request must never be replayed by libcurl on a dead kept-alive
+-- connection (a send without an idempotency key), so it gets a new connection.
 -- -> { status, body, headers } | nil, kind, message, curlcode
 function _M:request(req)
   local status, body, headers, code = self.session:request(req.method, req.url, req.headers,
-                                                           req.body, req.timeout_ms)
+                                                           req.body, req.timeout_ms,
+                                                           req.fresh_connect)
   if not status then return nil, body, headers, code end
   return { status = status, body = body, headers = headers }
 end

@@ -88,6 +88,16 @@ describe("chatmaid.core", function()
       s:close()
     end)
 
+    it("opens a new connection for a fresh_connect request", function()
+      local s = core.session()
+      local auth = { "Authorization: Bearer " .. F.TEST_KEY }
+      assert.equal(200, (s:request("GET", sb.url .. "/v1/account", auth)))
+      assert.equal(200, (s:request("GET", sb.url .. "/v1/account", auth, nil, nil, true)))
+      assert.equal(200, (s:request("GET", sb.url .. "/v1/account", auth, nil, nil, true)))
+      assert.equal(3, s:stats().connects)
+      s:close()
+    end)
+
     it("runs concurrent transfers through multi and returns each by token", function()
       local s = core.session()
       for i = 1, 8 do
