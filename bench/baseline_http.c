@@ -4,7 +4,10 @@
  * the response decoded with lua-cjson in an embedded Lua state, as the SDK does too.
  *
  *   baseline_http send|get|list BASE_URL N [--warmup W] [--ca FILE] [--http 1.1|2]
+ *                 [--like-sdk 1]
  *
+ * --like-sdk 1 adds the options chatmaid.core sets (User-Agent, Accept-Encoding,
+ * timeouts, a header callback, ...), to tell their cost apart from the Lua layer's.
  * Prints "RESULT <microseconds per request>" for the N timed requests. */
 #include <curl/curl.h>
 
@@ -32,6 +35,15 @@ static void check_envelope(lua_State *L, int list) {
     lua_getfield(L, -1, "id");
     if (lua_type(L, -1) != LUA_TSTRING) bench_die("decode", "no data.id");
   }
+}
+
+/* Keeps the header block, as the SDK does, so its cost is part of --like-sdk. */
+static bench_buf head;
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+  (void)ud;
+  if (sz * n >= 5 && memcmp(p, "HTTP/", 5) == 0) head.len = 0;
+  return bench_buf_write(p, sz, n, &head);
 }
 
 static void one(lua_State *L, CURL *e, bench_buf *resp, int send, int list, long want) {
@@ -69,7 +81,7 @@ static void one(lua_State *L, CURL *e, bench_buf *resp, int send, int list, long
 int main(int argc, char **argv) {
   const char *mode, *base, *ca = NULL, *hv = NULL, *path;
   long n, warmup = 100, want, i, connects = 0, c = 0;
-  int send, list;
+  int send, list, like_sdk = 0;
   char url[512];
   bench_buf resp = {NULL, 0, 0};
   struct curl_slist *hdr = NULL;
@@ -84,6 +96,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--warmup") == 0) warmup = bench_atol(argv[i + 1], "--warmup");
     else if (strcmp(argv[i], "--ca") == 0) ca = argv[i + 1];
     else if (strcmp(argv[i], "--http") == 0) hv = argv[i + 1];
+    else if (strcmp(argv[i], "--like-sdk") == 0) like_sdk = strcmp(argv[i + 1], "0") != 0;
     else bench_die("unknown option", argv[i]);
   }
   send = strcmp(mode, "send") == 0;
@@ -111,6 +124,16 @@ int main(int argc, char **argv) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bench_buf_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, &resp);
   if (ca) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+  if (like_sdk) {
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)16 * 1024 * 1024);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "lua-chatmaid/0.1.0 libcurl/7.88.1 Lua 5.4");
+  }
   if (hv && strcmp(hv, "2") == 0)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   else if (hv && strcmp(hv, "1.1") == 0)
@@ -131,6 +154,7 @@ int main(int argc, char **argv) {
   curl_easy_cleanup(e);
   curl_slist_free_all(hdr);
   free(resp.data);
+  free(head.data);
   lua_close(L);
   curl_global_cleanup();
   return 0;
