@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- The bench driver, called by bench/run.sh (which owns nginx and the temp prefix):
 --   lua5.4 bench/driver.lua render IN OUT KEY=VALUE...   (KEY=@file: the file, on one line)
---   lua5.4 bench/driver.lua run full|smoke key=value...
+--   lua5.4 bench/driver.lua run full|smoke key=value...   (lua=... runs the SDK side)
 -- `run` times each SDK row and its C baseline in alternate fresh processes (A B A B ...),
 -- prints the table, memory, callgrind and require figures, and (full) writes RESULTS.md.
 local socket = require "socket"

@@ -7,7 +7,8 @@
 set -eu
 
 MODE=${1:-full}
-LUA=${LUA:-lua5.4}
+LUA=${LUA:-lua5.4}      # runs the SDK side; the driver always runs on lua5.4
+DRIVER=lua5.4
 BUILD=${BUILD:-build}
 BENCH_BIN=${BENCH_BIN:-$BUILD/bench}
 case "$MODE" in full|smoke|serve) ;; *) echo "usage: bench/run.sh full|smoke|serve" >&2; exit 2 ;; esac
@@ -20,8 +21,11 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ "$MODE" = full ]; then
   command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
 fi
-"$LUA" -e 'require "socket"' >/dev/null 2>&1 || missing="$missing lua-socket"
-"$LUA" -e 'require "cjson"' >/dev/null 2>&1 || missing="$missing lua-cjson"
+command -v "$DRIVER" >/dev/null 2>&1 || missing="$missing lua5.4"
+for l in "$DRIVER" "$LUA"; do
+  "$l" -e 'require "socket"' >/dev/null 2>&1 || missing="$missing lua-socket"
+  "$l" -e 'require "cjson"' >/dev/null 2>&1 || missing="$missing lua-cjson"
+done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bench: installing:$missing"
@@ -62,16 +66,16 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   echo "bench: openssl req failed" >&2; exit 1; }
 
 free_port() {
-  "$LUA" -e 'local s = assert(require("socket").bind("127.0.0.1", 0))
+  "$DRIVER" -e 'local s = assert(require("socket").bind("127.0.0.1", 0))
     local _, p = s:getsockname() s:close() print(p)'
 }
 PORT=$(free_port)
 TLS_PORT=$(free_port)
 while [ "$TLS_PORT" = "$PORT" ]; do TLS_PORT=$(free_port); done
 
-"$LUA" bench/driver.lua render bench/locations.conf.in "$T/locations.conf" \
+"$DRIVER" bench/driver.lua render bench/locations.conf.in "$T/locations.conf" \
   DATA="$T/data" SEND_JSON=@bench/data/send.json
-"$LUA" bench/driver.lua render bench/nginx.conf.in "$T/nginx.conf" \
+"$DRIVER" bench/driver.lua render bench/nginx.conf.in "$T/nginx.conf" \
   TMP="$T" PORT="$PORT" TLS_PORT="$TLS_PORT"
 
 "$NGINX" -p "$T/" -c "$T/nginx.conf" -e "$T/error.log" &
@@ -85,7 +89,7 @@ if [ "$MODE" = serve ]; then
 fi
 
 status=0
-"$LUA" bench/driver.lua run "$MODE" lua="$LUA" build="$BUILD" bin="$BENCH_BIN" \
+"$DRIVER" bench/driver.lua run "$MODE" lua="$LUA" build="$BUILD" bin="$BENCH_BIN" \
   port="$PORT" tls_port="$TLS_PORT" ca="$T/cert.pem" tmp="$T" || status=$?
 if [ "$status" != 0 ]; then
   echo "bench: FAILED (exit $status); nginx error log:" >&2

@@ -3,6 +3,7 @@
 --   lua5.4 bench/sdk.lua <mode> key=value...
 -- Timed modes print "RESULT <microseconds per operation>"; a row whose API has not landed yet
 -- prints "NA <why>" and exits 0. Any failing call raises: a broken row fails the bench.
+-- Runs on every Lua the SDK supports (make bench LUA_VERSION=5.1, LUA=luajit).
 local mode = arg[1]
 local o = {}
 for i = 2, #arg do
@@ -27,9 +28,22 @@ local function na(why)
   os.exit(0)
 end
 
+-- package.searchpath is 5.2+.
+local function findable(name, path)
+  local file = name:gsub("%.", "/")
+  for template in path:gmatch("[^;]+") do
+    local f = io.open((template:gsub("%?", file)), "rb")
+    if f then
+      f:close()
+      return true
+    end
+  end
+  return false
+end
+
 -- A module that is not there yet makes the row n/a; one that is there but broken raises.
 local function need_module(name)
-  if not package.searchpath(name, package.path) then na("module " .. name .. " not found") end
+  if not findable(name, package.path) then na("module " .. name .. " not found") end
   return require(name)
 end
 
@@ -52,7 +66,7 @@ end
 
 local function rss_kb()
   local f = assert(io.open("/proc/self/status"))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
@@ -163,7 +177,7 @@ end
 function MODES.verify()
   local webhook = need_module("chatmaid.webhook")
   local f = assert(io.open(o.body, "rb"))
-  local body = f:read("a")
+  local body = f:read("*a")
   f:close()
   local header = webhook.sign(body, SECRET, T_NOW)
   local opts = { now = T_NOW }
@@ -217,7 +231,7 @@ end
 -- Versions for the RESULTS.md header, from the libraries this process actually loaded.
 function MODES.info()
   io.write("LUA ", _VERSION, "\n")
-  if package.searchpath("chatmaid.core", package.cpath) then
+  if findable("chatmaid.core", package.cpath) then
     io.write("CURL ", require("chatmaid.core").curl_version, "\n")
   end
 end
