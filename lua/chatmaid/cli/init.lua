@@ -1,5 +1,5 @@
 -- SPDX-License-Identifier: MIT
--- The `chatmaid` command line: a thin shell over the library (docs/cli.md).
+-- The `chatmaid` command line: a thin shell over the library (README: Command line).
 -- main(argv) -> exit code: 0 ok, 1 API or network error, 2 usage or validation error
 -- (nothing was sent), 3 webhook verification failed.
 local argparse = require "argparse"
