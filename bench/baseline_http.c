@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
   struct curl_slist *hdr = NULL;
   lua_State *L;
   CURL *e;
-  double t0;
+  double t0, c0;
   if (argc < 4) bench_die("usage", "baseline_http send|get|list BASE_URL N [options]");
   mode = argv[1];
   base = argv[2];
@@ -142,12 +142,13 @@ int main(int argc, char **argv) {
 
   for (i = 0; i < warmup; i++) one(L, e, &resp, send, list, want);
   t0 = bench_now_us();
+  c0 = bench_cpu_us();
   for (i = 0; i < n; i++) {
     one(L, e, &resp, send, list, want);
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &c);
     connects += c;
   }
-  bench_result(bench_now_us() - t0, n);
+  bench_result(bench_now_us() - t0, bench_cpu_us() - c0, n);
   /* A reconnect inside the timed loop would measure handshakes, not requests. */
   printf("CONNECTS %ld\n", connects);
 

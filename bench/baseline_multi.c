@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
   struct curl_slist *hdr = NULL;
   Slot *slots;
   CURLM *m;
-  double t0;
+  double t0, c0;
   if (argc < 3) bench_die("usage", "baseline_multi BASE_URL N [options]");
   base = argv[1];
   n = bench_atol(argv[2], "N");
@@ -141,8 +141,9 @@ int main(int argc, char **argv) {
 
   run(m, slots, k, warmup);   /* opens the k connections outside the timed part */
   t0 = bench_now_us();
+  c0 = bench_cpu_us();
   run(m, slots, k, n);
-  bench_result(bench_now_us() - t0, n);
+  bench_result(bench_now_us() - t0, bench_cpu_us() - c0, n);
 
   for (i = 0; i < k; i++) {
     curl_easy_cleanup(slots[i].e);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared by the C baselines: a monotonic clock, a growable response buffer, and the
- * RESULT line that bench/driver.lua parses. Header-only so each baseline is one file. */
+/* Shared by the C baselines: clocks, a growable response buffer, and the RESULT and CPU
+ * lines that bench/driver.lua parses. Header-only so each baseline is one file. */
 #ifndef BENCH_UTIL_H
 #define BENCH_UTIL_H
 #include <stdio.h>
@@ -14,6 +14,14 @@
 static inline double bench_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* CPU time of this process (user + system): what the client itself spends, without the
+ * time it waits for nginx or for the CPU that other processes hold. */
+static inline double bench_cpu_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
@@ -51,7 +59,8 @@ static inline long bench_atol(const char *s, const char *what) {
   return v;
 }
 
-static inline void bench_result(double total_us, long n) {
-  printf("RESULT %.3f\n", n > 0 ? total_us / (double)n : 0.0);
+static inline void bench_result(double wall_us, double cpu_us, long n) {
+  printf("RESULT %.3f\nCPU %.3f\n", n > 0 ? wall_us / (double)n : 0.0,
+         n > 0 ? cpu_us / (double)n : 0.0);
 }
 #endif

@@ -79,18 +79,20 @@ local function exec(argv)
   return out
 end
 
--- One timed run -> microseconds per op, or nil when the row is not implemented yet.
+-- One timed run -> wall and CPU microseconds per op, or nil, why when the row is not
+-- implemented yet.
 local function measure(argv)
   local out = exec(argv)
   if out:find("^NA ") or out:find("\nNA ") then return nil, out:match("NA ([^\n]*)") end
   local v = tonumber(out:match("RESULT ([%d%.]+)"))
-  if not v then die("no RESULT line from " .. command(argv) .. ":\n" .. out) end
+  local cpu = tonumber(out:match("CPU ([%d%.]+)"))
+  if not (v and cpu) then die("no RESULT/CPU lines from " .. command(argv) .. ":\n" .. out) end
   local connects = tonumber(out:match("CONNECTS (%d+)") or "0")
   if connects > 0 then
     io.stderr:write("bench: warning: ", connects, " reconnects inside a timed loop: ",
                     command(argv), "\n")
   end
-  return v
+  return v, cpu
 end
 
 local function wait_port(port)
@@ -201,8 +203,8 @@ local function run()
   }
 
   for _, row in ipairs(rows) do
-    row.sdk_us = {}
-    for _, b in ipairs(row.base) do b.us = {} end
+    row.sdk_us, row.sdk_cpu = {}, {}
+    for _, b in ipairs(row.base) do b.us, b.cpu = {}, {} end
   end
   local t_start = socket.gettime()
   for r = 1, R do
@@ -210,10 +212,10 @@ local function run()
     io.flush()
     for _, row in ipairs(rows) do
       if not row.na then
-        local v, why = measure(row.sdk)
-        if v then row.sdk_us[r] = v else row.na = why end
+        local v, cpu = measure(row.sdk)
+        if v then row.sdk_us[r], row.sdk_cpu[r] = v, cpu else row.na = cpu end
       end
-      for _, b in ipairs(row.base) do b.us[r] = measure(b[2]) end
+      for _, b in ipairs(row.base) do b.us[r], b.cpu[r] = measure(b[2]) end
     end
   end
 
@@ -236,16 +238,21 @@ local function run()
   local misses = {}
   out("")
   out("| row | SDK µs/op median (min-max) | baseline | baseline µs/op median (min-max) "
-      .. "| paired ratio | target | |")
-  out("|---|---|---|---|---|---|---|")
+      .. "| paired ratio | target | | client CPU ratio |")
+  out("|---|---|---|---|---|---|---|---|")
   for _, row in ipairs(rows) do
     local b = chosen(row)
     local sdk_cell, ratio_cell, verdict = "n/a (not implemented)", "-", "n/a"
+    local cpu_cell = "-"
     if not row.na then
       sdk_cell = span(row.sdk_us)
       if b then
-        local ratios = {}
-        for r = 1, R do ratios[r] = row.sdk_us[r] / b.us[r] end
+        local ratios, cpu_ratios = {}, {}
+        for r = 1, R do
+          ratios[r] = row.sdk_us[r] / b.us[r]
+          cpu_ratios[r] = row.sdk_cpu[r] / b.cpu[r]
+        end
+        cpu_cell = string.format("%.2fx", median(cpu_ratios))
         local ratio = median(ratios)
         ratio_cell = string.format("%.2fx", ratio)
         verdict = ratio <= row.target and "PASS" or "MISS"
@@ -255,10 +262,16 @@ local function run()
         verdict = "info"
       end
     end
-    out(string.format("| %s | %s | %s | %s | %s | %s | %s |", row.name, sdk_cell,
+    out(string.format("| %s | %s | %s | %s | %s | %s | %s | %s |", row.name, sdk_cell,
                       b and b[1] or "-", b and span(b.us) or "-", ratio_cell,
-                      row.target and string.format("<= %.2fx", row.target) or "-", verdict))
+                      row.target and string.format("<= %.2fx", row.target) or "-", verdict,
+                      cpu_cell))
   end
+  out("")
+  out("Paired ratio: median over rounds of SDK / baseline wall time from the same round "
+      .. "(the target). Client CPU ratio: the same with each process's own CPU time "
+      .. "(user + system, libcurl included), which waiting on nginx and other load do not "
+      .. "inflate.")
   out("")
   out("Other baselines measured in the same rounds:")
   out("")
