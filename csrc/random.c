@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Idempotency keys and jitter seeds from OpenSSL's CSPRNG, never from math.random. */
-#include <stdio.h>
+#include <pthread.h>
+#include <string.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -10,18 +11,57 @@
 
 #include "random.h"
 
+/* RAND_bytes costs about 2.5 us a call under OpenSSL 3 (provider locking), as much as the
+ * rest of a send's Lua work; so uuid4 draws 4 KiB at a time into a pool owned by this Lua
+ * state (an upvalue: no sharing between threads). The pool is refilled after a fork, so
+ * nginx workers forked from a master that already drew keys never hand out the same ones,
+ * and every byte is wiped once used. Forks are counted by a pthread_atfork handler rather
+ * than by comparing getpid(), a system call that costs as much as the whole uuid. */
+#define POOL_SIZE 4096
+
+typedef struct Pool {
+  unsigned char bytes[POOL_SIZE];
+  size_t pos;
+  unsigned long forks;    /* fork_count when the pool was filled */
+} Pool;
+
+static volatile unsigned long fork_count = 0;
+
+static void on_fork_child(void) {
+  fork_count++;
+}
+
+static int atfork_ok = 0;
+
+static int pool_take(Pool *p, unsigned char *out, size_t n) {
+  if (!atfork_ok) return RAND_bytes(out, (int)n) == 1;   /* cannot see forks: no pool */
+  if (p->pos + n > POOL_SIZE || p->forks != fork_count) {
+    if (RAND_bytes(p->bytes, POOL_SIZE) != 1) return 0;
+    p->pos = 0;
+    p->forks = fork_count;
+  }
+  memcpy(out, p->bytes + p->pos, n);
+  memset(p->bytes + p->pos, 0, n);
+  p->pos += n;
+  return 1;
+}
+
 /* RFC 4122 version 4: 122 random bits, version nibble 4, variant bits 10. */
 static int random_uuid4(lua_State *L) {
+  Pool *pool = (Pool *)lua_touserdata(L, lua_upvalueindex(1));
   unsigned char b[16];
-  char out[37];
-  if (RAND_bytes(b, sizeof b) != 1)
+  char out[36];
+  if (!pool_take(pool, b, sizeof b))
     return luaL_error(L, "chatmaid.core: the system random generator failed");
+  static const char hex[] = "0123456789abcdef";
+  int i, o = 0;
   b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
   b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-  snprintf(out, sizeof out,
-           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-           b[13], b[14], b[15]);
+  for (i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = hex[b[i] >> 4];
+    out[o++] = hex[b[i] & 15];
+  }
   lua_pushlstring(L, out, 36);
   return 1;
 }
@@ -38,9 +78,15 @@ static int random_bytes(lua_State *L) {
 
 void cm_random_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"uuid4", random_uuid4},
     {"random_bytes", random_bytes},
     {NULL, NULL}
   };
+  Pool *p;
+  if (!atfork_ok) atfork_ok = pthread_atfork(NULL, NULL, on_fork_child) == 0;
   cm_setfuncs(L, funcs, 0);
+  p = (Pool *)cm_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  p->pos = POOL_SIZE;                   /* empty: the first call fills it */
+  lua_pushcclosure(L, random_uuid4, 1);
+  lua_setfield(L, -2, "uuid4");
 }

@@ -31,12 +31,16 @@ function _M.auth_header(client) return secrets[client] end
 -- Per-call options accepted by every method that takes a parameter table.
 _M.CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
 
+-- "string|boolean" -> { string = true, boolean = true }, parsed once per spec string.
+local type_sets = setmetatable({}, { __mode = "k" })
 local function type_ok(v, spec)
-  local t = type(v)
-  for want in spec:gmatch("[^|]+") do
-    if t == want then return true end
+  local set = type_sets[spec]
+  if not set then
+    set = {}
+    for want in spec:gmatch("[^|]+") do set[want] = true end
+    type_sets[spec] = set
   end
-  return false
+  return set[type(v)] == true
 end
 
 -- Raises at `level` (default: the caller of the public method) naming the bad or unknown

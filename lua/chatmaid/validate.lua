@@ -16,6 +16,7 @@ end
 
 -- UTF-16 length of a UTF-8 string, or nil, reason when the bytes are not valid UTF-8.
 function _M.utf16_length(s)
+  if not s:find("[\128-\255]") then return #s end   -- ASCII: one unit a byte
   local n, i, len = 0, 1, #s
   while i <= len do
     local c = s:byte(i)
