@@ -442,7 +442,9 @@ local function run()
     "Written by `make bench` (bench/driver.lua); see docs/bench.md for what each row means.",
     "",
     "- date: " .. os.date("!%Y-%m-%d %H:%M UTC"),
-    "- commit: " .. sh("git rev-parse --short HEAD"),
+    "- commit: " .. sh("git rev-parse --short HEAD")
+      .. (sh("git status --porcelain -- lua csrc") ~= "" and " plus uncommitted changes in "
+          .. "lua/ or csrc/" or ""),
     "- machine: " .. sh("nproc") .. " CPUs, " .. cpu .. ", Linux " .. sh("uname -r"),
     "- load average at the end: " .. sh("cut -d' ' -f1-3 /proc/loadavg"),
     "- " .. (info:match("CURL ([^\n]+)") or ("libcurl " .. sh("curl-config --version")))
