@@ -46,6 +46,7 @@ typedef struct Session {
   size_t max_body;
   char *user_agent, *ca_file, *proxy;
   int proxy_set;
+  int raw_headers;        /* return the header block as a string (parsed lazily in Lua) */
   lua_Integer connects, requests;
 } Session;
 
@@ -251,7 +252,8 @@ static int push_response(lua_State *L, Session *s, Xfer *x) {
   if (x->code != CURLE_OK) return push_failure(L, x, s);
   lua_pushinteger(L, (lua_Integer)status);
   lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
-  push_headers(L, &x->head);
+  if (s->raw_headers) lua_pushlstring(L, x->head.data ? x->head.data : "", x->head.len);
+  else push_headers(L, &x->head);
   return 3;
 }
 
@@ -311,7 +313,7 @@ static int session_new(lua_State *L) {
   Session *s;
   const char *ua, *ca, *proxy, *hv;
   long timeout, ctimeout, max_body;
-  int proxy_set;
+  int proxy_set, raw_headers;
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -329,6 +331,9 @@ static int session_new(lua_State *L) {
   timeout = opt_int(L, 1, "timeout_ms", 30000, 86400000);
   ctimeout = opt_int(L, 1, "connect_timeout_ms", 10000, 86400000);
   max_body = opt_int(L, 1, "max_body", (long)DEFAULT_MAX_BODY, 1024L * 1024 * 1024);
+  lua_getfield(L, 1, "raw_headers");
+  raw_headers = lua_toboolean(L, -1);
+  lua_pop(L, 1);
 
   s = (Session *)cm_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);                       /* closed state: __gc-safe */
@@ -339,6 +344,7 @@ static int session_new(lua_State *L) {
   s->http_version = (hv && strcmp(hv, "1.1") == 0) ? CURL_HTTP_VERSION_1_1
                                                     : CURL_HTTP_VERSION_2TLS;
   s->proxy_set = proxy_set;
+  s->raw_headers = raw_headers;
   if ((ua && !(s->user_agent = dup_or_null(ua))) || (ca && !(s->ca_file = dup_or_null(ca)))
       || (proxy && !(s->proxy = dup_or_null(proxy))) || (s->main = xfer_new(s)) == NULL) {
     session_release(s);

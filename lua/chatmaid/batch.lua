@@ -45,8 +45,8 @@ local function sequential(tr)
     add = function(_, token, req)
       local res, kind, msg, code = tr:request(req)
       if res then
-        done[#done + 1] = { token = token, status = res.status, body = res.body,
-                            headers = res.headers }
+        res.token = token
+        done[#done + 1] = res
       else
         done[#done + 1] = { token = token, kind = kind, message = msg, code = code }
       end
@@ -196,8 +196,7 @@ function _M.send_batch(self, items, o)
                        idempotencyKey = job.key }
         if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
         job.req = { method = "POST", url = self.base_url .. PATH,
-                    headers = { base.auth_header(self), "Accept: application/json",
-                                "Content-Type: application/json" },
+                    headers = base.request_headers(self, true),
                     body = json.encode(body), timeout_ms = math.ceil(timeout * 1000) }
         ready[#ready + 1] = job
       end
@@ -223,7 +222,7 @@ function _M.send_batch(self, items, o)
       local elapsed = now - job.t0
       local value, err = self:_interpret("POST", PATH, res, kind, msg, code, timeout)
       self._last = { method = "POST", path = PATH, attempt = job.attempt, elapsed = elapsed,
-                     status = res and res.status, headers = res and res.headers }
+                     res = res }
       if self.on_response then
         self.on_response{ method = "POST", path = PATH, attempt = job.attempt,
                           status = res and res.status, elapsed = elapsed,
@@ -320,8 +319,7 @@ function _M.send_batch(self, items, o)
         if job then
           inflight[c.token] = nil
           n_inflight = n_inflight - 1
-          local res = c.status and { status = c.status, body = c.body,
-                                     headers = c.headers or {} } or nil
+          local res = c.status and c or nil
           finish(job, res, c.kind, c.message, c.code)
         end
       end

@@ -7,9 +7,33 @@ local core = require "chatmaid.core"
 local _M = {}
 local mt = { __index = _M }
 
+-- Response headers come from the core as the raw header block and become a table only when
+-- something reads res.headers (an error's Retry-After, last_response()): most successful
+-- requests never pay for the table.
+local function parse_headers(raw)
+  local h = {}
+  for name, value in raw:gmatch("([^\r\n:]+):[ \t]*([^\r\n]*)") do
+    h[name:lower()] = value:match("^(.-)[ \t]*$")
+  end
+  return h
+end
+_M.parse_headers = parse_headers
+
+local response_mt = {
+  __index = function(res, k)
+    if k == "headers" then
+      local h = parse_headers(rawget(res, "raw_headers") or "")
+      rawset(res, "headers", h)
+      return h
+    end
+  end,
+}
+
 -- opts: timeout_ms, connect_timeout_ms, user_agent, ca_file, proxy, max_body, http_version
 function _M.new(opts)
-  return setmetatable({ session = core.session(opts), blocking = true }, mt)
+  local o = { raw_headers = true }
+  for k, v in pairs(opts) do o[k] = v end
+  return setmetatable({ session = core.session(o), blocking = true }, mt)
 end
 
 -- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
@@ -21,7 +45,7 @@ function _M:request(req)
                                                            req.body, req.timeout_ms,
                                                            req.fresh_connect)
   if not status then return nil, body, headers, code end
-  return { status = status, body = body, headers = headers }
+  return setmetatable({ status = status, body = body, raw_headers = headers }, response_mt)
 end
 
 -- Batch transfers (curl multi). token: integer chosen by the caller.
@@ -30,7 +54,17 @@ function _M:add(token, req)
                                 req.timeout_ms)
 end
 
-function _M:poll(wait_ms) return self.session:multi_poll(wait_ms) end
+-- Completions: { token, status, body, headers (lazy) } or { token, kind, message, code }.
+function _M:poll(wait_ms)
+  local comps = self.session:multi_poll(wait_ms)
+  for _, c in ipairs(comps) do
+    if c.status then
+      c.raw_headers, c.headers = c.headers, nil
+      setmetatable(c, response_mt)
+    end
+  end
+  return comps
+end
 function _M:pending() return self.session:multi_pending() end
 function _M:stats() return self.session:stats() end
 function _M:close() return self.session:close() end

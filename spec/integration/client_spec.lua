@@ -105,6 +105,9 @@ describe("chatmaid client #integration", function()
                        "chatmaid: new: max_retries must be a non-negative integer")
       assert.has_error(function() chatmaid.new{ api_key = F.TEST_KEY, http_version = "3" } end,
                        'chatmaid: new: http_version must be "1.1" or "2"')
+      assert.has_error(function()
+        chatmaid.new{ api_key = F.TEST_KEY, user_agent = "x\r\nX-Evil: 1" }
+      end, "chatmaid: new: user_agent must not contain control characters")
     end)
 
     it("never shows the key in tostring", function()

@@ -1,5 +1,6 @@
 -- SPDX-License-Identifier: MIT
--- chatmaid sandbox: run the local Chatmaid v1 emulator in the foreground (README: Test your own code against the sandbox).
+-- chatmaid sandbox: run the local Chatmaid v1 emulator in the foreground
+-- (README: Test your own code against the sandbox).
 local _M = { commands = {} }
 
 function _M.register(p)
