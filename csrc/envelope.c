@@ -19,54 +19,57 @@ static int is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* Counts "[" ws* "]" outside strings. cjson turns [] into a plain empty table, which is
- * indistinguishable from {}; we rewrite each one to [null] so the walk below can tell. */
-static size_t count_empty_arrays(const char *s, size_t n) {
-  size_t i, count = 0;
-  int in_str = 0;
-  for (i = 0; i < n; i++) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\') i++;
-      else if (c == '"') in_str = 0;
-    } else if (c == '"') {
-      in_str = 1;
-    } else if (c == '[') {
-      size_t j = i + 1;
-      while (j < n && is_space(s[j])) j++;
-      if (j < n && s[j] == ']') { count++; i = j; }
-    }
+/* Index of the closing quote of the string whose opening quote is at i, or n. Most of a
+ * JSON body is inside strings, so this memchr skip is what makes the scans below cheap. */
+static size_t skip_string(const char *s, size_t i, size_t n) {
+  for (i++; i < n; i++) {
+    const char *q = memchr(s + i, '"', n - i);
+    size_t j, bs = 0;
+    if (q == NULL) return n;
+    i = (size_t)(q - s);
+    for (j = i; j > 0 && s[j - 1] == '\\'; j--) bs++;
+    if (bs % 2 == 0) return i;        /* not escaped */
   }
-  return count;
+  return n;
 }
 
-/* Pushes the body with every empty array written as [null]. luaL_Buffer is safe here: no C
- * resource is held. */
-static void push_rewritten(lua_State *L, const char *s, size_t n) {
-  luaL_Buffer b;
-  size_t i, start = 0;
-  int in_str = 0;
-  luaL_buffinit(L, &b);
-  for (i = 0; i < n; i++) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\') i++;
-      else if (c == '"') in_str = 0;
-    } else if (c == '"') {
-      in_str = 1;
-    } else if (c == '[') {
-      size_t j = i + 1;
+/* If an empty array ("[" ws* "]", outside strings) starts at or after *i, returns 1 and sets
+ * *i to its "[" and *end to its "]". */
+static int next_empty_array(const char *s, size_t n, size_t *i, size_t *end) {
+  size_t k;
+  for (k = *i; k < n; k++) {
+    if (s[k] == '"') {
+      k = skip_string(s, k, n);
+    } else if (s[k] == '[') {
+      size_t j = k + 1;
       while (j < n && is_space(s[j])) j++;
       if (j < n && s[j] == ']') {
-        luaL_addlstring(&b, s + start, i - start);
-        luaL_addlstring(&b, "[null]", 6);
-        start = j + 1;
-        i = j;
+        *i = k;
+        *end = j;
+        return 1;
       }
     }
   }
+  return 0;
+}
+
+/* cjson turns [] into a plain empty table, indistinguishable from {}; the body is pushed
+ * with every empty array written as [null], so the walk below can tell. Returns 0 (and
+ * pushes nothing) when there is no empty array. luaL_Buffer is safe here: no C resource is
+ * held. */
+static int push_rewritten(lua_State *L, const char *s, size_t n) {
+  luaL_Buffer b;
+  size_t i = 0, start = 0, end;
+  if (!next_empty_array(s, n, &i, &end)) return 0;
+  luaL_buffinit(L, &b);
+  do {
+    luaL_addlstring(&b, s + start, i - start);
+    luaL_addlstring(&b, "[null]", 6);
+    start = i = end + 1;
+  } while (next_empty_array(s, n, &i, &end));
   luaL_addlstring(&b, s + start, n - start);
   luaL_pushresult(&b);
+  return 1;
 }
 
 static int is_null(lua_State *L, int idx) {
@@ -204,8 +207,7 @@ static int envelope_decode(lua_State *L) {
   if (s[i] != '{') return fail(L, "the body is not a JSON object");
   lua_settop(L, 2);
   lua_pushvalue(L, UV_DECODE);
-  if (count_empty_arrays(s, n) > 0) push_rewritten(L, s, n);
-  else lua_pushvalue(L, 2);
+  if (!push_rewritten(L, s, n)) lua_pushvalue(L, 2);
   if (lua_pcall(L, 1, 1, 0) != 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -2));
