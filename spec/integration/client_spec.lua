@@ -32,8 +32,9 @@ describe("chatmaid client #integration", function()
     it("reads CHATMAID_API_KEY and CHATMAID_BASE_URL when no options are given", function()
       -- os.getenv cannot be set from Lua: run a child with the variables.
       local lua = os.getenv("CHATMAID_LUA") or "lua5.4"
+      -- The child gets this process's cpath: make test points it at the core built for $(LUA).
       local script = [[package.path="lua/?.lua;lua/?/init.lua;"..package.path
-        package.cpath="build/?.so;"..package.cpath
+        package.cpath=]] .. string.format("%q", package.cpath) .. [[
         local c = assert(require("chatmaid").new())
         local a = assert(c:account()) io.write(c.environment, " ", a.name)]]
       local f = assert(io.popen("CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL="
