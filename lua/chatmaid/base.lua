@@ -129,7 +129,12 @@ function _M.class(spec)
     self._ua_header = "User-Agent: " .. ua
     -- HTTP/1.1 by default: on one sequential kept-alive connection it measured faster than
     -- HTTP/2 over TLS (bench/RESULTS.md); http_version = "2" opts in.
-    self.transport = opts.transport or transport_mod.new{
+    -- OpenResty (issue 7): inside an nginx worker libcurl would block every other request,
+    -- so chatmaid.resty.detect fills in what the caller left unset: a non-blocking transport,
+    -- ngx.sleep, ngx.now. Outside nginx (no ngx.get_phase) this costs one rawget.
+    local ngx = rawget(_G, "ngx")
+    if ngx and ngx.get_phase then require("chatmaid.resty.detect").apply(self, opts) end
+    self.transport = opts.transport or self.transport or transport_mod.new{
       timeout_ms = math.ceil(self.timeout * 1000),
       connect_timeout_ms = math.ceil((opts.connect_timeout or 10) * 1000),
       ca_file = opts.ca_file, proxy = opts.proxy,

@@ -1,0 +1,39 @@
+-- SPDX-License-Identifier: MIT
+-- Called by chatmaid.base when a client is made inside nginx (ngx.get_phase exists): fills
+-- in the options the caller left unset with non-blocking ones. The phase is checked per
+-- request, not here: a client made in init_by_lua is used later from content or timers.
+local errors = require "chatmaid.errors"
+local transport = require "chatmaid.resty.transport"
+
+local ngx = ngx   -- luacheck: ignore (nginx global)
+
+local _M = {}
+
+-- The transport reports a phase without I/O as kind "validation" (nothing was sent); the
+-- shared pipeline would file an unknown kind under "transport", so this turns it into the
+-- validation error, and hands everything else to the class's own interpret.
+local function interpret(self, method, path, res, kind, msg, ...)
+  if not res and kind == "validation" then
+    return nil, errors.new("validation", msg, { method = method, path = path,
+                                                messages = { msg } })
+  end
+  return getmetatable(self).__index._interpret(self, method, path, res, kind, msg, ...)
+end
+
+-- apply(client, opts): client.transport/sleep/now unless opts names them. Another route
+-- (backend "http", another pool): transport = require("chatmaid.resty").transport{...}.
+function _M.apply(self, opts)
+  self._interpret = interpret
+  if not opts.transport then
+    self.transport = transport.new{
+      timeout_ms = math.ceil(self.timeout * 1000),
+      connect_timeout_ms = math.ceil((opts.connect_timeout or 10) * 1000),
+      ca_file = opts.ca_file, proxy = opts.proxy, max_body = opts.max_body,
+      http_version = opts.http_version or "1.1",
+    }
+  end
+  if not opts.sleep then self.sleep = ngx.sleep end
+  if not opts.now then self.now = ngx.now end
+end
+
+return _M
