@@ -1,0 +1,22 @@
+-- SPDX-License-Identifier: MIT
+-- `require "chatmaid.resty"`: lua-chatmaid inside OpenResty / nginx + lua-nginx-module.
+-- Clients made in nginx pick the non-blocking transport by themselves (chatmaid.base); this
+-- module holds the rest: the webhook receiver, the shared rate limiter, and the transport
+-- for explicit use. docs/openresty.md has the nginx.conf to copy.
+local transport = require "chatmaid.resty.transport"
+local webhook = require "chatmaid.resty.webhook"
+local limiter = require "chatmaid.resty.limiter"
+
+local _M = {
+  -- receive_webhook{ secret, shared_dict, tolerance, dedupe_ttl, max_body, respond }
+  receive_webhook = webhook.receive_webhook,
+  -- rate_limiter{ shared_dict, key, per_minute, burst, window } -> limiter:take(n) -> wait
+  rate_limiter = limiter.new,
+  -- transport{ backend = "thread"|"http", thread_pool = "chatmaid", timeout_ms, ... }
+  transport = transport.new,
+  -- phase_error() -> nil in a phase with non-blocking I/O, else the reason
+  phase_error = transport.phase_error,
+  DEFAULT_THREAD_POOL = transport.DEFAULT_POOL,
+}
+
+return _M

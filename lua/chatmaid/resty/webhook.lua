@@ -1,0 +1,145 @@
+-- SPDX-License-Identifier: MIT
+-- Webhook receiver for OpenResty: reads the raw body (also when nginx buffered it to a
+-- temporary file), verifies it with chatmaid.webhook, drops duplicates across workers in a
+-- lua_shared_dict, and answers the sender before the handler does its slow work.
+local webhook = require "chatmaid.webhook"
+local errors = require "chatmaid.errors"
+
+local ngx = ngx   -- luacheck: ignore (nginx global)
+
+local _M = { DEFAULT_DEDUPE_TTL = 86400, DEFAULT_MAX_BODY = 1024 * 1024 }
+
+local OPTS = { secret = true, shared_dict = "string", tolerance = "number",
+               dedupe_ttl = "number", max_body = "number", respond = "boolean" }
+
+local function answer(status, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.say(body)
+  ngx.eof()   -- the sender has its answer now; the handler may keep working
+end
+
+local function reject(o, status, kind, message, fields)
+  fields = fields or {}
+  fields.status = status
+  local err = errors.new(kind, message, fields)
+  if o.respond then
+    answer(status, '{"received":false,"error":"' .. (fields.reason or kind) .. '"}')
+  end
+  return nil, err
+end
+
+local function read_file(path)
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, ferr end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- The exact request bytes: in memory, or in nginx's temporary file when the body was larger
+-- than client_body_buffer_size (get_body_data() is nil then).
+local function raw_body()
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  if data then return data end
+  local file = ngx.req.get_body_file()
+  if file then return read_file(file) end
+  return ""
+end
+
+-- receive_webhook(opts) -> event | nil, err | nil, "duplicate", event
+-- opts: secret (string or array, rotation), shared_dict (name of a lua_shared_dict: drop
+-- repeated deliveries across workers; without it nothing is deduplicated), tolerance
+-- (seconds, default 300), dedupe_ttl (seconds a delivery is remembered, default 86400),
+-- max_body (bytes, default 1 MiB), respond (default true).
+-- With respond, the answer is sent and the response finished (ngx.eof) before returning:
+--   event               200 {"received":true}; new, verified delivery; do the work now
+--   nil, "duplicate", e 200; already received (any worker) within dedupe_ttl: skip it
+--   nil, err            err.kind "signature" (401: bad, missing, stale or replayed
+--                       signature; 400 for invalid_payload), or "validation" (405 not POST,
+--                       400 repeated X-Chatmaid-Signature header, 413 body over max_body);
+--                       err.status is the status answered.
+-- Runs in rewrite/access/content phases. Raises on programmer errors (bad options, unknown
+-- shared_dict).
+function _M.receive_webhook(opts)
+  if type(opts) ~= "table" then
+    error("chatmaid.resty.receive_webhook: opts must be a table (got " .. type(opts) .. ")", 2)
+  end
+  local o = {}
+  for k, v in pairs(opts) do
+    local spec = OPTS[k]
+    if not spec then
+      error("chatmaid.resty.receive_webhook: unknown option '" .. tostring(k) .. "'", 2)
+    end
+    if spec ~= true and type(v) ~= spec then
+      error("chatmaid.resty.receive_webhook: option '" .. k .. "' must be a " .. spec
+            .. " (got " .. type(v) .. ")", 2)
+    end
+    o[k] = v
+  end
+  if o.secret == nil then error("chatmaid.resty.receive_webhook: secret is required", 2) end
+  local dict
+  if o.shared_dict then
+    dict = ngx.shared[o.shared_dict]
+    if not dict then
+      error("chatmaid.resty.receive_webhook: no lua_shared_dict named '" .. o.shared_dict
+            .. "' (add `lua_shared_dict " .. o.shared_dict .. " 1m;` to the http block)", 2)
+    end
+  end
+  if o.respond == nil then o.respond = true end
+  local max_body = o.max_body or _M.DEFAULT_MAX_BODY
+
+  if ngx.req.get_method() ~= "POST" then
+    if o.respond then ngx.header["Allow"] = "POST" end
+    return reject(o, 405, "validation", "webhooks are delivered with POST")
+  end
+  local headers = ngx.req.get_headers(0)
+  local sig = headers["x-chatmaid-signature"]
+  if type(sig) == "table" then
+    return reject(o, 400, "validation", "the X-Chatmaid-Signature header appears "
+                  .. #sig .. " times: a delivery carries exactly one", { reason = "repeated_header" })
+  end
+  local declared = tonumber(headers["content-length"] or "")
+  if declared and declared > max_body then
+    return reject(o, 413, "validation", "body of " .. declared .. " bytes is over max_body ("
+                  .. max_body .. ")", { reason = "too_large" })
+  end
+  local body, rerr = raw_body()
+  if not body then
+    return reject(o, 500, "validation", "could not read the buffered request body: "
+                  .. tostring(rerr), { reason = "body_unreadable" })
+  end
+  if #body > max_body then
+    return reject(o, 413, "validation", "body of " .. #body .. " bytes is over max_body ("
+                  .. max_body .. ")", { reason = "too_large" })
+  end
+
+  local event, err = webhook.construct_event(body, sig, o.secret,
+                                             { tolerance = o.tolerance, now = ngx.time() })
+  if not event then
+    err.status = err.reason == "invalid_payload" and 400 or 401
+    if o.respond then
+      answer(err.status, '{"received":false,"error":"' .. tostring(err.reason) .. '"}')
+    end
+    return nil, err
+  end
+
+  if dict then
+    local key = "wh:" .. webhook.dedupe_key(event)
+    -- add() is atomic across workers: exactly one of two concurrent deliveries wins.
+    local ok, aerr = dict:add(key, true, o.dedupe_ttl or _M.DEFAULT_DEDUPE_TTL)
+    if not ok and aerr == "exists" then
+      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
+      return nil, "duplicate", event
+    elseif not ok then
+      -- dict full even after evicting: better a rare double than a lost delivery
+      ngx.log(ngx.WARN, "chatmaid: webhook dedupe dict '", o.shared_dict, "': ", aerr)
+    end
+  end
+  if o.respond then answer(200, '{"received":true}') end
+  return event
+end
+
+return _M
