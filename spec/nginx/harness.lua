@@ -124,7 +124,8 @@ function _M.start(o)
   local conf = table.concat({
     "load_module " .. _M.modules .. "/ndk_http_module.so;",
     "load_module " .. _M.modules .. "/ngx_http_lua_module.so;",
-    "worker_processes " .. (o.workers or 1) .. ";", "master_process on;", "daemon on;", "pid logs/nginx.pid;",
+    "worker_processes " .. (o.workers or 1) .. ";", "master_process on;", "daemon on;",
+    "pid logs/nginx.pid;",
     "error_log logs/error.log warn;", user,
     o.main or "",
     "events { worker_connections 1024; }",

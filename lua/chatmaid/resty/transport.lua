@@ -132,6 +132,6 @@ function _M:request(req)
   return thread_request(self, req)
 end
 
-function _M:close() return true end
+function _M.close() return true end
 
 return _M

@@ -99,7 +99,8 @@ function _M.receive_webhook(opts)
   local sig = headers["x-chatmaid-signature"]
   if type(sig) == "table" then
     return reject(o, 400, "validation", "the X-Chatmaid-Signature header appears "
-                  .. #sig .. " times: a delivery carries exactly one", { reason = "repeated_header" })
+                  .. #sig .. " times: a delivery carries exactly one",
+                  { reason = "repeated_header" })
   end
   local declared = tonumber(headers["content-length"] or "")
   if declared and declared > max_body then
