@@ -54,7 +54,10 @@ location = /log_phase {
   }
 }
 location = /result { content_by_lua_block {
-  ngx.print(ngx.shared.results:get(ngx.var.arg_k) or "")
+  local v = ngx.shared.results:get(ngx.var.arg_k)
+  if not v then return ngx.exit(404) end
+  ngx.header.content_length = #v
+  ngx.print(v)
 } }
 location = /take { content_by_lua_block {
   local lim = require("chatmaid.resty").rate_limiter{ shared_dict = "chatmaid_ratelimit",
@@ -73,9 +76,8 @@ location = /take { content_by_lua_block {
   local function result(k)
     local deadline = socket.gettime() + 5
     while socket.gettime() < deadline do
-      local _, body = H.raw(srv.port, "GET", "/result?k=" .. k)
-      local v = body:match("\r\n([^\r\n]+)\r\n") or body
-      if v ~= "" and not v:match("^0$") then return v end
+      local status, body = H.raw(srv.port, "GET", "/result?k=" .. k)
+      if status == 200 then return body end
       socket.sleep(0.05)
     end
   end
