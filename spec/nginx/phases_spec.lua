@@ -62,7 +62,7 @@ location = /result { content_by_lua_block {
 location = /take { content_by_lua_block {
   local lim = require("chatmaid.resty").rate_limiter{ shared_dict = "chatmaid_ratelimit",
     key = "spec", per_minute = 600 }
-  ngx.print(string.format("%.3f", lim:take(1)))
+  ngx.say(string.format("W=%.3f", lim:take(1)))
 } }
 ]],
       vars = { KEY = F.TEST_KEY, SANDBOX = sb.url },
@@ -107,10 +107,10 @@ location = /take { content_by_lua_block {
 
   it("rate limiter: concurrent takes across 2 workers get distinct slots 0.1 s apart", function()
     local args = { "--no-progress-meter --parallel --parallel-immediate --parallel-max 10" }
-    for _ = 1, 10 do args[#args + 1] = H.shq(srv:url("/take")) .. " -w '\\n'" end
+    for _ = 1, 10 do args[#args + 1] = H.shq(srv:url("/take")) end
     local out = H.curl(table.concat(args, " "))
     local waits = {}
-    for w in out:gmatch("([%d%.]+)\n") do waits[#waits + 1] = tonumber(w) end
+    for w in out:gmatch("W=([%d%.]+)") do waits[#waits + 1] = tonumber(w) end
     table.sort(waits)
     assert.equal(10, #waits, out)
     for i = 1, 10 do
