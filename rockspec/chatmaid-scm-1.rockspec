@@ -11,9 +11,10 @@ webhook verification in C (OpenSSL HMAC-SHA256), a local sandbox and a CLI.]],
   license = "MIT",
   labels = { "whatsapp", "http", "curl", "api", "openresty" },
 }
--- lua-cjson (required) and LuaSocket (the sandbox and CLI) come from the system: Debian's
+-- lua-cjson (required), LuaSocket (the sandbox and CLI) come from the system: Debian's
 -- lua-cjson and lua-socket packages are invisible to LuaRocks, and listing them here would
--- make `luarocks make` reach for the network. Elsewhere: luarocks install lua-cjson luasocket.
+-- make `luarocks make` reach for the network. The CLI also needs argparse (lua-argparse).
+-- Elsewhere: luarocks install lua-cjson luasocket argparse.
 dependencies = { "lua >= 5.1, < 5.5" }
 external_dependencies = {
   -- Debian keeps curl.h in a multiarch include dir that LuaRocks does not search, while
@@ -42,13 +43,31 @@ build = {
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["chatmaid.base"] = "lua/chatmaid/base.lua",
+    ["chatmaid.batch"] = "lua/chatmaid/batch.lua",
+    ["chatmaid.cli.account"] = "lua/chatmaid/cli/account.lua",
+    ["chatmaid.cli.batch"] = "lua/chatmaid/cli/batch.lua",
     ["chatmaid.cli.csv"] = "lua/chatmaid/cli/csv.lua",
+    ["chatmaid.cli"] = "lua/chatmaid/cli/init.lua",
+    ["chatmaid.cli.messages"] = "lua/chatmaid/cli/messages.lua",
     ["chatmaid.cli.output"] = "lua/chatmaid/cli/output.lua",
+    ["chatmaid.cli.phones"] = "lua/chatmaid/cli/phones.lua",
     ["chatmaid.cli.progress"] = "lua/chatmaid/cli/progress.lua",
+    ["chatmaid.cli.sandbox"] = "lua/chatmaid/cli/sandbox.lua",
+    ["chatmaid.cli.send"] = "lua/chatmaid/cli/send.lua",
+    ["chatmaid.cli.webhook"] = "lua/chatmaid/cli/webhook.lua",
     ["chatmaid.client"] = "lua/chatmaid/client.lua",
+    ["chatmaid.conversations"] = "lua/chatmaid/conversations.lua",
     ["chatmaid.errors"] = "lua/chatmaid/errors.lua",
     ["chatmaid"] = "lua/chatmaid/init.lua",
     ["chatmaid.paginate"] = "lua/chatmaid/paginate.lua",
+    ["chatmaid.poll"] = "lua/chatmaid/poll.lua",
+    ["chatmaid.ratelimit"] = "lua/chatmaid/ratelimit.lua",
+    ["chatmaid.resty"] = "lua/chatmaid/resty.lua",
+    ["chatmaid.resty.detect"] = "lua/chatmaid/resty/detect.lua",
+    ["chatmaid.resty.limiter"] = "lua/chatmaid/resty/limiter.lua",
+    ["chatmaid.resty.thread"] = "lua/chatmaid/resty/thread.lua",
+    ["chatmaid.resty.transport"] = "lua/chatmaid/resty/transport.lua",
+    ["chatmaid.resty.webhook"] = "lua/chatmaid/resty/webhook.lua",
     ["chatmaid.retry"] = "lua/chatmaid/retry.lua",
     ["chatmaid.sandbox"] = "lua/chatmaid/sandbox.lua",
     ["chatmaid.sandbox.api"] = "lua/chatmaid/sandbox/api.lua",
@@ -73,6 +92,7 @@ build = {
     ["chatmaid.webhook"] = "lua/chatmaid/webhook.lua",
   },
   install = { bin = {
+    ["chatmaid"] = "bin/chatmaid",
     ["chatmaid-sandbox"] = "bin/chatmaid-sandbox",
   } },
 }

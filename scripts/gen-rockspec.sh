@@ -17,9 +17,10 @@ webhook verification in C (OpenSSL HMAC-SHA256), a local sandbox and a CLI.]],
   license = "MIT",
   labels = { "whatsapp", "http", "curl", "api", "openresty" },
 }
--- lua-cjson (required) and LuaSocket (the sandbox and CLI) come from the system: Debian's
+-- lua-cjson (required), LuaSocket (the sandbox and CLI) come from the system: Debian's
 -- lua-cjson and lua-socket packages are invisible to LuaRocks, and listing them here would
--- make `luarocks make` reach for the network. Elsewhere: luarocks install lua-cjson luasocket.
+-- make `luarocks make` reach for the network. The CLI also needs argparse (lua-argparse).
+-- Elsewhere: luarocks install lua-cjson luasocket argparse.
 dependencies = { "lua >= 5.1, < 5.5" }
 external_dependencies = {
   -- Debian keeps curl.h in a multiarch include dir that LuaRocks does not search, while
