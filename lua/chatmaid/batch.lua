@@ -23,6 +23,7 @@ _M.RATE_LIMITED_RETRIES = 10
 
 local PATH = "/v1/messages/send"
 local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "number|boolean",
+               rate_limiter = "table",
                on_progress = "function", timeout = "number", max_retries = "number",
                max_retry_wait = "number" }
 local ITEM = { from = "string", to = true, content = true, media_urls = true,
@@ -94,6 +95,7 @@ local function lookup_needed(self, from)
 end
 
 -- client:send_batch(items, { concurrency = 8, batch_id = "...", rate_per_minute = 100,
+--                            rate_limiter = <shared limiter: take(n) -> wait s>,
 --                            on_progress = fn(done, total, result), timeout, max_retries,
 --                            max_retry_wait })
 --   -> results, summary
@@ -129,6 +131,7 @@ function _M.send_batch(self, items, o)
   local rate = o.rate_per_minute
   if rate == nil then rate = _M.DEFAULT_RATE_PER_MINUTE end
   local limiter = rate and ratelimit.new(rate) or nil
+  if o.rate_limiter then limiter = ratelimit.shared(o.rate_limiter) end
   local call = { timeout = timeout, max_retries = max_retries, max_retry_wait = max_retry_wait }
   local results = setmetatable({}, core.array_mt)
   local summary = { sent = 0, failed = 0, requests = 0, rate_limited = 0, retries = 0 }
@@ -244,6 +247,9 @@ function _M.send_batch(self, items, o)
                                     self.random)
         -- everyone waits: the limit is per key, not per item
         if action == "retry" and now + wait > hold then hold = now + wait end
+        if action == "retry" and limiter and limiter.pause_until then
+          limiter:pause_until(hold)   -- a shared limiter holds the other workers too
+        end
       else
         job.fails = job.fails + 1
         action, wait = retry.decide(err, job.fails, max_retries, max_retry_wait, self.random)

@@ -50,4 +50,29 @@ function _M:pause_until(t)
   if t > self.hold then self.hold = t end
 end
 
+-- shared(lim): the batch's limiter interface over a limiter shared with other processes,
+-- such as chatmaid.resty's token bucket in a lua_shared_dict (every nginx worker draws from
+-- it). lim:take(n) reserves n request starts and returns the seconds to wait for them;
+-- lim:pause_until(t), when present, holds every sharer after a 429.
+function _M.shared(lim)
+  if type(lim.take) ~= "function" then
+    error("chatmaid: send_batch: rate_limiter must have a take(n) method", 3)
+  end
+  local slot   -- the start time reserved for the next request, if any
+  return {
+    ready_at = function(_, now)
+      if not slot then slot = now + math.max(0, lim:take(1) or 0) end
+      return slot > now and slot or now
+    end,
+    take = function(_, now)
+      if not slot then lim:take(1) end
+      slot = nil
+      return now
+    end,
+    pause_until = function(_, t)
+      if lim.pause_until then lim:pause_until(t) end
+    end,
+  }
+end
+
 return _M
