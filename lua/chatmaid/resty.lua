@@ -2,7 +2,7 @@
 -- `require "chatmaid.resty"`: lua-chatmaid inside OpenResty / nginx + lua-nginx-module.
 -- Clients made in nginx pick the non-blocking transport by themselves (chatmaid.base); this
 -- module holds the rest: the webhook receiver, the shared rate limiter, and the transport
--- for explicit use. docs/openresty.md has the nginx.conf to copy.
+-- for explicit use. README.md ("OpenResty and nginx") has the nginx.conf to copy.
 local transport = require "chatmaid.resty.transport"
 local webhook = require "chatmaid.resty.webhook"
 local limiter = require "chatmaid.resty.limiter"

@@ -181,7 +181,7 @@ end
 
 -- curl(args) -> stdout, ok. A thin wrapper: the specs use curl for parallel requests.
 function _M.curl(args)
-  return sh("curl -sS " .. args)
+  return sh("curl -sS --max-time 30 " .. args)   -- a stuck server fails the spec, not the run
 end
 
 -- raw(port, method, path, headers, body) -> status, body, seconds
