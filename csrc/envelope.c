@@ -192,30 +192,47 @@ static int fail(lua_State *L, const char *reason) {
   return 2;
 }
 
+/* Decodes the JSON object at stack index idx (a string): pushes the cleaned table and
+ * returns 1, or pushes nil, reason and returns 2. */
+static int decode_object(lua_State *L, int idx) {
+  size_t n, i = 0;
+  const char *s = lua_tolstring(L, idx, &n);
+  while (i < n && is_space(s[i])) i++;
+  if (i == n) return fail(L, "empty body");
+  if (s[i] == '<') return fail(L, "an HTML page instead of JSON (a proxy or gateway answered?)");
+  if (s[i] != '{') return fail(L, "the body is not a JSON object");
+  lua_pushvalue(L, UV_DECODE);
+  if (!push_rewritten(L, s, n)) lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -2));
+    return 2;
+  }
+  if (lua_type(L, -1) != LUA_TTABLE) return fail(L, "the body is not a JSON object");
+  clean(L, lua_gettop(L), 0);
+  return 1;
+}
+
+/* core.decode_json(text) -> table | nil, reason: a JSON object, with the envelope decoder's
+ * rules (nulls dropped, arrays marked, integers), for bodies that are not envelopes (webhook
+ * payloads). */
+static int envelope_decode_json(lua_State *L) {
+  luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  return decode_object(L, 1);
+}
+
 /* core.decode_envelope(status, body)
  *   -> true, data, enveloped  | false, fields | nil, reason
  * enveloped is false for a 2xx JSON object without `success` (the conversations API's list
  * shape); data is then the whole object. */
 static int envelope_decode(lua_State *L) {
   lua_Integer status = luaL_checkinteger(L, 1);
-  size_t n, i = 0;
-  const char *s = luaL_checklstring(L, 2, &n);
   int root;
-  while (i < n && is_space(s[i])) i++;
-  if (i == n) return fail(L, "empty body");
-  if (s[i] == '<') return fail(L, "an HTML page instead of JSON (a proxy or gateway answered?)");
-  if (s[i] != '{') return fail(L, "the body is not a JSON object");
+  luaL_checkstring(L, 2);
   lua_settop(L, 2);
-  lua_pushvalue(L, UV_DECODE);
-  if (!push_rewritten(L, s, n)) lua_pushvalue(L, 2);
-  if (lua_pcall(L, 1, 1, 0) != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "invalid JSON: %s", lua_tostring(L, -2));
-    return 2;
-  }
+  if (decode_object(L, 2) != 1) return 2;
   root = lua_gettop(L);
-  if (lua_type(L, root) != LUA_TTABLE) return fail(L, "the body is not a JSON object");
-  clean(L, root, 0);
   lua_getfield(L, root, "success");
   if (lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
     lua_pushboolean(L, 1);
@@ -246,12 +263,19 @@ void cm_envelope_open(lua_State *L) {
   lua_getfield(L, -1, "decode_max_depth");
   lua_pushinteger(L, MAX_DEPTH);
   lua_call(L, 1, 0);
+  lua_getfield(L, -1, "decode_invalid_numbers");   /* NaN, Infinity, hex: not JSON */
+  lua_pushboolean(L, 0);
+  lua_call(L, 1, 0);
   lua_getfield(L, -1, "decode");           /* mod, cjson, inst, decode */
   lua_newtable(L);                         /* array_mt */
   lua_pushliteral(L, "chatmaid.array");
   lua_setfield(L, -2, "__name");
   lua_pushvalue(L, -1);
-  lua_setfield(L, mod, "array_mt");
+  lua_setfield(L, mod, "array_mt");      /* mod, cjson, inst, decode, array_mt */
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, envelope_decode_json, 2);
+  lua_setfield(L, mod, "decode_json");
   lua_pushcclosure(L, envelope_decode, 2);
   lua_setfield(L, mod, "decode_envelope");
   lua_settop(L, mod);

@@ -4,10 +4,6 @@
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 
-local json = require("cjson").new()   -- a private instance: other code may reconfigure cjson
-json.decode_max_depth(64)
-json.decode_invalid_numbers(false)
-local null = json.null
 
 local _M = {
   DEFAULT_TOLERANCE = 300,   -- seconds, both ways; never 0 (see STYLE.md, webhooks)
@@ -199,53 +195,21 @@ function _M.verify(raw_body, signature_header, secret, opts)
   return ok, err
 end
 
--- cjson 2.1.0 decodes every number as a float; on 5.3+ give integral ones back as integers.
-local tointeger = math.tointeger or function(v) return v end
-
--- JSON null never reaches the caller: object keys are dropped, array elements removed.
-local function drop_nulls(t)
-  local maxn = 0
-  for k, v in pairs(t) do
-    if type(k) == "number" then
-      if k > maxn then maxn = k end
-    elseif v == null then
-      t[k] = nil
-    elseif type(v) == "table" then
-      drop_nulls(v)
-    elseif type(v) == "number" then
-      t[k] = tointeger(v) or v
-    end
-  end
-  local j = 0
-  for i = 1, maxn do
-    local v = t[i]
-    t[i] = nil
-    if v ~= null and v ~= nil then
-      j = j + 1
-      if type(v) == "table" then drop_nulls(v)
-      elseif type(v) == "number" then v = tointeger(v) or v end
-      t[j] = v
-    end
-  end
-  return t
-end
-
 -- webhook.construct_event(raw_body, signature_header, secret, opts) -> event | nil, err
 -- verify(), then decode the JSON object (nulls dropped): event.event, event.timestamp,
 -- event.data.messageId, ... Adds err.reason "invalid_payload" (verified, not an object).
 function _M.construct_event(raw_body, signature_header, secret, opts)
   local ok, err = verify("webhook.construct_event", raw_body, signature_header, secret, opts)
   if not ok then return nil, err end
-  if not raw_body:find("^[ \t\r\n]*{") then
-    return fail("invalid_payload", "the signature is valid, but the payload is not a JSON"
-                .. " object")
+  -- decoded like API responses: nulls dropped, arrays marked, integral numbers as integers
+  local event, why = core.decode_json(raw_body)
+  if not event then
+    local detail = why:match("^invalid JSON: (.*)$")
+    return fail("invalid_payload", detail
+                and ("the signature is valid, but the payload is not valid JSON: " .. detail)
+                or "the signature is valid, but the payload is not a JSON object")
   end
-  local dok, event = pcall(json.decode, raw_body)
-  if not dok then
-    return fail("invalid_payload", "the signature is valid, but the payload is not valid"
-                .. " JSON: " .. tostring(event))
-  end
-  return drop_nulls(event)
+  return event
 end
 
 -- webhook.sign(raw_body, secret, timestamp) -> "t=<timestamp>,v1=<hex>" (one v1 per secret)
