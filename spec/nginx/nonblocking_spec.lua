@@ -61,7 +61,8 @@ describe(NAME, function()
     os.remove(tmp)
     assert(sb:fault{ type = "delay", path = "/v1/messages/send", method = "POST",
                      seconds = 2, count = 1 })
-    os.execute("curl -sS --max-time 30 -o " .. H.shq(tmp) .. " " .. H.shq(ngx_srv:url(path)) .. " &")
+    os.execute("curl -sS --max-time 30 -o " .. H.shq(tmp) .. " "
+               .. H.shq(ngx_srv:url(path)) .. " &")
     socket.sleep(0.3)   -- the send is now waiting on the sandbox
     local args = { "--no-progress-meter --parallel --parallel-immediate --parallel-max 20"
                    .. " -w 'T=%{http_code},%{time_total}\\n'" }
