@@ -176,24 +176,32 @@ local function check_phone_ref(ref)
   return validate.id(ref, "phone reference")
 end
 
+-- GET of one phone resource; `where` names the public method, whose caller gets the raised
+-- errors (the public methods call this without a tail call, so that is level 3).
+local function phone_get(self, where, ref, suffix, o)
+  if type(ref) ~= "string" then
+    error("chatmaid: " .. where .. " expects a phone id or E.164 number as a string (got "
+          .. type(ref) .. ")", 3)
+  end
+  if o ~= nil then check_table(where, o, CALL_OPTIONS, nil, 4) end
+  local path = phone_path(ref, suffix)
+  local problem = check_phone_ref(ref)
+  if problem then return validation("GET", path, problem) end
+  return self:_request("GET", path, nil, nil, o)
+end
+
 -- client:phone_number(ref) -> phone, err   (ref: phone id or E.164; encoded for you)
 function _M:phone_number(ref, o)
   check_open(self, "phone_number")
-  check_ref("phone_number", ref, "a phone id or E.164 number")
-  if o ~= nil then check_table("phone_number", o, CALL_OPTIONS) end
-  local problem = check_phone_ref(ref)
-  if problem then return validation("GET", phone_path(ref), problem) end
-  return self:_request("GET", phone_path(ref), nil, nil, o)
+  local phone, err = phone_get(self, "phone_number", ref, nil, o)
+  return phone, err
 end
 
 -- client:phone_status(ref) -> status, err
 function _M:phone_status(ref, o)
   check_open(self, "phone_status")
-  check_ref("phone_status", ref, "a phone id or E.164 number")
-  if o ~= nil then check_table("phone_status", o, CALL_OPTIONS) end
-  local problem = check_phone_ref(ref)
-  if problem then return validation("GET", phone_path(ref, "/status"), problem) end
-  return self:_request("GET", phone_path(ref, "/status"), nil, nil, o)
+  local status, err = phone_get(self, "phone_status", ref, "/status", o)
+  return status, err
 end
 
 -- client:account() -> account, err

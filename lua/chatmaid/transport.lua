@@ -17,7 +17,6 @@ local function parse_headers(raw)
   end
   return h
 end
-_M.parse_headers = parse_headers
 
 local response_mt = {
   __index = function(res, k)
@@ -28,6 +27,11 @@ local response_mt = {
     end
   end,
 }
+
+-- A response whose headers table is built from raw_headers on first read.
+function _M.response(status, body, raw_headers)
+  return setmetatable({ status = status, body = body, raw_headers = raw_headers }, response_mt)
+end
 
 -- opts: timeout_ms, connect_timeout_ms, user_agent, ca_file, proxy, max_body, http_version
 function _M.new(opts)
@@ -45,7 +49,7 @@ function _M:request(req)
                                                            req.body, req.timeout_ms,
                                                            req.fresh_connect)
   if not status then return nil, body, headers, code end
-  return setmetatable({ status = status, body = body, raw_headers = headers }, response_mt)
+  return _M.response(status, body, headers)
 end
 
 -- Batch transfers (curl multi). token: integer chosen by the caller.

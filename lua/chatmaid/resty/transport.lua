@@ -30,17 +30,6 @@ function _M.phase_error()
          .. "handler"
 end
 
-local parse_headers = base_transport.parse_headers
-local response_mt = {
-  __index = function(res, k)
-    if k == "headers" then
-      local h = parse_headers(rawget(res, "raw_headers") or "")
-      rawset(res, "headers", h)
-      return h
-    end
-  end,
-}
-
 -- new(opts) -> transport
 -- opts: backend ("thread" | "http"; default "thread"), thread_pool (default "chatmaid"),
 -- timeout_ms, connect_timeout_ms, ca_file, proxy, max_body, http_version (as chatmaid.core),
@@ -78,7 +67,7 @@ local function thread_request(self, req)
   end
   -- status..code are the returns of chatmaid.resty.thread.request
   if not status then return nil, body, headers, code end
-  return setmetatable({ status = status, body = body, raw_headers = headers }, response_mt)
+  return base_transport.response(status, body, headers)
 end
 
 -- lua-resty-http's errors are strings; map the ones we can onto the core's kinds.
