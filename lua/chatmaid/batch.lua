@@ -187,6 +187,10 @@ function _M.send_batch(self, items, o)
       senders[f] = id and { id = id } or { err = err }
     end
     local ready = {}
+    -- Requests are encoded when launched and dropped when done, so a large batch keeps only
+    -- its in-flight bodies alive (less for the GC to walk); the headers and URL are shared.
+    local url, headers = self.base_url .. PATH, base.request_headers(self, true)
+    local timeout_ms = math.ceil(timeout * 1000)
     for _, job in ipairs(jobs) do
       local s = senders[job.p.from or by_from]
       if s.err then
@@ -194,13 +198,7 @@ function _M.send_batch(self, items, o)
         e.index = job.i
         failures[#failures + 1] = { job.i, e, job.key }
       else
-        local p = job.p
-        local body = { fromPhoneId = s.id, to = p.to, content = p.content,
-                       idempotencyKey = job.key }
-        if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
-        job.req = { method = "POST", url = self.base_url .. PATH,
-                    headers = base.request_headers(self, true),
-                    body = json.encode(body), timeout_ms = math.ceil(timeout * 1000) }
+        job.from_id = s.id
         ready[#ready + 1] = job
       end
     end
@@ -235,6 +233,7 @@ function _M.send_batch(self, items, o)
         if type(value) == "table" and value.idempotencyKey == nil then
           value.idempotencyKey = job.key
         end
+        job.req = nil
         report(job.i, { message = value, idempotency_key = job.key })
         return
       end
@@ -259,6 +258,7 @@ function _M.send_batch(self, items, o)
         job.ready_at = now + wait
         retries[#retries + 1] = job
       else
+        job.req = nil
         report(job.i, { err = err, idempotency_key = job.key })
       end
     end
@@ -272,6 +272,14 @@ function _M.send_batch(self, items, o)
                          idempotency_key = job.key }
       end
       job.t0 = now
+      if not job.req then       -- first attempt: encode; retries reuse the same bytes
+        local p = job.p
+        local body = { fromPhoneId = job.from_id, to = p.to, content = p.content,
+                       idempotencyKey = job.key }
+        if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
+        job.req = { method = "POST", url = url, headers = headers, body = json.encode(body),
+                    timeout_ms = timeout_ms }
+      end
       local ok, kind, msg = tr:add(job.i, job.req)
       if ok then
         inflight[job.i] = job
