@@ -470,6 +470,23 @@ describe("chatmaid client #integration", function()
       assert.equal("chatmaid.client (test, " .. sb.url .. ", closed)", tostring(x))
     end)
 
+    it("closes a to-be-closed variable on scope exit (Lua 5.4)", function()
+      if _VERSION ~= "Lua 5.4" then return pending("<close> needs Lua 5.4") end
+      local chunk = assert(load([[
+        local new, url, key = ...
+        local kept
+        do
+          local c <close> = assert(new{ api_key = key, base_url = url })
+          kept = c
+        end
+        return kept
+      ]]))
+      local kept = chunk(chatmaid.new, sb.url, F.TEST_KEY)
+      assert.is_true(kept.closed)
+      assert.has_error(function() kept:account() end,
+                       "chatmaid: attempt to use a closed client (account)")
+    end)
+
     it("lets an unclosed client be garbage collected with its session", function()
       local weak = setmetatable({}, { __mode = "v" })
       do
