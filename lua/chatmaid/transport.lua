@@ -40,7 +40,8 @@ function _M.new(opts)
   return setmetatable({ session = core.session(o), blocking = true }, mt)
 end
 
--- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
+-- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }; a transport
+-- must not modify req or its headers list (the client reuses them).
 -- fresh_connect: the request must never be replayed by libcurl on a dead kept-alive
 -- connection (a send without an idempotency key), so it gets a new connection.
 -- -> { status, body, headers } | nil, kind, message, curlcode
