@@ -216,6 +216,10 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   f.status = status
   local ok, data, enveloped = core.decode_envelope(status, res.body)
   if status >= 200 and status < 300 then
+    if ok and data == nil then
+      return nil, errors.new("decode", "HTTP " .. status .. " envelope says success but has "
+                             .. "no data", f)
+    end
     if ok and (enveloped or self._bare_json_ok) then return data end
     if ok then
       return nil, errors.new("decode", "HTTP " .. status .. " with JSON that is not the "
