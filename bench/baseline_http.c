@@ -11,13 +11,9 @@
  * Prints "RESULT <microseconds per request>" for the N timed requests. */
 #include <curl/curl.h>
 
-#include "lua.h"
-#include "lauxlib.h"
-#include "lualib.h"
 
-#include "bench_util.h"
+#include "bench_lua.h"
 
-enum { ENCODE = 1, DECODE = 2 };   /* stack slots of cjson.encode / cjson.decode */
 
 /* Checks the decoded envelope on top of the stack: {success = true, data = {...}}, so a
  * wrong answer from nginx fails the run instead of timing an error path. */
@@ -52,16 +48,7 @@ static void one(lua_State *L, CURL *e, bench_buf *resp, int send, int list, long
   long status = 0;
   CURLcode rc;
   if (send) {
-    lua_pushvalue(L, ENCODE);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "507f1f77bcf86cd799439011");
-    lua_setfield(L, -2, "fromPhoneId");
-    lua_pushliteral(L, "+15557654321");
-    lua_setfield(L, -2, "to");
-    lua_pushliteral(L, "Hello from the bench");
-    lua_setfield(L, -2, "content");
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) bench_die("encode", lua_tostring(L, -1));
-    body = lua_tolstring(L, -1, &blen);   /* stays on the stack until after perform */
+    body = bench_encode_send(L, &blen);   /* stays on the stack until after perform */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)blen);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
   }
@@ -107,10 +94,7 @@ int main(int argc, char **argv) {
   else bench_die("unknown mode", mode);
   snprintf(url, sizeof url, "%s%s", base, path);
 
-  L = luaL_newstate();
-  luaL_openlibs(L);
-  if (luaL_dostring(L, "local c = require 'cjson' return c.encode, c.decode") != LUA_OK)
-    bench_die("require cjson", lua_tostring(L, -1));
+  L = bench_lua_open();
 
   curl_global_init(CURL_GLOBAL_DEFAULT);
   if ((e = curl_easy_init()) == NULL) bench_die("curl_easy_init", NULL);

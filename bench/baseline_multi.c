@@ -9,18 +9,14 @@
  * Prints "RESULT <microseconds per request>" (wall time of N requests / N). */
 #include <curl/curl.h>
 
-#include "lua.h"
-#include "lauxlib.h"
-#include "lualib.h"
 
-#include "bench_util.h"
+#include "bench_lua.h"
 
 #define MAX_INFLIGHT 256
 #define STATIC_BODY \
   "{\"fromPhoneId\":\"507f1f77bcf86cd799439011\",\"to\":\"+15557654321\"," \
   "\"content\":\"Hello from the bench\"}"
 
-enum { ENCODE = 1, DECODE = 2 };
 
 typedef struct Slot {
   CURL *e;
@@ -35,16 +31,7 @@ static void start(CURLM *m, Slot *s) {
   size_t blen = sizeof STATIC_BODY - 1;
   const char *body = STATIC_BODY;
   if (json) {
-    lua_pushvalue(L, ENCODE);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "507f1f77bcf86cd799439011");
-    lua_setfield(L, -2, "fromPhoneId");
-    lua_pushliteral(L, "+15557654321");
-    lua_setfield(L, -2, "to");
-    lua_pushliteral(L, "Hello from the bench");
-    lua_setfield(L, -2, "content");
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) bench_die("encode", lua_tostring(L, -1));
-    body = lua_tolstring(L, -1, &blen);
+    body = bench_encode_send(L, &blen);
   }
   if (blen >= sizeof s->req) bench_die("encode", "body too long");
   memcpy(s->req, body, blen);
@@ -116,10 +103,7 @@ int main(int argc, char **argv) {
   if (k < 1 || k > MAX_INFLIGHT) bench_die("--inflight", "must be 1..256");
   snprintf(url, sizeof url, "%s/v1/messages/send", base);
 
-  L = luaL_newstate();
-  luaL_openlibs(L);
-  if (luaL_dostring(L, "local c = require 'cjson' return c.encode, c.decode") != LUA_OK)
-    bench_die("require cjson", lua_tostring(L, -1));
+  L = bench_lua_open();
 
   curl_global_init(CURL_GLOBAL_DEFAULT);
   if ((m = curl_multi_init()) == NULL) bench_die("curl_multi_init", NULL);

@@ -14,11 +14,11 @@ BENCH_RUN = LUA='$(LUA)' BUILD='$(BUILD)' BENCH_BIN='$(BENCH_DIR)' sh bench/run.
 .PHONY: bench bench-smoke bench-bins
 bench-bins: $(BENCH_BINS)
 
-$(BENCH_DIR)/baseline_http: bench/baseline_http.c bench/bench_util.h
+$(BENCH_DIR)/baseline_http: bench/baseline_http.c bench/bench_util.h bench/bench_lua.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(DEP_LIBS) $(BENCH_LUA_LIBS)
 
-$(BENCH_DIR)/baseline_multi: bench/baseline_multi.c bench/bench_util.h
+$(BENCH_DIR)/baseline_multi: bench/baseline_multi.c bench/bench_util.h bench/bench_lua.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(DEP_LIBS) $(BENCH_LUA_LIBS)
 
