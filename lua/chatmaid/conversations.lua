@@ -30,13 +30,8 @@ local SEND_PATH = "/api/whatsapp/messages/send"
 local LIST_PATH = "/api/whatsapp/messages"
 
 local function key_problem(key)
-  if key == nil or key == "" then
-    return "no API key: pass api_key to conversations.new or set CHATMAID_CONVERSATIONS_API_KEY"
-  end
-  if type(key) ~= "string" then return "api_key must be a string" end
-  if key:find("[%s%c]") then
-    return "api_key contains whitespace or control characters: check how it was copied"
-  end
+  return validate.token(key, "pass api_key to conversations.new or set "
+                        .. "CHATMAID_CONVERSATIONS_API_KEY")
 end
 
 -- conversations.new(opts) -> client | nil, err (kind "validation": bad key or base URL)

@@ -41,14 +41,19 @@ function _M.utf16_length(s)
   return n
 end
 
-function _M.api_key(key)
-  if key == nil or key == "" then
-    return "no API key: pass api_key to chatmaid.new or set CHATMAID_API_KEY"
-  end
+-- Any bearer token: present, a string, no whitespace or control characters. `where` says
+-- how to supply one ("pass api_key to chatmaid.new or set CHATMAID_API_KEY").
+function _M.token(key, where)
+  if key == nil or key == "" then return "no API key: " .. where end
   if type(key) ~= "string" then return "api_key must be a string" end
   if key:find("[%s%c]") then
     return "api_key contains whitespace or control characters: check how it was copied"
   end
+end
+
+function _M.api_key(key)
+  local problem = _M.token(key, "pass api_key to chatmaid.new or set CHATMAID_API_KEY")
+  if problem then return problem end
   if not (key:find("^sk_test_.") or key:find("^sk_live_.")) then
     return "api_key must start with sk_test_ or sk_live_ (a Chatmaid API key from the dashboard)"
   end
