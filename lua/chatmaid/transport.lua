@@ -37,7 +37,7 @@ end
 function _M.new(opts)
   local o = { raw_headers = true }
   for k, v in pairs(opts) do o[k] = v end
-  return setmetatable({ session = core.session(o), blocking = true }, mt)
+  return setmetatable({ session = core.session(o) }, mt)
 end
 
 -- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }; a transport
