@@ -18,9 +18,13 @@ OBJDIR := $(BUILD)/obj
 
 PKG_CONFIG ?= pkg-config
 LUA_INCDIR ?=
-LUA_CFLAGS := $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null))
-DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl libcrypto 2>/dev/null)
-DEP_LIBS := $(shell $(PKG_CONFIG) --libs libcurl libcrypto 2>/dev/null)
+# pkg-config runs on first use (in a recipe, after `deps` has installed pkg-config and the -dev
+# packages), not when make reads this file, so the first `make demo` on a fresh machine works.
+# $(call lazy,VAR,VALUE): evaluate VALUE once, when VAR is first expanded.
+lazy = $(eval $1 := $2)$($1)
+LUA_CFLAGS = $(call lazy,LUA_CFLAGS,$(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)))
+DEP_CFLAGS = $(call lazy,DEP_CFLAGS,$(shell $(PKG_CONFIG) --cflags libcurl libcrypto 2>/dev/null))
+DEP_LIBS = $(call lazy,DEP_LIBS,$(shell $(PKG_CONFIG) --libs libcurl libcrypto 2>/dev/null))
 
 CC ?= cc
 OPT ?= -O2 -g
@@ -48,7 +52,8 @@ $(CORE): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(DEP_LIBS)
 
-$(OBJDIR)/%.o: csrc/%.c
+# Order-only on deps: with -j too, nothing compiles before the packages are there.
+$(OBJDIR)/%.o: csrc/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 

@@ -4,10 +4,12 @@
 # The baselines embed a Lua state for lua-cjson, so unlike the module they link liblua: always
 # Lua 5.4 (the C side of a baseline does not depend on which Lua runs the SDK rows).
 BENCH_DIR := $(BUILD)/bench
-BENCH_CFLAGS := -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -Wall -Wextra -pedantic -Wshadow \
+BENCH_CFLAGS = -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -Wall -Wextra -pedantic -Wshadow \
                 -Wmissing-prototypes -Wstrict-prototypes \
-                $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null) $(DEP_CFLAGS)
-BENCH_LUA_LIBS := $(shell $(PKG_CONFIG) --libs lua5.4 2>/dev/null)
+                $(BENCH_LUA_CFLAGS) $(DEP_CFLAGS)
+# Lazy (see `lazy` in the Makefile): pkg-config answers only after `deps` has run.
+BENCH_LUA_CFLAGS = $(call lazy,BENCH_LUA_CFLAGS,$(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null))
+BENCH_LUA_LIBS = $(call lazy,BENCH_LUA_LIBS,$(shell $(PKG_CONFIG) --libs lua5.4 2>/dev/null))
 BENCH_BINS := $(BENCH_DIR)/baseline_http $(BENCH_DIR)/baseline_multi $(BENCH_DIR)/baseline_hmac
 BENCH_RUN = LUA='$(LUA)' BUILD='$(BUILD)' BENCH_BIN='$(BENCH_DIR)' sh bench/run.sh
 

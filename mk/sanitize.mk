@@ -2,8 +2,8 @@
 # LD_PRELOAD of the sanitizer runtimes, running the whole spec suite.
 # make valgrind: memcheck over the suite (the interpreter and every child it starts).
 ASAN_BUILD := build/asan
-ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)
-UBSAN_RT := $(shell $(CC) -print-file-name=libubsan.so)
+ASAN_RT = $(call lazy,ASAN_RT,$(shell $(CC) -print-file-name=libasan.so))
+UBSAN_RT = $(call lazy,UBSAN_RT,$(shell $(CC) -print-file-name=libubsan.so))
 VALGRIND_SPECS ?= spec/core spec/unit spec/integration/client_spec.lua spec/integration/faults_spec.lua
 # Everything but spec/nginx: nginx loads the LuaJIT build of the core, not this one, and
 # LuaJIT's allocator does not run under an ASan runtime preloaded into nginx.
