@@ -58,8 +58,51 @@ local function type_ok(v, spec)
   return set[type(v)] == true
 end
 
+-- os.getenv that reads an empty variable (`CHATMAID_BASE_URL=`) as unset.
+function _M.getenv(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+-- Edit distance (Levenshtein) between two short strings.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    local ca = a:sub(i, i)
+    for j = 1, #b do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1,
+                        prev[j - 1] + (ca == b:sub(j, j) and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The known name nearest to an unknown one, or nil: the same name but for case and
+-- underscores (mediaUrls -> media_urls), else the closest within 1 edit (2 from 5 letters).
+function _M.suggest(name, ...)
+  if type(name) ~= "string" then return nil end
+  local function norm(s) return (s:lower():gsub("[_%-]", "")) end
+  local n, lname = norm(name), name:lower()
+  local best, best_d = nil, (#name >= 5 and 2 or 1) + 1
+  for i = 1, select("#", ...) do
+    local set = select(i, ...)
+    for k in pairs(set or {}) do
+      if type(k) == "string" then
+        local d = norm(k) == n and 0 or distance(lname, k:lower())
+        if d < best_d or (d == best_d and best and k < best) then best, best_d = k, d end
+      end
+    end
+  end
+  return best
+end
+
 -- Raises at `level` (default: the caller of the public method) naming the bad or unknown
--- parameter. A spec of `true` accepts any type (the validator reports the value).
+-- parameter (with the nearest known name, if one is close). A spec of `true` accepts any
+-- type (the validator reports the value).
 function _M.check_table(where, t, allowed, extra, level)
   level = level or 3
   if type(t) ~= "table" then
@@ -68,7 +111,9 @@ function _M.check_table(where, t, allowed, extra, level)
   for k, v in pairs(t) do
     local spec = allowed[k] or (extra and extra[k])
     if not spec then
-      error("chatmaid: " .. where .. ": unknown parameter '" .. tostring(k) .. "'", level)
+      local near = _M.suggest(k, allowed, extra)
+      error("chatmaid: " .. where .. ": unknown parameter '" .. tostring(k) .. "'"
+            .. (near and (" (did you mean '" .. near .. "'?)") or ""), level)
     end
     if spec ~= true and not type_ok(v, spec) then
       error("chatmaid: " .. where .. ": parameter '" .. k .. "' must be a " .. spec
@@ -85,11 +130,38 @@ local function default_random()
   return (b1 * 65536 + b2 * 256 + b3) / 16777216
 end
 
--- Validation failure: nothing was sent.
+-- The parameter a validation message is about: by convention every message starts with the
+-- parameter's name ("to must be ...", "media_urls[2] must ...", "components[1].type ...").
+local function param_of(message)
+  return message:match("^([%a_][%w_]*)[%s%[%.:]")
+end
+
+-- Validation failure: nothing was sent. problems: a message, or a list of messages and
+-- { param = name, message = text } entries (for a message that does not start with the
+-- parameter's name). err.messages lists the texts; err.fields the { param, message } pairs
+-- (param: the top-level parameter, as passed: "to", "media_urls", "from", "api_key", ...).
 function _M.validation(method, path, problems)
-  if type(problems) == "string" then problems = { problems } end
-  return nil, errors.new("validation", table.concat(problems, "; "),
-                         { messages = problems, method = method, path = path })
+  if type(problems) ~= "table" then problems = { problems } end
+  local messages, fields = {}, {}
+  for i, p in ipairs(problems) do
+    if type(p) == "table" then
+      messages[i] = p.message
+      fields[i] = { param = p.param, message = p.message }
+    else
+      messages[i] = p
+      fields[i] = { param = param_of(p), message = p }
+    end
+  end
+  return nil, errors.new("validation", table.concat(messages, "; "),
+                         { messages = messages, fields = fields, method = method, path = path })
+end
+
+-- Says what a not_found error was about (err.resource: "message", "phone_number",
+-- "sender_phone", "contact", "conversation"; err.resource_id: the id or number asked for).
+-- Returns nil, err for a tail return.
+function _M.not_found(err, resource, id)
+  if err and err.kind == "not_found" then err.resource, err.resource_id = resource, id end
+  return nil, err
 end
 
 -- Makes a client class. spec.name: for messages ("chatmaid.client");
@@ -195,6 +267,7 @@ local TRANSPORT_MESSAGES = {
   tls = "TLS failed (certificate not trusted, or handshake error); set ca_file for a "
         .. "private CA: verification cannot be switched off",
   too_large = "response refused",
+  config = "the transport is not configured",
   nomem = "out of memory",
   transport = "the connection failed",
 }
@@ -208,7 +281,10 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
       return nil, errors.new("timeout", "no complete response within " .. timeout .. " s ("
                              .. tostring(msg) .. ")", f)
     end
-    if kind == "tls" or kind == "too_large" or kind == "nomem" then f.retryable = false end
+    -- a configuration error (no thread_pool in nginx.conf, ...) fails the same way each time
+    if kind == "tls" or kind == "too_large" or kind == "nomem" or kind == "config" then
+      f.retryable = false
+    end
     return nil, errors.new("transport", (TRANSPORT_MESSAGES[kind] or "transport failure")
                            .. ": " .. tostring(msg), f)
   end
@@ -216,6 +292,11 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   f.status = status
   local ok, data, enveloped = core.decode_envelope(status, res.body)
   if status >= 200 and status < 300 then
+    if ok and (enveloped or self._bare_json_ok) and data ~= nil then return data end
+    -- Every error carries the request id, when the answer has one. The docs name no request
+    -- id header; X-Request-Id is the common one (proxies add it too). Headers are parsed
+    -- lazily, so a success never pays for this.
+    f.request_id = res.headers["x-request-id"]
     if ok and data == nil then
       return nil, errors.new("decode", "HTTP " .. status .. " envelope says success but has "
                              .. "no data", f)

@@ -23,10 +23,11 @@ local check_open = _M._check_open
 function _M.new(opts)
   if opts == nil then opts = {} end
   check_table("new", opts, base.OPTION_TYPES, OPTIONS)
-  local key = opts.api_key or os.getenv("CHATMAID_API_KEY")
+  -- an empty variable (CHATMAID_BASE_URL=) counts as unset
+  local key = opts.api_key or base.getenv("CHATMAID_API_KEY")
   local problem = validate.api_key(key)
-  if problem then return validation(nil, nil, problem) end
-  local base_url, why = validate.base_url(opts.base_url or os.getenv("CHATMAID_BASE_URL")
+  if problem then return validation(nil, nil, { { param = "api_key", message = problem } }) end
+  local base_url, why = validate.base_url(opts.base_url or base.getenv("CHATMAID_BASE_URL")
                                           or _M.DEFAULT_BASE_URL)
   if not base_url then return validation(nil, nil, why) end
   if opts.default_from then
@@ -79,7 +80,7 @@ function _M:_sender(from, o)
     if err.kind == "not_found" then
       err.message = "sender " .. from .. " is not a phone number of this account"
     end
-    return nil, err
+    return base.not_found(err, "sender_phone", from)
   end
   self._senders[from] = phone.id
   return phone.id
@@ -113,8 +114,9 @@ function _M:send(p)
   if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
   local msg
   msg, err = self:_request("POST", path, nil, body, p, key)
-  if msg and msg.idempotencyKey == nil then msg.idempotencyKey = key end
-  return msg, err
+  if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
+  if msg.idempotencyKey == nil then msg.idempotencyKey = key end
+  return msg
 end
 
 local function check_ref(where, v, name)
@@ -130,8 +132,10 @@ function _M:message(id, o)
   if o ~= nil then check_table("message", o, CALL_OPTIONS) end
   local path = "/v1/messages/" .. url.encode(id)
   local problem = validate.id(id, "message id")
-  if problem then return validation("GET", path, problem) end
-  return self:_request("GET", path, nil, nil, o)
+  if problem then return validation("GET", path, { { param = "id", message = problem } }) end
+  local msg, err = self:_request("GET", path, nil, nil, o)
+  if not msg then return base.not_found(err, "message", id) end
+  return msg
 end
 
 local LIST_PARAMS = { page = true, limit = true, status = true, phone_number_id = true,
@@ -186,8 +190,10 @@ local function phone_get(self, where, ref, suffix, o)
   if o ~= nil then check_table(where, o, CALL_OPTIONS, nil, 4) end
   local path = phone_path(ref, suffix)
   local problem = check_phone_ref(ref)
-  if problem then return validation("GET", path, problem) end
-  return self:_request("GET", path, nil, nil, o)
+  if problem then return validation("GET", path, { { param = "ref", message = problem } }) end
+  local v, err = self:_request("GET", path, nil, nil, o)
+  if not v then return base.not_found(err, "phone_number", ref) end
+  return v
 end
 
 -- client:phone_number(ref) -> phone, err   (ref: phone id or E.164; encoded for you)

@@ -41,10 +41,11 @@ end
 function _M.new(opts)
   if opts == nil then opts = {} end
   check_table("new", opts, base.OPTION_TYPES)
-  local key = opts.api_key or os.getenv("CHATMAID_CONVERSATIONS_API_KEY")
+  -- an empty variable counts as unset
+  local key = opts.api_key or base.getenv("CHATMAID_CONVERSATIONS_API_KEY")
   local problem = key_problem(key)
-  if problem then return validation(nil, nil, problem) end
-  local raw = opts.base_url or os.getenv("CHATMAID_CONVERSATIONS_BASE_URL")
+  if problem then return validation(nil, nil, { { param = "api_key", message = problem } }) end
+  local raw = opts.base_url or base.getenv("CHATMAID_CONVERSATIONS_BASE_URL")
   if raw == nil or raw == "" then
     return validation(nil, nil, "base_url is required: the conversations API has no default "
                       .. "host (pass base_url or set CHATMAID_CONVERSATIONS_BASE_URL)")
@@ -190,11 +191,14 @@ end
 
 -- Sends carry no idempotency key in this API, so each goes on a fresh connection: libcurl
 -- would otherwise replay it by itself when a kept-alive connection dies before the answer.
+-- A 404 here is "Contact not found for the given phone number": err.resource = "contact".
 local function post(self, body, o)
-  return self:_request("POST", SEND_PATH, nil, body, {
+  local r, err = self:_request("POST", SEND_PATH, nil, body, {
     timeout = o.timeout, max_retries = o.max_retries, max_retry_wait = o.max_retry_wait,
     no_replay = true,
   })
+  if not r then return base.not_found(err, "contact", body.to) end
+  return r
 end
 
 -- ---- sending ----
@@ -313,7 +317,7 @@ end
 local function fetch(self, id, limit, before, o)
   local q = url.query{ { "conversationId", id }, { "limit", limit }, { "before", before } }
   local page, err = self:_request("GET", LIST_PATH, q, nil, o)
-  if not page then return nil, err end
+  if not page then return base.not_found(err, "conversation", id) end
   if type(page.data) ~= "table" then
     return nil, errors.new("decode", "the list response has no data array",
                            { method = "GET", path = LIST_PATH .. q, status = 200 })

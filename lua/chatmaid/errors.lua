@@ -18,6 +18,7 @@ function mt.__tostring(e)
   if e.method and e.path then where[#where + 1] = e.method .. " " .. e.path end
   if e.status then where[#where + 1] = "HTTP " .. tostring(e.status) end
   if e.attempts and e.attempts > 1 then where[#where + 1] = e.attempts .. " attempts" end
+  if e.request_id then where[#where + 1] = "request id " .. tostring(e.request_id) end
   local s = "chatmaid " .. e.kind .. ": " .. tostring(e.message)
   if #where > 0 then s = s .. " (" .. table.concat(where, ", ") .. ")" end
   return s

@@ -72,7 +72,9 @@ function _M.wait(self, id, o)
   local w = options(o)
   local path = "/v1/messages/" .. url.encode(id)
   local problem = validate.id(id, "message id")
-  if problem then return base.validation("GET", path, problem) end
+  if problem then
+    return base.validation("GET", path, { { param = "id", message = problem } })
+  end
   local call = { max_retries = 0, timeout = w.request_timeout }
   local start = self.now()
   local deadline = start + w.timeout

@@ -95,7 +95,7 @@ describe("chatmaid client #integration", function()
 
     it("raises on unknown options and wrong option types", function()
       assert.has_error(function() chatmaid.new{ api_key = F.TEST_KEY, timout = 3 } end,
-                       "chatmaid: new: unknown parameter 'timout'")
+                       "chatmaid: new: unknown parameter 'timout' (did you mean 'timeout'?)")
       assert.has_error(function() chatmaid.new{ api_key = F.TEST_KEY, timeout = "3" } end,
                        "chatmaid: new: parameter 'timeout' must be a number (got string)")
       assert.has_error(function() chatmaid.new(42) end,
@@ -232,7 +232,7 @@ describe("chatmaid client #integration", function()
       assert.has_error(function() c:send("hi") end,
                        "chatmaid: send expects a table of parameters (got string)")
       assert.has_error(function() c:send{ to = "+15557654321", conent = "x" } end,
-                       "chatmaid: send: unknown parameter 'conent'")
+                       "chatmaid: send: unknown parameter 'conent' (did you mean 'content'?)")
       assert.has_error(function() c:send{ to = "+15557654321", content = "x", from = 5 } end,
                        "chatmaid: send: parameter 'from' must be a string (got number)")
     end)

@@ -174,7 +174,7 @@ describe("client:wait() #integration", function()
 
     it("an unknown option", function()
       assert.has_error(function() c:wait("msg_1", { untill = "sent" }) end,
-        "chatmaid: wait: unknown parameter 'untill'")
+        "chatmaid: wait: unknown parameter 'untill' (did you mean 'until'?)")
     end)
 
     it("an unknown status in until", function()

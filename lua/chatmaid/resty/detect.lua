@@ -15,7 +15,7 @@ local _M = {}
 local function interpret(self, method, path, res, kind, msg, ...)
   if not res and kind == "validation" then
     return nil, errors.new("validation", msg, { method = method, path = path,
-                                                messages = { msg } })
+                                                messages = { msg }, fields = {} })
   end
   return getmetatable(self).__index._interpret(self, method, path, res, kind, msg, ...)
 end

@@ -59,9 +59,15 @@ local function thread_request(self, req)
     req.body, req.timeout_ms, req.fresh_connect or false)
   if not pok or not ok then
     local why = tostring(pok and status or ok)
+    if not ngx.run_worker_thread then
+      -- configuration errors (kind "config") are not retried: they fail the same way again
+      return nil, "config", "this nginx has no ngx.run_worker_thread (lua-nginx-module "
+                            .. ">= 0.10.21 needed), or use backend \"http\""
+    end
     if why:find("thread pool", 1, true) or why:find("not found", 1, true) then
-      why = why .. ": add `thread_pool " .. self.pool .. " threads=16;` to the main "
-            .. "(top-level) context of nginx.conf"
+      return nil, "config", "nginx worker thread failed: " .. why .. ": add `thread_pool "
+                            .. self.pool .. " threads=16;` to the main (top-level) context "
+                            .. "of nginx.conf"
     end
     return nil, "transport", "nginx worker thread failed: " .. why
   end
@@ -83,7 +89,7 @@ end
 local function http_request(self, req)
   local okm, http = pcall(require, "resty.http")
   if not okm then
-    return nil, "transport", "backend \"http\" needs lua-resty-http (resty.http): "
+    return nil, "config", "backend \"http\" needs lua-resty-http (resty.http): "
                              .. tostring(http)
   end
   local c = http.new()
@@ -113,7 +119,8 @@ end
 
 -- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
 -- -> { status, body, headers } | nil, kind, message, code
--- kinds: those of chatmaid.core, plus "validation" in a phase without non-blocking I/O.
+-- kinds: those of chatmaid.core, plus "validation" in a phase without non-blocking I/O and
+-- "config" for a setup that cannot work (no thread pool, no lua-resty-http): not retried.
 function _M:request(req)
   local perr = _M.phase_error()
   if perr then return nil, "validation", perr end
