@@ -58,6 +58,7 @@ build = {
     ["chatmaid.client"] = "lua/chatmaid/client.lua",
     ["chatmaid.conversations"] = "lua/chatmaid/conversations.lua",
     ["chatmaid.errors"] = "lua/chatmaid/errors.lua",
+    ["chatmaid.idempotency"] = "lua/chatmaid/idempotency.lua",
     ["chatmaid"] = "lua/chatmaid/init.lua",
     ["chatmaid.paginate"] = "lua/chatmaid/paginate.lua",
     ["chatmaid.poll"] = "lua/chatmaid/poll.lua",

@@ -8,6 +8,7 @@ local errors = require "chatmaid.errors"
 local retry = require "chatmaid.retry"
 local validate = require "chatmaid.validate"
 local ratelimit = require "chatmaid.ratelimit"
+local idempotency = require "chatmaid.idempotency"
 local json = require("cjson").new()   -- private instance, as in base.lua
 -- chatmaid.client is required where it is used: it installs these functions when it loads,
 -- so requiring it at the top would be a cycle.
@@ -29,14 +30,12 @@ local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "n
 local ITEM = { from = "string", to = true, content = true, media_urls = true,
                idempotency_key = true }
 
--- The key of item i of batch `batch_id`: the same on every run of the same batch, so a run
--- after a crash finds the messages the first run created. Hashed when it would not fit the
--- API's 64 printable characters.
-function _M.derived_key(batch_id, i, to)
-  local raw = "b:" .. batch_id .. ":" .. i .. ":" .. to
-  if #raw <= 64 and not raw:find("[^\32-\126]") then return raw end
-  return "bh:" .. core.webhook_sign(raw, "chatmaid.batch", 0):sub(1, 61)
-end
+-- keys(batch_id, items) -> the idempotency key of every item (idempotency.keys): its own
+-- idempotency_key, else one derived from the batch id, the message (sender, recipient,
+-- content, media) and its occurrence among identical items. send_batch{ batch_id } uses
+-- exactly these, so a campaign split across processes keeps its keys when each part is sent
+-- with its items' keys set from the whole list.
+_M.keys = idempotency.keys
 
 -- A transport without add/poll (OpenResty, a user's own): the same scheduler, one request
 -- at a time through transport:request.
@@ -103,7 +102,11 @@ end
 -- results[i] = { message = msg, idempotency_key = k } | { err = err, idempotency_key = k? }
 -- in input order; an item with bad values fails alone (err.kind "validation"); a wrong
 -- parameter name or type in any item raises before anything is sent.
--- summary = { sent, failed, requests, rate_limited (429s seen), retries, elapsed }.
+-- A message returned for an item's key that is another message fails the item with
+-- err.kind "idempotency_conflict". results[i].replayed: the API returned a message that
+-- existed before this run (createdAt earlier than the start of the batch).
+-- summary = { sent (new messages), replayed, failed, requests, rate_limited (429s seen),
+--             retries, elapsed }.
 function _M.send_batch(self, items, o)
   require("chatmaid.client")._check_open(self, "send_batch")
   if type(items) ~= "table" then
@@ -134,14 +137,17 @@ function _M.send_batch(self, items, o)
   if o.rate_limiter then limiter = ratelimit.shared(o.rate_limiter) end
   local call = { timeout = timeout, max_retries = max_retries, max_retry_wait = max_retry_wait }
   local results = setmetatable({}, core.array_mt)
-  local summary = { sent = 0, failed = 0, requests = 0, rate_limited = 0, retries = 0 }
+  local summary = { sent = 0, replayed = 0, failed = 0, requests = 0, rate_limited = 0,
+                    retries = 0 }
   local started = self.now()
+  local since = idempotency.iso(core.time())   -- older messages were replayed
   local done = 0
 
   local function report(i, result)
     results[i] = result
     done = done + 1
-    if result.message then summary.sent = summary.sent + 1
+    if result.replayed then summary.replayed = summary.replayed + 1
+    elseif result.message then summary.sent = summary.sent + 1
     else summary.failed = summary.failed + 1 end
     if o.on_progress then o.on_progress(done, n, result) end
   end
@@ -158,6 +164,7 @@ function _M.send_batch(self, items, o)
   local failures = {}
   local function run()
     -- 1. values, exactly as client:send checks them
+    local keys = o.batch_id and idempotency.keys(o.batch_id, items)
     for i = 1, n do
       local p = items[i]
       local problems = validate.send(p)
@@ -171,9 +178,7 @@ function _M.send_batch(self, items, o)
         failures[#failures + 1] = { i, err }
       else
         local job = { i = i, p = p, attempt = 0, fails = 0, rl = 0, ready_at = -math.huge,
-                      key = p.idempotency_key
-                            or (o.batch_id and _M.derived_key(o.batch_id, i, p.to))
-                            or core.uuid4() }
+                      key = keys and keys[i] or p.idempotency_key or core.uuid4() }
         jobs[#jobs + 1] = job
         local f = p.from or by_from
         if senders[f] == nil then senders[f] = false end
@@ -184,7 +189,7 @@ function _M.send_batch(self, items, o)
       local from = f ~= by_from and f or nil
       if lookup_needed(self, from) then pace(); summary.requests = summary.requests + 1 end
       local id, err = self:_sender(from, call)
-      senders[f] = id and { id = id } or { err = err }
+      senders[f] = id and { id = id, number = self:_sender_number(id) } or { err = err }
     end
     local ready = {}
     -- Requests are encoded when launched and dropped when done, so a large batch keeps only
@@ -198,7 +203,7 @@ function _M.send_batch(self, items, o)
         e.index = job.i
         failures[#failures + 1] = { job.i, e, job.key }
       else
-        job.from_id = s.id
+        job.from_id, job.from_number = s.id, s.number
         ready[#ready + 1] = job
       end
     end
@@ -230,11 +235,19 @@ function _M.send_batch(self, items, o)
                           idempotency_key = job.key, kind = err and err.kind }
       end
       if not err then
+        local p = job.p
+        err = idempotency.conflict({ to = p.to, content = p.content, media_urls = p.media_urls,
+                                     from_id = job.from_id, from_number = job.from_number },
+                                   value, job.key, { method = "POST", path = PATH,
+                                                     status = res and res.status })
+      end
+      if not err then
         if type(value) == "table" and value.idempotencyKey == nil then
           value.idempotencyKey = job.key
         end
         job.req = nil
-        report(job.i, { message = value, idempotency_key = job.key })
+        report(job.i, { message = value, idempotency_key = job.key,
+                        replayed = idempotency.created_before(value, since) or nil })
         return
       end
       err.attempts, err.idempotency_key, err.index = job.attempt, job.key, job.i

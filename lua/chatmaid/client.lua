@@ -6,6 +6,7 @@ local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local validate = require "chatmaid.validate"
 local url = require "chatmaid.url"
+local idempotency = require "chatmaid.idempotency"
 
 local _M = base.class{ name = "chatmaid.client" }
 
@@ -64,6 +65,7 @@ function _M:_sender(from, o)
     end
     if #connected == 1 then
       self._auto_from = connected[1].id
+      self._auto_number = connected[1].phoneNumber
       return self._auto_from
     end
     local why = #connected == 0 and "no phone of this account is connected"
@@ -86,6 +88,22 @@ function _M:_sender(from, o)
   return phone.id
 end
 
+-- The E.164 number of a resolved sender id, when this client has seen it (nil otherwise):
+-- the API's messages name their sender by number.
+function _M:_sender_number(id)
+  if id == self._auto_from then return self._auto_number end
+  for number, sid in pairs(self._senders) do
+    if sid == id then return number end
+  end
+  return nil
+end
+
+-- The request side of the idempotency check (idempotency.mismatch).
+function _M:_send_request(p, from_id)
+  return { to = p.to, content = p.content, media_urls = p.media_urls, from_id = from_id,
+           from_number = self:_sender_number(from_id) }
+end
+
 -- ---- the eight endpoints ----
 
 local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = true,
@@ -93,9 +111,10 @@ local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = t
 
 -- client:send{ from, to, content, media_urls, idempotency_key } -> message, err
 -- Every send carries an idempotency key (yours, or a UUID v4 made before the first attempt
--- and reused on each retry), so retries never duplicate a message. err.kind: validation,
--- auth, permission, not_found, invalid_request, rate_limited, server, timeout, transport,
--- decode.
+-- and reused on each retry), so retries never duplicate a message. A message returned for
+-- the key that is not this one (another recipient, sender, content or media) is an error,
+-- never a success. err.kind: validation, auth, permission, not_found, invalid_request,
+-- rate_limited, server, timeout, transport, decode, idempotency_conflict.
 function _M:send(p)
   check_open(self, "send")
   check_table("send", p, SEND_PARAMS, CALL_OPTIONS)
@@ -115,6 +134,10 @@ function _M:send(p)
   local msg
   msg, err = self:_request("POST", path, nil, body, p, key)
   if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
+  err = idempotency.conflict(self:_send_request(p, from), msg, key,
+                             { method = "POST", path = path, status = self._last.res
+                               and self._last.res.status })
+  if err then return nil, err end
   if msg.idempotencyKey == nil then msg.idempotencyKey = key end
   return msg
 end

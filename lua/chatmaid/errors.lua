@@ -8,6 +8,10 @@ _M.kinds = {
   validation = false, auth = false, permission = false, not_found = false,
   invalid_request = false, rate_limited = true, server = true, timeout = true,
   transport = true, decode = false, signature = false,
+  -- the API answered an idempotency key with another message (err.message_returned)
+  idempotency_conflict = false,
+  -- send_batch stopped early: err.results, err.summary, err.cause
+  interrupted = false,
 }
 
 local mt = {}

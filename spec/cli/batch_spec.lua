@@ -58,7 +58,8 @@ describe("chatmaid batch", function()
                       res[6].line })
     assert.are.equal("+15557000001", res[1].to)
     assert.are.equal("sent", res[1].status)
-    assert.are.equal("t1:1", res[1].idempotency_key)
+    assert.are.equal("t1:", res[1].idempotency_key:sub(1, 3))
+    assert.are.equal(64, #res[1].idempotency_key)
     assert.are.equal("validation", res[2].error.kind)
     assert.are.equal("123", res[2].to)
     assert.are.equal("to must be in E.164 format", res[2].error.message:sub(1, 26))
@@ -69,14 +70,15 @@ describe("chatmaid batch", function()
     assert.are.same({ kind = "validation",
                       message = "expected 4 fields (as in the header), got 2" }, res[5].error)
     assert.are.equal("+15557000004", res[5].to)
-    assert.are.equal("t1:6", res[6].idempotency_key)
+    assert.are.equal("t1:", res[6].idempotency_key:sub(1, 3))
+    assert.are_not.equal(res[1].idempotency_key, res[6].idempotency_key)
     assert.are.equal(3, created() - before)
     local m = cjson.decode((R.run({ "message", res[3].id, "--json" }, { env = env })))
     assert.are.equal("two\nlines", m.content)
     assert.are.same({ "https://example.com/a.png", "https://example.com/b.png" }, m.mediaUrls)
     local summary = R.lines(err)
-    assert.are.equal("batch t1: sent 3, failed 3 (lines 3, 6, 7), 6 rows in ",
-                     summary[#summary]:sub(1, 54))
+    assert.are.equal("batch t1: sent 3, replayed 0, skipped 0, failed 3 (lines 3, 6, 7), "
+                     .. "6 rows in ", summary[#summary]:sub(1, 77))
   end)
 
   it("exits 2 naming unknown columns, and for a missing file", function()
@@ -104,13 +106,14 @@ describe("chatmaid batch", function()
     local first = json_lines(R.read(outfile))
     assert.are.equal(5, #first)
     assert.are.equal(5, created() - before)
-    local id = err:match("batch (csv%-%x+): sent 5, failed 0, 5 rows in ")
+    local id = err:match("batch (csv%-%x+): sent 5, replayed 0, skipped 0, failed 0, 5 rows in ")
     assert.are.equal(20, #id)
-    assert.are.equal(id .. ":1", first[1].idempotency_key)
+    assert.are.equal(id .. ":", first[1].idempotency_key:sub(1, 21))
     local _, err2, code2 = R.run({ "batch", file, "--from", "ph_primary", "--out", outfile },
                                  { env = env })
     assert.are.equal(0, code2)
-    assert.truthy(err2:find("batch " .. id .. ": sent 5, failed 0", 1, true))
+    assert.truthy(err2:find("batch " .. id .. ": sent 0, replayed 5, skipped 0, failed 0", 1,
+                            true))
     local second = json_lines(R.read(outfile))
     for i = 1, 5 do assert.are.equal(first[i].id, second[i].id) end
     assert.are.equal(5, created() - before)
@@ -140,8 +143,10 @@ describe("chatmaid batch", function()
     local _, err, code = R.run({ "batch", file, "--from", "ph_primary", "--concurrency", "1",
                                  "--out", dir .. "/killed.jsonl" }, { env = env })
     assert.are.equal(1, code)   -- the bad row
-    assert.truthy(err:find(": sent " .. n .. ", failed 1 (line " .. (n + 2) .. "), "
-                           .. (n + 1) .. " rows in ", 1, true))
+    local new, replayed = err:match(": sent (%d+), replayed (%d+), skipped 0, failed 1 %(line "
+                                    .. (n + 2) .. "%), " .. (n + 1) .. " rows in ")
+    assert.are.equal(n, tonumber(new) + tonumber(replayed))
+    assert.are.equal(n - partial, tonumber(new))
     assert.are.equal(n, created() - before)
     local ids = {}
     for _, r in ipairs(json_lines(R.read(dir .. "/killed.jsonl"))) do
@@ -163,7 +168,8 @@ describe("chatmaid batch", function()
     end
     assert.are.same({ 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 }, counts)
     assert.is_nil(err:find("\r", 1, true))
-    assert.truthy(err:find("\nbatch csv%-%x+: sent 20, failed 0, 20 rows in [%d.]+ s\n$"))
+    assert.truthy(err:find("\nbatch csv%-%x+: sent 20, replayed 0, skipped 0, failed 0, 20 rows"
+                           .. " in [%d.]+ s\n$"))
   end)
 
   it("draws a bar with rate and ETA when stderr is a terminal", function()
@@ -174,6 +180,7 @@ describe("chatmaid batch", function()
     assert.truthy(out:find("\r[" .. string.rep("=", 30) .. "] 20/20 (100%) ", 1, true))
     assert.truthy(out:find("^\r%[[= ]+%] %d+/20 %(%d+%%%) [%d.]+/s ETA %d+s\027%[K"))
     assert.is_nil(out:find("batch: 20/20", 1, true))
-    assert.truthy(out:find("\nbatch csv%-%x+: sent 20, failed 0, 20 rows in [%d.]+ s\r\n$"))
+    assert.truthy(out:find("\nbatch csv%-%x+: sent 20, replayed 0, skipped 0, failed 0, 20 rows"
+                           .. " in [%d.]+ s\r\n$"))
   end)
 end)

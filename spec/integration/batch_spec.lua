@@ -73,7 +73,7 @@ describe("client:send_batch() #integration", function()
         assert.is_nil(r.err)
         assert.are.equal(recipient(i), r.message.to)
         assert.are.equal("campaign message " .. i, r.message.content)
-        assert.are.equal("b:campaign-42:" .. i .. ":" .. recipient(i), r.idempotency_key)
+        assert.are.equal(batch.keys("campaign-42", { items[i] })[1], r.idempotency_key)
         assert.are.equal(r.idempotency_key, r.message.idempotencyKey)
       end
     end
@@ -89,9 +89,11 @@ describe("client:send_batch() #integration", function()
     end
     -- the invalid items are known before anything is sent, so they are reported first
     assert.are.equal(results[3], progress[1][3])
-    assert.are.same({ sent = 495, failed = 5, requests = 495, rate_limited = 0, retries = 0 },
-      { sent = summary.sent, failed = summary.failed, requests = summary.requests,
-        rate_limited = summary.rate_limited, retries = summary.retries })
+    assert.are.same({ sent = 495, replayed = 0, failed = 5, requests = 495, rate_limited = 0,
+                      retries = 0 },
+      { sent = summary.sent, replayed = summary.replayed, failed = summary.failed,
+        requests = summary.requests, rate_limited = summary.rate_limited,
+        retries = summary.retries })
     assert.are.equal(495, sb:stats().messagesCreated)
     assert.are.equal(495, sends(sb))
     c:close()
@@ -168,9 +170,11 @@ io.write("finished\n")
     assert.is_true(at_kill >= 150 and at_kill < 495, "created at kill: " .. at_kill)
 
     local c = F.client(sb)
-    local results, summary = c:send_batch(make_items(500, BAD),
+    local items = make_items(500, BAD)
+    local results, summary = c:send_batch(items,
       { batch_id = "campaign-kill", rate_per_minute = false })
-    assert.are.equal(495, summary.sent)
+    assert.are.equal(495 - at_kill, summary.sent)
+    assert.are.equal(at_kill, summary.replayed)
     assert.are.equal(5, summary.failed)
     assert.are.equal(495, sb:stats().messagesCreated)
 
@@ -182,12 +186,14 @@ io.write("finished\n")
       assert.is_nil(by_key[m.idempotencyKey])
       by_key[m.idempotencyKey] = m
     end
+    local keys = batch.keys("campaign-kill", items)
     for i = 1, 500 do
-      local key = "b:campaign-kill:" .. i .. ":" .. recipient(i)
+      local key = keys[i]
       if BAD[i] then
         assert.is_nil(by_key[key])
       else
         assert.are.equal(recipient(i), by_key[key].to)
+        assert.are.equal(key, results[i].idempotency_key)
         assert.are.equal(by_key[key].id, results[i].message.id)
       end
     end
@@ -325,7 +331,8 @@ io.write("finished\n")
     assert.are.equal(11, summary.sent)
     assert.are.equal(1, max_inflight)
     assert.are.equal("validation", results[5].err.kind)
-    assert.are.equal("b:seq:12:" .. recipient(12), results[12].message.idempotencyKey)
+    assert.are.equal(batch.keys("seq", { make_items(12)[12] })[1],
+                     results[12].message.idempotencyKey)
     assert.are.equal(11, sb:stats().messagesCreated)
     inner:close()
   end)
@@ -345,7 +352,7 @@ io.write("finished\n")
     c:close()
   end)
 
-  it("derives keys: the item's own, batch_id based (hashed when long), else a uuid4",
+  it("derives keys: the item's own, else from batch_id and the message, else a uuid4",
      function()
     local c = F.client(sb)
     local items = make_items(3)
@@ -355,14 +362,84 @@ io.write("finished\n")
     local uuid = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
     assert.is_truthy(results[1].idempotency_key:find(uuid))
     assert.is_truthy(results[3].idempotency_key:find(uuid))
-    local long = batch.derived_key(string.rep("z", 80), 7, "+15550000007")
-    assert.are.equal(64, #long)
-    assert.are.equal("bh:", long:sub(1, 3))
-    assert.are.equal(long, batch.derived_key(string.rep("z", 80), 7, "+15550000007"))
-    assert.are_not.equal(long, batch.derived_key(string.rep("z", 80), 8, "+15550000007"))
-    assert.are.equal("b:x:7:+15550000007", batch.derived_key("x", 7, "+15550000007"))
-    assert.are.equal("bh:", batch.derived_key("caf\195\169", 1, "+15550000001"):sub(1, 3))
+    results = c:send_batch(items, { batch_id = "k1", rate_per_minute = false })
+    assert.are.same(batch.keys("k1", items), { results[1].idempotency_key, "my-own-key",
+                                                results[3].idempotency_key })
     c:close()
+  end)
+
+  describe("batch.keys()", function()
+    local item = { from = "ph_primary", to = "+15550000007", content = "Hi",
+                   media_urls = { "https://e.example/a.png" } }
+    local function with(k, v)
+      local t = {}
+      for key, val in pairs(item) do t[key] = val end
+      t[k] = v
+      return t
+    end
+
+    it("is the same on every Lua runtime (fixed vectors)", function()
+      -- computed once; a change here changes the keys of every batch in the wild
+      assert.are.same({ "spring-42:d412712ab91e49ce319a5f3fd3f5af6f1621aaa6e41016ba558b89",
+                        "spring-42:38421588a77833938b099c0cd4a2f749c1be988aaa31ff4db549b3" },
+                      batch.keys("spring-42", { item, item }))
+    end)
+
+    it("keys a message by what is sent, not by where it is in the list", function()
+      local a, b = with("to", "+15550000001"), with("to", "+15550000002")
+      local k = batch.keys("x", { a, b, item })
+      assert.are.same({ k[3], k[2], k[1] }, batch.keys("x", { item, b, a }))
+      assert.are.same({ k[2] }, batch.keys("x", { b }))
+      -- each field counts
+      local seen = { [k[3]] = true }
+      for _, v in ipairs{ with("from", "ph_other"), with("from", "+15551230001"),
+                          with("content", "Hi!"), with("media_urls", {}),
+                          with("media_urls", { "https://e.example/b.png" }) } do
+        local key = batch.keys("x", { v })[1]
+        assert.is_nil(seen[key])
+        seen[key] = true
+      end
+      -- another batch id, other keys
+      assert.are_not.equal(k[3], batch.keys("y", { item })[1])
+    end)
+
+    it("gives identical items one key per occurrence, stable when others move", function()
+      local other = with("to", "+15550000001")
+      local k = batch.keys("x", { item, other, item })
+      assert.are_not.equal(k[1], k[3])
+      assert.are.same({ k[1], k[3], k[2] }, batch.keys("x", { item, item, other }))
+      -- an item's own key is its key, and it is not an occurrence
+      local own = with("idempotency_key", "mine")
+      assert.are.same({ "mine", k[1], k[3] }, batch.keys("x", { own, item, item }))
+    end)
+
+    it("stays within 64 printable characters, hashing a long or odd batch id away", function()
+      for _, id in ipairs{ "a", string.rep("z", 24), string.rep("z", 25), "caf\195\169",
+                           "with space", string.rep("y", 300) } do
+        local key = batch.keys(id, { item })[1]
+        assert.is_true(#key <= 64 and #key >= 40, key)
+        assert.is_nil(key:find("[^\33-\126]"), key)
+      end
+      assert.are.equal("bk:", batch.keys("with space", { item })[1]:sub(1, 3))
+      assert.are.equal(64, #batch.keys(string.rep("z", 24), { item })[1])
+      assert.are.equal(string.rep("z", 24) .. ":",
+                       batch.keys(string.rep("z", 24), { item })[1]:sub(1, 25))
+    end)
+
+    it("does not confuse fields whose bytes run together", function()
+      local k1 = batch.keys("x", { { to = "+1555", content = "0000001" } })[1]
+      local k2 = batch.keys("x", { { to = "+15550000001", content = "" } })[1]
+      local k3 = batch.keys("x", { { to = "+15550000001" } })[1]
+      assert.are_not.equal(k1, k2)
+      assert.are.equal(k2, k3)   -- no content and empty content are the same message
+    end)
+
+    it("raises without a batch id", function()
+      assert.has_error(function() batch.keys(nil, {}) end,
+                       "chatmaid: batch keys need a batch id (a non-empty string)")
+      assert.has_error(function() batch.keys("", {}) end,
+                       "chatmaid: batch keys need a batch id (a non-empty string)")
+    end)
   end)
 
   it("returns an empty result for an empty batch", function()

@@ -10,7 +10,7 @@ local _M = { commands = {} }
 _M.COLUMNS = { "to", "content", "media_url", "idempotency_key" }
 local ALLOWED = {}
 for _, c in ipairs(_M.COLUMNS) do ALLOWED[c] = true end
-local MAX_BATCH_ID = 48   -- leaves room for ":<row>" within the 64-character key limit
+local MAX_BATCH_ID = 48
 
 function _M.register(p)
   local b = p:command("batch", "Send one message per row of a CSV file.")
@@ -25,12 +25,14 @@ Results go to --out (or stdout) as JSON lines, one per row in file order:
 Progress (a bar on a terminal, plain lines otherwise) and a summary go to stderr. Exit code:
 0 when every row was sent, 1 when any row failed, 2 for a bad file or options.
 
-Safe to re-run after a crash or Ctrl-C: row n without its own idempotency_key is sent with
-the key "<batch id>:<n>" (n counts data rows, malformed ones included), so a second run with
-the same batch id sends nothing twice. The default batch id is "csv-" followed by 16 hex
-digits of a SHA-256 HMAC of --from and the file's bytes: the same file from the same sender
-is the same batch. If you edit the file before re-running, pass the batch id the first run
-printed (--batch-id csv-...). Use a new --batch-id to send the same file again on purpose.
+Safe to re-run after a crash or Ctrl-C: a row without its own idempotency_key is sent with
+a key derived from the batch id and the row's message (--from, to, content, media_url, and
+which occurrence of identical rows it is), so a second run with the same batch id sends
+nothing twice, even after rows were deleted, inserted or reordered. The default batch id is
+"csv-" followed by 16 hex digits of a SHA-256 HMAC of --from and the file's bytes: the same
+file from the same sender is the same batch. If you edit the file before re-running, pass
+the batch id the first run printed (--batch-id csv-...). Use a new --batch-id to send the
+same messages again on purpose.
 
 Examples:
   chatmaid batch campaign.csv --from ph_primary --out results.jsonl
@@ -140,30 +142,29 @@ function _M.commands.batch(a, ctx)
   local items = {}
   for i, r in ipairs(rows) do
     local it = r.item
-    it.from = a.from
-    it.idempotency_key = it.idempotency_key or (batch_id .. ":" .. r.ordinal)
+    it.from = a.from      -- the key of a row without its own comes from the batch id + row
     items[i] = it
   end
   local now = core.monotime
   local t0 = now()
   local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
-  local results, err = c:send_batch(items, {
+  local results, summary = c:send_batch(items, {
     concurrency = a.concurrency or 8, batch_id = batch_id,
     rate_per_minute = (a.rate == 0) and false or a.rate,
     on_progress = function(done) bar:update(done) end,
   })
   bar:finish()
-  if not results then return ctx.fail(err) end
+  if not results then return ctx.fail(summary) end
   local lines = {}
   for _, b in ipairs(bad) do lines[#lines + 1] = b end
-  local sent, failed_lines = 0, {}
+  local failed_lines = {}
   for i, r in ipairs(rows) do
     local res = results[i] or {}
     local rec = { line = r.line, to = r.item.to }
     if res.message then
-      sent = sent + 1
       rec.id, rec.status = res.message.id, res.message.status
-      rec.idempotency_key = res.message.idempotencyKey or r.item.idempotency_key
+      rec.idempotency_key = res.idempotency_key
+      if res.replayed then rec.replayed = true end
     else
       local e = res.err or { kind = "transport", message = "no result" }
       rec.error = { kind = e.kind, message = e.message }
@@ -179,8 +180,9 @@ function _M.commands.batch(a, ctx)
   local list = {}
   for i = 1, math.min(#failed_lines, 10) do list[i] = tostring(failed_lines[i]) end
   if #failed_lines > 10 then list[#list + 1] = "..." end
-  ctx.stderr:write(string.format("batch %s: sent %d, failed %d%s, %d rows in %.1f s\n",
-    batch_id, sent, #failed_lines,
+  ctx.stderr:write(string.format(
+    "batch %s: sent %d, replayed %d, skipped %d, failed %d%s, %d rows in %.1f s\n",
+    batch_id, summary.sent, summary.replayed, summary.skipped or 0, #failed_lines,
     #failed_lines > 0 and (" (line" .. (#failed_lines > 1 and "s " or " ")
                           .. table.concat(list, ", ") .. ")") or "",
     #lines, now() - t0))
