@@ -3,6 +3,7 @@
  * requests, and a lazily created multi handle with a pool of easy handles for batches. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -428,7 +429,8 @@ static int session_request(lua_State *L) {
   return push_response(L, s, x);
 }
 
-/* session:multi_add(token, method, url, headers, body?, timeout_ms?) -> true | nil, kind, msg */
+/* session:multi_add(token, method, url, headers, body?, timeout_ms?, fresh_connect?)
+ *   -> true | nil, kind, msg */
 static int session_multi_add(lua_State *L) {
   Session *s = check_open(L);
   lua_Integer token = luaL_checkinteger(L, 2);
@@ -449,7 +451,7 @@ static int session_multi_add(lua_State *L) {
   x->token = token;
   if (!build_headers(L, 5, x, blen)) { xfer_free(x); goto nomem; }
   rc = xfer_prepare(x, lua_tostring(L, 3), lua_tostring(L, 4), body, blen, 1,
-                    request_timeout(L, 7, s), 0);
+                    request_timeout(L, 7, s), lua_toboolean(L, 8));
   if (rc != CURLE_OK || curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
     xfer_free(x);
     goto nomem;
@@ -539,6 +541,76 @@ static int session_multi_pending(lua_State *L) {
   return 1;
 }
 
+/* Unlinks the transfer with this token from a list; NULL when it is not there. */
+static Xfer *xfer_unlink(Xfer **pp, lua_Integer token) {
+  for (; *pp; pp = &(*pp)->next) {
+    if ((*pp)->token == token) {
+      Xfer *x = *pp;
+      *pp = x->next;
+      x->next = NULL;
+      return x;
+    }
+  }
+  return NULL;
+}
+
+/* session:multi_remove(token) -> true (the transfer was aborted, or had finished and is
+ * dropped unreported) | false (no such transfer). Its easy handle goes back to the pool. */
+static int session_multi_remove(lua_State *L) {
+  Session *s = check_open(L);
+  lua_Integer token = luaL_checkinteger(L, 2);
+  Xfer *x = xfer_unlink(&s->running, token);
+  if (x != NULL) {
+    curl_multi_remove_handle(s->multi, x->easy);
+    xfer_unprepare(x);
+  } else {
+    x = xfer_unlink(&s->done, token);
+  }
+  if (x != NULL) {
+    x->next = s->spare;
+    s->spare = x;
+    cm_buf_free(&x->body);
+    cm_buf_init(&x->body, s->max_body);
+  }
+  lua_pushboolean(L, x != NULL);
+  return 1;
+}
+
+/* session:multi_timeout() -> ms until libcurl wants multi_poll called again, 0 for at once
+ * (a finished transfer waits to be returned), -1 for no timer (only socket activity). */
+static int session_multi_timeout(lua_State *L) {
+  Session *s = check_open(L);
+  long ms = -1;
+  if (s->done != NULL) ms = 0;
+  else if (s->multi != NULL && s->running != NULL && curl_multi_timeout(s->multi, &ms) != CURLM_OK)
+    ms = 0;
+  lua_pushinteger(L, (lua_Integer)ms);
+  return 1;
+}
+
+/* session:multi_fds() -> { [fd] = "r" | "w" | "rw" }: the sockets the running transfers wait
+ * on, for an event loop to watch (curl_multi_fdset: descriptors below FD_SETSIZE only; the
+ * timeout covers the rest). */
+static int session_multi_fds(lua_State *L) {
+  Session *s = check_open(L);
+  fd_set r, w, e;
+  int maxfd = -1, fd;
+  FD_ZERO(&r);
+  FD_ZERO(&w);
+  FD_ZERO(&e);
+  if (s->multi != NULL && s->running != NULL
+      && curl_multi_fdset(s->multi, &r, &w, &e, &maxfd) != CURLM_OK)
+    maxfd = -1;
+  lua_newtable(L);
+  for (fd = 0; fd <= maxfd; fd++) {
+    int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
+    if (!rd && !wr) continue;
+    lua_pushstring(L, rd && wr ? "rw" : rd ? "r" : "w");
+    lua_rawseti(L, -2, fd);
+  }
+  return 1;
+}
+
 static int session_stats(lua_State *L) {
   Session *s = check_open(L);
   lua_createtable(L, 0, 2);
@@ -576,6 +648,9 @@ void cm_session_open(lua_State *L) {
     {"multi_add", session_multi_add},
     {"multi_poll", session_multi_poll},
     {"multi_pending", session_multi_pending},
+    {"multi_remove", session_multi_remove},
+    {"multi_timeout", session_multi_timeout},
+    {"multi_fds", session_multi_fds},
     {"stats", session_stats},
     {"close", session_close},
     {NULL, NULL}

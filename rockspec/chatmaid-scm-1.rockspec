@@ -87,6 +87,7 @@ build = {
     ["chatmaid.sandbox.store"] = "lua/chatmaid/sandbox/store.lua",
     ["chatmaid.sandbox.util"] = "lua/chatmaid/sandbox/util.lua",
     ["chatmaid.sandbox.webhooks"] = "lua/chatmaid/sandbox/webhooks.lua",
+    ["chatmaid.sched"] = "lua/chatmaid/sched.lua",
     ["chatmaid.transport"] = "lua/chatmaid/transport.lua",
     ["chatmaid.url"] = "lua/chatmaid/url.lua",
     ["chatmaid.validate"] = "lua/chatmaid/validate.lua",

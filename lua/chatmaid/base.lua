@@ -5,6 +5,7 @@
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 local retry = require "chatmaid.retry"
+local sched = require "chatmaid.sched"
 local transport_mod = require "chatmaid.transport"
 local json = require("cjson").new()   -- private instance: never changes the user's cjson
 
@@ -42,6 +43,7 @@ function _M.request_headers(client, has_body)
 end
 
 local NO_OPTIONS = {}
+local transfer, sleep = sched.transfer, sched.sleep
 
 -- Per-call options accepted by every method that takes a parameter table.
 _M.CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
@@ -239,11 +241,53 @@ function _M.class(spec)
     end
     if not self.closed then
       self.closed = true
+      if self._sched then self._sched:close("client closed") end
       if self.transport.close then self.transport:close() end
     end
     return true
   end
   mt.__close = cls.close
+
+  -- ---- tasks (chatmaid.sched): non-blocking use from a game or app main loop ----
+
+  -- client:spawn(fn, ...) -> task. fn(...) runs inside client:step(); every call on this
+  -- client made inside it waits without blocking (a transfer on the curl multi, a timer).
+  function cls.spawn(self, fn, ...)
+    cls._check_open(self, "spawn")
+    if type(fn) ~= "function" then
+      error("chatmaid: spawn expects a function (got " .. type(fn) .. ")", 2)
+    end
+    return sched.of(self):spawn(fn, ...)
+  end
+
+  -- client:step([timeout]) -> number of tasks still running. Does the work that is ready,
+  -- waiting at most `timeout` seconds (default 0) for I/O or a timer.
+  function cls.step(self, timeout)
+    cls._check_open(self, "step")
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+      error("chatmaid: step expects a timeout in seconds >= 0 (got " .. tostring(timeout) .. ")", 2)
+    end
+    local s = self._sched
+    if not s then return 0 end
+    return s:step(timeout)
+  end
+
+  -- client:step_timeout() -> seconds until step() should next be called (0: now), or nil when
+  -- no task is running. At most sched.MAX_WAIT while tasks run.
+  function cls.step_timeout(self)
+    cls._check_open(self, "step_timeout")
+    local s = self._sched
+    if not s then return nil end
+    return s:timeout()
+  end
+
+  -- client:fds() -> { [fd] = "r" | "w" | "rw" }: the sockets to watch for step().
+  function cls.fds(self)
+    cls._check_open(self, "fds")
+    local s = self._sched
+    if not s then return {} end
+    return s:fds()
+  end
 
   -- The last HTTP exchange: method, path, attempt, elapsed, status, headers (for debugging).
   function cls.last_response(self)
@@ -357,7 +401,7 @@ function _M.request(self, method, path, query, body, o, idem)
                        idempotency_key = idem }
     end
     local t0 = self.now()
-    local res, kind, msg, code = self.transport:request(req)
+    local res, kind, msg, code = transfer(self, req)
     local elapsed = self.now() - t0
     local value, err = self:_interpret(method, full_path, res, kind, msg, code, timeout)
     self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
@@ -371,7 +415,7 @@ function _M.request(self, method, path, query, body, o, idem)
     err.attempts, err.idempotency_key = attempt, idem
     local action, wait = retry.decide(err, attempt, max_retries, max_retry_wait, self.random)
     if action ~= "retry" then return nil, err end
-    self.sleep(wait)
+    sleep(self, wait)
   end
 end
 

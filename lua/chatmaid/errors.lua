@@ -12,6 +12,7 @@ _M.kinds = {
   idempotency_conflict = false,
   -- send_batch stopped early: err.results, err.summary, err.cause
   interrupted = false,
+  cancelled = false,   -- task:cancel() or client:close() ended the task (chatmaid.sched)
 }
 
 local mt = {}

@@ -5,6 +5,7 @@ local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local validate = require "chatmaid.validate"
 local url = require "chatmaid.url"
+local sched = require "chatmaid.sched"
 -- chatmaid.client is required where it is used: it installs these functions when it loads,
 -- so requiring it at the top would be a cycle.
 
@@ -104,7 +105,7 @@ function _M.wait(self, id, o)
     if now >= deadline then break end
     -- never sleep past the deadline, but always check once more at the deadline
     if now + pause > deadline then pause = deadline - now end
-    self.sleep(pause)
+    sched.sleep(self, pause)
   end
   local status = last and last.status
   return nil, errors.new("timeout", "message " .. id .. " did not reach the awaited status within "

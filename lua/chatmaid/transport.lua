@@ -53,10 +53,11 @@ function _M:request(req)
   return _M.response(status, body, headers)
 end
 
--- Batch transfers (curl multi). token: integer chosen by the caller.
+-- Transfers that run side by side (curl multi): batches and tasks (chatmaid.sched).
+-- token: integer chosen by the caller, unique among the transfers in flight.
 function _M:add(token, req)
   return self.session:multi_add(token, req.method, req.url, req.headers, req.body,
-                                req.timeout_ms)
+                                req.timeout_ms, req.fresh_connect)
 end
 
 -- Completions: { token, status, body, headers (lazy) } or { token, kind, message, code }.
@@ -71,6 +72,12 @@ function _M:poll(wait_ms)
   return comps
 end
 function _M:pending() return self.session:multi_pending() end
+-- cancel(token): abort a transfer in flight; its completion is never reported.
+function _M:cancel(token) return self.session:multi_remove(token) end
+-- timeout() -> ms until poll should run again (0: now; -1: only on socket activity).
+function _M:timeout() return self.session:multi_timeout() end
+-- fds() -> { [fd] = "r" | "w" | "rw" } the sockets the transfers in flight wait on.
+function _M:fds() return self.session:multi_fds() end
 function _M:stats() return self.session:stats() end
 function _M:close() return self.session:close() end
 

@@ -121,6 +121,47 @@ describe("chatmaid.core", function()
       s:close()
     end)
 
+    it("aborts one transfer by token (multi_remove) and reports the others", function()
+      sb:fault{ path = "/v1/phone-numbers", type = "delay", seconds = 2, count = 1 }
+      local s = core.session()
+      local auth = { "Authorization: Bearer " .. F.TEST_KEY }
+      assert.equal(-1, s:multi_timeout())
+      assert.same({}, s:multi_fds())
+      assert(s:multi_add(1, "GET", sb.url .. "/v1/phone-numbers", auth))
+      assert(s:multi_add(2, "GET", sb.url .. "/v1/account", auth))
+      assert.is_true(s:multi_timeout() >= 0)
+      local got, seen_fd, t0 = {}, false, core.monotime()
+      while not got[2] and core.monotime() - t0 < 5 do
+        for _, r in ipairs(s:multi_poll(20)) do got[r.token] = r end
+        for fd, ev in pairs(s:multi_fds()) do
+          assert.is_true(fd >= 0)
+          assert.truthy(ev == "r" or ev == "w" or ev == "rw")
+          seen_fd = true
+        end
+      end
+      assert.equal(200, got[2].status)
+      assert.is_true(seen_fd)
+      assert.equal(1, s:multi_pending())
+      assert.is_true(s:multi_remove(1))
+      assert.is_false(s:multi_remove(1))
+      assert.is_false(s:multi_remove(42))
+      assert.equal(0, s:multi_pending())
+      assert.same({}, s:multi_poll(0))
+      assert.equal(-1, s:multi_timeout())
+      -- the pooled handle serves the next transfer
+      assert(s:multi_add(3, "GET", sb.url .. "/v1/account", auth))
+      got = {}
+      t0 = core.monotime()
+      while not got[3] and core.monotime() - t0 < 5 do
+        for _, r in ipairs(s:multi_poll(20)) do got[r.token] = r end
+      end
+      assert.equal(200, got[3].status)
+      assert.has_error(function() s:multi_remove("x") end)
+      s:close()
+      assert.has_error(function() s:multi_fds() end, "attempt to use a closed session")
+      assert.has_error(function() s:multi_timeout() end, "attempt to use a closed session")
+    end)
+
     it("frees transfers still in flight on close", function()
       sb:fault{ path = "/v1/phone-numbers", type = "delay", seconds = 1, count = 2 }
       local s = core.session()
