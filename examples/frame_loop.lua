@@ -20,7 +20,8 @@ local function on_key_press(i)
   end)
   task:on_done(function(t)                 -- runs inside client:step, on the game's thread
     local msg, err = t:result()
-    if msg then sent = sent + 1 else failed = failed + 1; print("send failed: " .. tostring(err)) end
+    if msg then sent = sent + 1
+    else failed = failed + 1; print("send failed: " .. tostring(err)) end
   end)
 end
 

@@ -53,7 +53,8 @@ for i = 1, count do
     return client:send{ to = "+1555765432" .. (i % 10), content = "luv message " .. i }
   end):on_done(function(t)
     local msg, err = t:result()
-    if msg then sent = sent + 1 else failed = failed + 1; print("send failed: " .. tostring(err)) end
+    if msg then sent = sent + 1
+    else failed = failed + 1; print("send failed: " .. tostring(err)) end
     done = done + 1
   end)
 end

@@ -35,8 +35,8 @@ describe("the event loop examples #integration", function()
   it("frame_loop.lua: 3 sends of 2 s each, and no frame blocked", function()
     local out, code = example(sb, "frame_loop.lua")
     assert.equal(0, code, out)
-    local sent, failed, frames, secs, worst =
-      out:match("sent (%d+), failed (%d+), (%d+) frames in ([%d.]+) s, worst frame work ([%d.]+) ms")
+    local sent, failed, frames, secs, worst = out:match(
+      "sent (%d+), failed (%d+), (%d+) frames in ([%d.]+) s, worst frame work ([%d.]+) ms")
     assert.truthy(sent, out)
     assert.equal("3", sent)
     assert.equal("0", failed)
