@@ -23,8 +23,8 @@ LUA_INCDIR ?=
 # $(call lazy,VAR,VALUE): evaluate VALUE once, when VAR is first expanded.
 lazy = $(eval $1 := $2)$($1)
 LUA_CFLAGS = $(call lazy,LUA_CFLAGS,$(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)))
-DEP_CFLAGS = $(call lazy,DEP_CFLAGS,$(shell $(PKG_CONFIG) --cflags libcurl libcrypto 2>/dev/null))
-DEP_LIBS = $(call lazy,DEP_LIBS,$(shell $(PKG_CONFIG) --libs libcurl libcrypto 2>/dev/null))
+DEP_CFLAGS = $(call lazy,DEP_CFLAGS,$(shell $(PKG_CONFIG) --cflags libcurl libcrypto hiredis 2>/dev/null))
+DEP_LIBS = $(call lazy,DEP_LIBS,$(shell $(PKG_CONFIG) --libs libcurl libcrypto hiredis 2>/dev/null))
 
 CC ?= cc
 OPT ?= -O2 -g

@@ -11,6 +11,7 @@
 #include "webhook.h"
 #include "random.h"
 #include "clock.h"
+#include "redis.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -39,5 +40,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_webhook_open(L);
   cm_random_open(L);
   cm_clock_open(L);
+  cm_redis_open(L);
   return 1;
 }

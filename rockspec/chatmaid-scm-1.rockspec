@@ -21,6 +21,8 @@ external_dependencies = {
   -- the compiler does: so look for the libraries.
   CURL = { library = "curl" },
   OPENSSL = { library = "crypto" },
+  -- chatmaid.redis outside nginx (Debian: libhiredis-dev)
+  HIREDIS = { library = "hiredis" },
 }
 test = { type = "busted" }
 build = {
@@ -33,13 +35,14 @@ build = {
         "csrc/clock.c",
         "csrc/envelope.c",
         "csrc/random.c",
+        "csrc/redis.c",
         "csrc/session.c",
         "csrc/webhook.c",
         "csrc/webhook_core.c",
       },
-      libraries = { "curl", "crypto" },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto", "hiredis" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["chatmaid.base"] = "lua/chatmaid/base.lua",
@@ -63,6 +66,10 @@ build = {
     ["chatmaid.paginate"] = "lua/chatmaid/paginate.lua",
     ["chatmaid.poll"] = "lua/chatmaid/poll.lua",
     ["chatmaid.ratelimit"] = "lua/chatmaid/ratelimit.lua",
+    ["chatmaid.redis"] = "lua/chatmaid/redis.lua",
+    ["chatmaid.redis.conn"] = "lua/chatmaid/redis/conn.lua",
+    ["chatmaid.redis.limiter"] = "lua/chatmaid/redis/limiter.lua",
+    ["chatmaid.redis.seen"] = "lua/chatmaid/redis/seen.lua",
     ["chatmaid.resty"] = "lua/chatmaid/resty.lua",
     ["chatmaid.resty.detect"] = "lua/chatmaid/resty/detect.lua",
     ["chatmaid.resty.limiter"] = "lua/chatmaid/resty/limiter.lua",

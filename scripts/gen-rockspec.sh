@@ -27,6 +27,8 @@ external_dependencies = {
   -- the compiler does: so look for the libraries.
   CURL = { library = "curl" },
   OPENSSL = { library = "crypto" },
+  -- chatmaid.redis outside nginx (Debian: libhiredis-dev)
+  HIREDIS = { library = "hiredis" },
 }
 test = { type = "busted" }
 build = {
@@ -38,9 +40,9 @@ HEAD
 for f in csrc/*.c; do echo "        \"$f\","; done
 cat <<'MID'
       },
-      libraries = { "curl", "crypto" },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto", "hiredis" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
 MID

@@ -24,6 +24,7 @@ local function stats(app)
     "messagesSeeded", s.messagesSeeded, "connectionsAccepted", s.connectionsAccepted,
     "requests", s.requests, "byPath", s.byPath, "webhookDeliveries", s.webhookDeliveries,
     "faultsApplied", s.faultsApplied, "faultsPending", #app.faults.list,
+    "rateLimited", s.rateLimited,
     "messages", #app.store.messages))
 end
 

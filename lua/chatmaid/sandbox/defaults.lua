@@ -55,6 +55,7 @@ function _M.config()
       },
     },
     rate_limit = 100,        -- requests per minute per key; false disables
+    rate_window = 60,        -- seconds of the sliding window rate_limit counts over
     live_delay = 2,          -- seconds until a live message leaves `pending`
     time_factor = 1,         -- scales live_delay and the webhook retry schedule
     max_body = 1024 * 1024,  -- request body cap in bytes (413 above)

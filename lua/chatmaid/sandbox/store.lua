@@ -67,7 +67,7 @@ function _M:reset()
   self.last_ms = 0
   self.stats = {
     sendRequests = 0, messagesCreated = 0, messagesSeeded = 0, connectionsAccepted = 0,
-    requests = 0, byPath = {}, webhookDeliveries = 0, faultsApplied = 0,
+    requests = 0, byPath = {}, webhookDeliveries = 0, faultsApplied = 0, rateLimited = 0,
   }
   for p, snap in pairs(self.phone_snapshot or {}) do
     for k in pairs(p) do p[k] = nil end
@@ -204,17 +204,20 @@ function _M:api_counts(acc, since_ms)
 end
 
 -- rate_check(key) -> nil when allowed, else retryAfter seconds (integer >= 1).
--- Sliding window of 60 s per key; refused requests do not use up the window.
+-- Sliding window of rate_window seconds (60) per key; refused requests do not use up the
+-- window.
 function _M:rate_check(key)
   local limit = self.config.rate_limit
   if not limit or limit == json.null or limit == "off" or limit <= 0 then return nil end
+  local window = tonumber(self.config.rate_window) or 60
   local now = util.now()
   local w = self.rate[key] or {}
   local keep = {}
-  for _, t in ipairs(w) do if t > now - 60 then keep[#keep + 1] = t end end
+  for _, t in ipairs(w) do if t > now - window then keep[#keep + 1] = t end end
   self.rate[key] = keep
   if #keep >= limit then
-    local wait = math.ceil(keep[#keep - limit + 1] + 60 - now)
+    self.stats.rateLimited = self.stats.rateLimited + 1
+    local wait = math.ceil(keep[#keep - limit + 1] + window - now)
     if wait < 1 then wait = 1 end
     return wait
   end

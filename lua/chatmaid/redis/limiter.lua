@@ -1,0 +1,223 @@
+-- SPDX-License-Identifier: MIT
+-- A request-rate limiter shared through Redis by every process on every machine that uses
+-- one API key. Same interface as chatmaid.resty's limiter (take(n) -> seconds to wait,
+-- wait(n), pause_until(t)), so send_batch{ rate_limiter = ... } uses it unchanged.
+--
+-- One server-side script per take (one round trip, atomic) combines the two local limiters:
+--   * the promise of chatmaid.ratelimit: a log of the last `limit` start times; a start is
+--     allowed only `window + margin` seconds after the start `limit` places before it, so no
+--     window ever holds more than `limit` starts, counted the way the API counts them;
+--   * the pacing of chatmaid.resty's limiter (GCRA, `burst`): starts are spread one every
+--     window/limit seconds after `burst` back-to-back ones.
+-- Times are Redis server time (TIME inside the script), never the callers' clocks: machines
+-- whose clocks disagree still share one timeline. take() returns a relative wait.
+local conn = require "chatmaid.redis.conn"
+local ratelimit = require "chatmaid.ratelimit"
+
+local _M = { WINDOW = 60, MARGIN = ratelimit.MARGIN, MAX_RETRY_WAIT = 5 }
+local mt = { __index = _M }
+
+-- KEYS: state hash (tat, hold), log list. ARGV: op, n|delay, limit, window, margin,
+-- interval, tau, now ("" = TIME). Numbers travel as strings (a Lua number in a reply would
+-- be truncated to an integer).
+_M.SCRIPT = [[
+local now
+if ARGV[8] ~= "" then
+  now = tonumber(ARGV[8])
+else
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local size, window, margin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval, tau = tonumber(ARGV[6]), tonumber(ARGV[7])
+local st = redis.call("HMGET", KEYS[1], "tat", "hold")
+local tat, hold = tonumber(st[1]) or 0, tonumber(st[2]) or 0
+local function fmt(x) return string.format("%.6f", x) end
+local function expire(last)
+  local ms = math.ceil((last - now + window + margin) * 1000) + 1000
+  redis.call("PEXPIRE", KEYS[1], ms)
+  redis.call("PEXPIRE", KEYS[2], ms)
+end
+if ARGV[1] == "pause" then
+  local t = now + tonumber(ARGV[2])
+  if t > hold then
+    hold = t
+    redis.call("HSET", KEYS[1], "hold", fmt(hold))
+    expire(math.max(hold, tat))
+  end
+  return fmt(hold - now)
+end
+local n = tonumber(ARGV[2])
+local t = now
+if tat - tau > t then t = tat - tau end
+if hold > t then t = hold end
+local count = redis.call("LLEN", KEYS[2])
+if count + n > size then
+  local back = tonumber(redis.call("LINDEX", KEYS[2], count + n - size - 1)) + window + margin
+  if back > t then t = back end
+end
+if now > tat then tat = now end
+if t > tat then tat = t end
+tat = tat + n * interval
+redis.call("HSET", KEYS[1], "tat", fmt(tat))
+for _ = 1, n do redis.call("RPUSH", KEYS[2], fmt(t)) end
+redis.call("LTRIM", KEYS[2], -size, -1)
+expire(math.max(tat, hold, t))
+return fmt(t - now)
+]]
+
+local OPTS = { url = "string", key = "string|number", per_minute = "number", limit = "number",
+               burst = "number", window = "number", margin = "number", timeout = "number",
+               connect_timeout = "number", fail = "string", on_error = "function",
+               sleep = "function", now = "function", time = "function" }
+
+local function check(o)
+  local W = "chatmaid.redis.rate_limiter"
+  if type(o) ~= "table" then error(W .. ": opts must be a table (got " .. type(o) .. ")", 4) end
+  for k, v in pairs(o) do
+    local spec = OPTS[k]
+    if not spec then error(W .. ": unknown option '" .. tostring(k) .. "'", 4) end
+    if not spec:find(type(v), 1, true) then
+      error(W .. ": option '" .. k .. "' must be a " .. spec .. " (got " .. type(v) .. ")", 4)
+    end
+  end
+  if o.url == nil then error(W .. ": url is required (redis://host:port/db)", 4) end
+  if o.per_minute ~= nil and o.limit ~= nil then
+    error(W .. ": give per_minute or limit, not both (they are the same number)", 4)
+  end
+  local limit = o.limit or o.per_minute
+  if type(limit) ~= "number" or limit < 1 or limit ~= math.floor(limit) then
+    error(W .. ": per_minute (starts per window) must be an integer >= 1", 4)
+  end
+  local burst = o.burst or 1
+  if burst < 1 or burst ~= math.floor(burst) or burst > limit then
+    error(W .. ": burst must be an integer from 1 to per_minute", 4)
+  end
+  local window = o.window or _M.WINDOW
+  if window ~= window or window <= 0 then
+    error(W .. ": window must be a positive number of seconds", 4)
+  end
+  local margin = o.margin or _M.MARGIN
+  if margin ~= margin or margin < 0 then
+    error(W .. ": margin must be a number of seconds >= 0", 4)
+  end
+  local failmode = o.fail or "closed"
+  if failmode ~= "closed" and failmode ~= "open" then
+    error(W .. ": fail must be \"closed\" (wait for Redis) or \"open\" (pace locally)", 4)
+  end
+  return limit, burst, window, margin, failmode
+end
+
+-- new{ url, key = "default", per_minute (or limit) = starts per window, burst = 1,
+--      window = 60, margin = 1, timeout = 1, fail = "closed", on_error = fn(err),
+--      now = clock of pause_until's t, time = test clock replacing Redis TIME }
+-- Raises on bad options (no I/O until the first take).
+function _M.new(o)
+  local limit, burst, window, margin, failmode = check(o)
+  local c = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
+                      where = "chatmaid.redis.rate_limiter" }
+  local key = tostring(o.key or "default")
+  local base = "chatmaid:rl:{" .. key .. "}"
+  local interval = window / limit
+  local ngx = conn.in_nginx()
+  local self = setmetatable({
+    conn = c, keys = { base, base .. ":log" }, limit = limit, window = window,
+    margin = margin, interval = interval, tau = (burst - 1) * interval, fail = failmode,
+    on_error = o.on_error, time = o.time,
+    sleep = o.sleep or (ngx and ngx.sleep) or require("chatmaid.core").sleep,
+    now = o.time or o.now or (ngx and ngx.now) or require("chatmaid.core").monotime,
+  }, mt)
+  return self
+end
+
+local function fmt(x) return string.format("%.6f", x) end
+
+local function run(self, op, arg)
+  local r, err = self.conn:script(_M.SCRIPT, self.keys, {
+    op, fmt(arg), tostring(self.limit), fmt(self.window), fmt(self.margin),
+    fmt(self.interval), fmt(self.tau), self.time and fmt(self.time()) or "" })
+  if r == nil then return nil, err end
+  local n = tonumber(r)
+  if not n then return conn.fail("protocol", "unexpected script reply " .. tostring(r)) end
+  return n
+end
+
+local function check_n(n)
+  if n == nil then return 1 end
+  if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
+    error("chatmaid.redis.rate_limiter: take(n): n must be a positive integer", 3)
+  end
+  return n
+end
+
+-- limiter:try_take(n) -> wait_seconds | nil, err (kind "transport")
+-- One attempt: reserves n starts (default 1) at one time; the caller waits wait_seconds.
+function _M:try_take(n)
+  n = check_n(n)
+  if n > self.limit then
+    error("chatmaid.redis.rate_limiter: take(n): n is over per_minute (" .. self.limit
+          .. "): it could never fit in a window", 2)
+  end
+  return run(self, "take", n)
+end
+
+-- The local stand-in used while Redis is unreachable with fail = "open".
+local function fallback(self, n)
+  if not self.local_lim then
+    self.local_lim = ratelimit.new(self.limit, { window = self.window, margin = self.margin })
+  end
+  local lim, now = self.local_lim, self.now()
+  local t = now
+  for _ = 1, n do
+    t = lim:ready_at(t)
+    lim:take(t)
+  end
+  return t - now
+end
+
+-- limiter:take(n) -> wait_seconds (>= 0). Never blocks by itself, except while Redis is
+-- unreachable and fail = "closed" (the default): it then retries (backoff up to 5 s) until
+-- Redis answers, calling on_error(err) after each failure (raise there to give up). With
+-- fail = "open" it paces locally (this process alone at the full rate) until Redis is back.
+function _M:take(n)
+  n = check_n(n)
+  local backoff = 0.05
+  while true do
+    local w, err = self:try_take(n)
+    if w then
+      self.local_lim = nil
+      return w
+    end
+    if self.on_error then self.on_error(err) end
+    if self.fail == "open" then return fallback(self, n) end
+    self.sleep(backoff)
+    backoff = math.min(backoff * 2, _M.MAX_RETRY_WAIT)
+  end
+end
+
+-- limiter:wait(n) -> waited_seconds: take(n), then sleep for it.
+function _M:wait(n)
+  local w = self:take(n)
+  if w > 0 then self.sleep(w) end
+  return w
+end
+
+-- limiter:pause_until(t) -> true | nil, err
+-- The API answered 429: no start before t (on the `now` clock: the client's clock by
+-- default) on any machine. Sent to Redis as a delay, so clocks need not agree.
+function _M:pause_until(t)
+  local delay = t - self.now()
+  if delay <= 0 then return true end
+  if self.local_lim then self.local_lim:pause_until(t) end
+  local r, err = run(self, "pause", delay)
+  if not r then
+    if self.on_error then self.on_error(err) end
+    return nil, err
+  end
+  return true
+end
+
+-- limiter:close(): drops the connection (reopened on next use).
+function _M:close() return self.conn:close() end
+
+return _M

@@ -1,0 +1,94 @@
+-- SPDX-License-Identifier: MIT
+-- A throwaway redis-server for specs: a free 127.0.0.1 port, its own data dir, no
+-- persistence, never the system service. local r = redis_helper.start(); r.url; r:stop()
+local socket = require "socket"
+
+local _M = {}
+local mt = { __index = _M }
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+function _M.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- binary() -> path of redis-server or nil
+function _M.binary()
+  local bin = sh("command -v redis-server || ls /usr/bin/redis-server")
+  bin = bin:match("([^\n]+)")
+  if bin and bin ~= "" and sh("test -x '" .. bin .. "' && echo yes"):find("yes") then
+    return bin
+  end
+  return nil
+end
+
+-- start{ password = nil, port = nil (a free one) }
+--   -> server { port, url, dir, pid, stop(), cli(...) }
+function _M.start(opts)
+  opts = opts or {}
+  local bin = assert(_M.binary(), "redis-server is not installed (apt-get install redis-server)")
+  local dir = sh("mktemp -d /tmp/chatmaid-redis.XXXXXX"):match("([^\n]+)")
+  assert(dir and dir ~= "", "mktemp failed")
+  local port = opts.port or _M.free_port()
+  local args = "--port " .. port .. " --bind 127.0.0.1 --dir " .. dir .. " --save ''"
+               .. " --appendonly no --daemonize no --logfile " .. dir .. "/redis.log"
+  if opts.password then args = args .. " --requirepass " .. opts.password end
+  local p = assert(io.popen("exec " .. bin .. " " .. args .. " >/dev/null 2>&1 & echo $!"))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  local self = setmetatable({ port = port, dir = dir, pid = pid, password = opts.password,
+                              url = "redis://" .. (opts.password and (":" .. opts.password
+                                    .. "@") or "") .. "127.0.0.1:" .. port .. "/0" }, mt)
+  local deadline = socket.gettime() + 10
+  while socket.gettime() < deadline do
+    local c = socket.connect("127.0.0.1", port)
+    if c then
+      c:settimeout(2)
+      c:send((opts.password and ("AUTH " .. opts.password .. "\r\n") or "") .. "PING\r\n")
+      local line = c:receive("*l")
+      if opts.password and line then line = c:receive("*l") end
+      c:close()
+      if line == "+PONG" then return self end
+    end
+    socket.sleep(0.02)
+  end
+  self:stop()
+  error("redis-server did not start on port " .. port)
+end
+
+-- cli(...) -> the raw reply line(s) of one command through redis-cli (for assertions)
+function _M:cli(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    parts[i] = "'" .. tostring((select(i, ...))):gsub("'", "'\\''") .. "'"
+  end
+  return (sh("redis-cli -h 127.0.0.1 -p " .. self.port
+             .. (self.password and (" -a " .. self.password .. " --no-auth-warning") or "")
+             .. " " .. table.concat(parts, " ")):gsub("\n$", ""))
+end
+
+-- stop(): TERM the server by pid, wait, remove its dir.
+function _M:stop()
+  if self.pid then
+    os.execute("kill " .. self.pid .. " 2>/dev/null")
+    local deadline = socket.gettime() + 5
+    while socket.gettime() < deadline
+          and sh("kill -0 " .. self.pid .. " 2>/dev/null && echo alive"):find("alive") do
+      socket.sleep(0.02)
+    end
+    os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
+    self.pid = nil
+  end
+  if self.dir then os.execute("rm -rf '" .. self.dir .. "'") end
+  self.dir = nil
+end
+
+return _M
