@@ -34,8 +34,7 @@ describe("sender lookup #integration", function()
     local c = F.client(sb)
     for i = 1, 20 do
       local m = assert(send(c, F.PHONE_E164, "+1555000" .. string.format("%04d", i)))
-      assert.are.equal(F.PHONE, m.phoneNumberId)
-      assert.are.equal(F.PHONE_E164, m.from)
+      assert.are.equal(F.PHONE_E164, m.from)   -- sent from ph_primary
     end
     assert.are.equal(1, count(sb, LOOKUP))
     assert.are.equal(20, sb:stats().messagesCreated)
@@ -51,7 +50,7 @@ describe("sender lookup #integration", function()
                    content = "batch" }
     end
     local results = c:send_batch(items, { rate_per_minute = false })
-    for i = 1, 10 do assert.are.equal(F.PHONE, results[i].message.phoneNumberId) end
+    for i = 1, 10 do assert.are.equal(F.PHONE_E164, results[i].message.from) end
     assert.are.equal(1, count(sb, LOOKUP))
     c:close()
   end)
@@ -103,7 +102,7 @@ describe("sender lookup #integration", function()
   it("uses default_from when from is omitted (an E.164 default is looked up once)", function()
     local c = F.client(sb, { default_from = F.PHONE_E164 })
     for _ = 1, 3 do
-      assert.are.equal(F.PHONE, assert(send(c, nil)).phoneNumberId)
+      assert.are.equal(F.PHONE_E164, assert(send(c, nil)).from)
     end
     assert.are.equal(1, count(sb, LOOKUP))
     assert.are.equal(0, count(sb, LIST))
@@ -114,7 +113,7 @@ describe("sender lookup #integration", function()
      .. "once", function()
     local c = F.client(sb)
     for _ = 1, 5 do
-      assert.are.equal(F.PHONE, assert(send(c, nil)).phoneNumberId)
+      assert.are.equal(F.PHONE_E164, assert(send(c, nil)).from)
     end
     assert.are.equal(1, count(sb, LIST))
     c:close()

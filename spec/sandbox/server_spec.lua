@@ -82,14 +82,31 @@ describe("chatmaid.sandbox server", function()
     assert.same({ "Request body is larger than 1048576 bytes" }, b.message)
   end)
 
-  it("refuses chunked request bodies with 411", function()
+  it("reads chunked request bodies (as the service does), keeping the connection", function()
     local s = H.connect(sb.port)
-    s:send("POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-      .. "2\r\n{}\r\n0\r\n\r\n")
+    local body = '{"fromPhoneId":"ph_primary","to":"+15557654321","content":"chunked"}'
+    s:send("POST /v1/messages/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      .. "Authorization: Bearer " .. H.KEY .. "\r\nContent-Type: application/json\r\n\r\n"
+      .. string.format("%x", 10) .. ";ext=1\r\n" .. body:sub(1, 10) .. "\r\n"
+      .. string.format("%x", #body - 10) .. "\r\n" .. body:sub(11) .. "\r\n"
+      .. "0\r\nX-Trailer: t\r\n\r\n")
     local r = H.read_response(s)
+    assert.equal(201, r.status)
+    assert.equal("chunked", H.decode(r.body).data.content)
+    assert.equal("keep-alive", r.headers["connection"])
+    s:send(H.build("GET", "/v1/account", { Authorization = "Bearer " .. H.KEY }))
+    assert.equal(200, H.read_response(s).status)
     s:close()
-    assert.equal(411, r.status)
-    assert.equal("Length Required", H.decode(r.body).error)
+  end)
+
+  it("answers 400 to a bad chunk size and 413 to a chunked body over max_body", function()
+    local r = H.exchange(sb.port, "POST /v1/messages/send HTTP/1.1\r\nHost: x\r\n"
+      .. "Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert.equal(400, r.status)
+    assert.same({ "Invalid chunk size" }, H.decode(r.body).message)
+    r = H.exchange(sb.port, "POST /v1/messages/send HTTP/1.1\r\nHost: x\r\n"
+      .. "Transfer-Encoding: chunked\r\n\r\n100001\r\n")
+    assert.equal(413, r.status)
     assert.equal("close", r.headers["connection"])
   end)
 

@@ -29,7 +29,7 @@ local COLUMNS = {
   { "ID", function(m) return m.id end },
   { "STATUS", function(m) return m.status end },
   { "TO", function(m) return m.to end },
-  { "FROM", function(m) return m.phoneNumberId or m.from end },
+  { "FROM", function(m) return m.from end },   -- the sender number (messages carry no id)
   { "CREATED", function(m) return m.createdAt end },
   { "CONTENT", function(m)
       local s = m.content or ""

@@ -55,7 +55,7 @@ end
 local function authenticate(store, req)
   local h = req.headers["authorization"]
   if not h or h:match("^%s*$") then return nil, "Missing API key" end
-  local token = h:match("^[Bb]earer +(%S+)%s*$")
+  local token = util.bearer(h)
   if not token then return nil, "Invalid authorization header format" end
   local key = store:key(token)
   if not key then return nil, "Invalid API key" end
@@ -69,8 +69,10 @@ function _M.handle(app, req)
   local store = app.store
   local segs = segments(req.path)
   local route, params
+  -- HEAD is answered by the GET route (as Express does); the server sends no body
+  local method = req.method == "HEAD" and "GET" or req.method
   for _, r in ipairs(ROUTES) do
-    if r[1] == req.method then
+    if r[1] == method then
       params = match(r, segs)
       if params then route = r; break end
     end
@@ -146,14 +148,20 @@ local function settle_later(app, m)
   end)
 end
 
+-- The service (NestJS/Express body parsers) reads a JSON body only under Content-Type
+-- application/json, and a form under application/x-www-form-urlencoded; any other body is
+-- not read at all, so the request fails validation with the missing-field messages.
 function handlers.send(ctx)
   local req, store, path = ctx.req, ctx.store, ctx.req.path
   local body = req.body or ""
   if not util.utf16_len(body) then
     return R.error(400, "Request body must be valid UTF-8", path)
   end
+  local ctype = util.media_type(req.headers["content-type"])
   local b
-  if body:match("^%s*$") then
+  if ctype == "application/x-www-form-urlencoded" then
+    b = util.parse_query(body)
+  elseif ctype ~= "application/json" or body:match("^%s*$") then
     b = {}
   else
     local err
@@ -173,7 +181,9 @@ function handlers.send(ctx)
     local orig = store:by_idem(acc, b.idempotencyKey)
     if orig then return R.ok(201, R.message(orig)) end
   end
-  local phone = store:phone(acc, b.fromPhoneId)
+  -- fromPhoneId is a phone id: "Must be a phone ID in your account". An E.164 number is not
+  -- one (only GET /v1/phone-numbers/:id also takes numbers), so it is answered as unknown.
+  local phone = store:phone_by_id(acc, b.fromPhoneId)
   if not phone then return R.error(404, "Phone number not found", path) end
   local live = ctx.key.environment == "live"
   if live and phone.connectionStatus ~= "connected" then

@@ -91,7 +91,7 @@ end
 local function authenticate(app, req)
   local h = req.headers["authorization"]
   if not h or h:match("^%s*$") then return nil, "Missing API key" end
-  local token = h:match("^[Bb]earer +(%S+)%s*$")
+  local token = util.bearer(h)
   if not token or not app.store:key(token) then return nil, "Invalid API key" end
   return token
 end
@@ -142,7 +142,11 @@ local function content_of(b)
 end
 
 local function send(app, req)
-  local b = json.decode(req.body or "")
+  -- a JSON body is read only under Content-Type application/json (as on the /v1 API)
+  local b = {}
+  if util.media_type(req.headers["content-type"]) == "application/json" then
+    b = json.decode(req.body or "")
+  end
   if type(b) ~= "table" then return fail(400, "Request body must be a JSON object") end
   local to = nn(b.to)
   if to == nil or to == "" then return fail(400, "Missing required field: to") end
@@ -210,7 +214,8 @@ end
 -- handle(app, req) -> response for /api/whatsapp/...
 function _M.handle(app, req)
   local route
-  if req.method == "GET" and req.path == "/api/whatsapp/messages" then route = list
+  local method = req.method == "HEAD" and "GET" or req.method   -- HEAD: the GET route
+  if method == "GET" and req.path == "/api/whatsapp/messages" then route = list
   elseif req.method == "POST" and req.path == "/api/whatsapp/messages/send" then route = send
   else return fail(404, "Cannot " .. req.method .. " " .. req.path) end
   local key, why = authenticate(app, req)

@@ -62,7 +62,7 @@ function _M.config()
     webhook = {
       url = nil,
       secret = "whsec_sandbox_0000000000000000",
-      retry_schedule = { 60, 300, 900 }, -- seconds between attempts (before time_factor)
+      retry_schedule = { 60, 300, 900 }, -- seconds after the initial attempt (x time_factor)
       timeout = 10,                      -- seconds per attempt
     },
   }

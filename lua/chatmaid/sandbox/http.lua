@@ -8,6 +8,61 @@ local _M = {}
 local MAX_LINE = 16384
 local MAX_HEADERS = 100
 
+local function continue(conn, headers)
+  if (headers["expect"] or ""):lower() == "100-continue" then
+    return conn:send("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+  return true
+end
+
+-- A chunked request body (RFC 9112 7.1), as the service's Node server accepts it: chunk
+-- extensions and trailers are read and ignored; the total is held to max_body.
+local function read_chunked(conn, req, max_body)
+  local path, headers = req.path, req.headers
+  local last = headers["transfer-encoding"]:lower():match("([^,%s]+)%s*$")
+  if last ~= "chunked" then
+    req.keep_alive = false
+    return nil, "bad", R.error(400, "Unsupported Transfer-Encoding", path)
+  end
+  -- with both, Transfer-Encoding wins and the connection is not reused (RFC 9112 6.3)
+  if headers["content-length"] then req.keep_alive = false end
+  if not continue(conn, headers) then return nil, "closed" end
+  local parts, total = {}, 0
+  while true do
+    local line, err = conn:receive_line(MAX_LINE)
+    if not line then
+      if err == "too long" then return nil, "bad", R.error(400, "Invalid chunk", path) end
+      return nil, "closed"
+    end
+    local hex = line:match("^(%x+)%s*;?") or line:match("^(%x+)$")
+    if not hex then return nil, "bad", R.error(400, "Invalid chunk size", path) end
+    local n = #hex <= 8 and tonumber(hex, 16) or math.huge
+    if n == 0 then
+      repeat   -- trailer fields, up to the empty line
+        line = conn:receive_line(MAX_LINE)
+        if not line then return nil, "closed" end
+      until line == ""
+      break
+    end
+    total = total + n
+    if total > max_body then
+      req.keep_alive = false
+      return nil, "bad", R.error(413, "Request body is larger than " .. max_body .. " bytes",
+        path)
+    end
+    local data = conn:receive_n(n)
+    if not data then return nil, "closed" end
+    parts[#parts + 1] = data
+    local crlf = conn:receive_line(2)
+    if crlf ~= "" then
+      if crlf == nil then return nil, "closed" end
+      return nil, "bad", R.error(400, "Invalid chunk", path)
+    end
+  end
+  req.body = table.concat(parts)
+  return req
+end
+
 -- read_request(conn, max_body) -> req
 --   | nil, "closed"            peer went away (quietly, between requests)
 --   | nil, "bad", response     answer with response, then close
@@ -60,9 +115,7 @@ function _M.read_request(conn, max_body)
   req.keep_alive = (version == "1.1" and not conn_h:find("close"))
     or (version == "1.0" and conn_h:find("keep%-alive") ~= nil)
   if headers["transfer-encoding"] then
-    req.keep_alive = false
-    return nil, "bad", R.error(411, "Chunked request bodies are not supported;"
-      .. " send a Content-Length", path)
+    return read_chunked(conn, req, max_body)
   end
   local cl = headers["content-length"]
   if cl then
@@ -74,9 +127,7 @@ function _M.read_request(conn, max_body)
       return nil, "bad", R.error(413, "Request body is larger than " .. max_body .. " bytes",
         path)
     end
-    if (headers["expect"] or ""):lower() == "100-continue" then
-      if not conn:send("HTTP/1.1 100 Continue\r\n\r\n") then return nil, "closed" end
-    end
+    if not continue(conn, headers) then return nil, "closed" end
     if len > 0 then
       local body = conn:receive_n(len)
       if not body then return nil, "closed" end
@@ -98,9 +149,12 @@ function _M.head(status, headers, length, keep_alive, extra)
   return table.concat(out, "\r\n") .. "\r\n\r\n"
 end
 
--- serialize(resp, keep_alive) -> full response bytes.
-function _M.serialize(resp, keep_alive)
-  return _M.head(resp.status, resp.headers, #resp.body, keep_alive) .. resp.body
+-- serialize(resp, keep_alive, head_only) -> full response bytes. For a HEAD request
+-- (head_only) the headers of the GET answer, Content-Length included, and no body.
+function _M.serialize(resp, keep_alive, head_only)
+  local h = _M.head(resp.status, resp.headers, #resp.body, keep_alive)
+  if head_only then return h end
+  return h .. resp.body
 end
 
 return _M

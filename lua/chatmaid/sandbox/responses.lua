@@ -52,7 +52,9 @@ local function null(v)
 end
 _M.null = null
 
--- message(m) -> the public JSON shape of a message.
+-- message(m) -> the public JSON shape of a message: the documented fields only (the
+-- deliveredAt/readAt of the older docs when set). Never phoneNumberId or idempotencyKey,
+-- which the service does not return.
 function _M.message(m)
   local o = json.obj(
     "id", m.id, "from", m.from, "to", m.to, "content", null(m.content),
@@ -61,8 +63,6 @@ function _M.message(m)
     "errorCode", null(m.errorCode), "errorMessage", null(m.errorMessage))
   json.set(o, "deliveredAt", m.deliveredAt)
   json.set(o, "readAt", m.readAt)
-  json.set(o, "phoneNumberId", m.phoneNumberId)
-  json.set(o, "idempotencyKey", m.idempotencyKey)
   return o
 end
 

@@ -44,7 +44,7 @@ local function serve_conn(self, c)
     if fault then
       keep = faults.write(c, fault, resp, keep)
     else
-      keep = c:send(http.serialize(resp, keep)) and keep
+      keep = c:send(http.serialize(resp, keep, req.method == "HEAD")) and keep
     end
     if self.verbose then
       self.log(string.format("%s %s -> %d%s %.1fms", req.method, req.target, resp.status,

@@ -87,6 +87,14 @@ function _M.phone(_, acc, ref)
   return nil
 end
 
+-- phone_by_id(account, id) -> phone by internal id only (fromPhoneId of a send).
+function _M.phone_by_id(_, acc, id)
+  for _, p in ipairs(acc.phones) do
+    if p.id == id then return p end
+  end
+  return nil
+end
+
 function _M:find_phone_any(ref)
   for _, acc in ipairs(self.accounts) do
     local p = self:phone(acc, ref)

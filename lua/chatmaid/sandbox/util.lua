@@ -55,6 +55,20 @@ function _M.url_decode(s, form)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+-- media_type("application/json; charset=utf-8") -> "application/json" (nil when absent).
+function _M.media_type(ct)
+  local t = type(ct) == "string" and ct:match("^%s*([^;%s]+)")
+  return t and t:lower() or nil
+end
+
+-- bearer(authorization header) -> token | nil. The scheme is case-insensitive (RFC 9110
+-- 11.1): "bearer", "BEARER" and "Bearer" all work, as they do on the service.
+function _M.bearer(h)
+  local scheme, token = (h or ""):match("^%s*(%S+) +(%S+)%s*$")
+  if scheme and scheme:lower() == "bearer" then return token end
+  return nil
+end
+
 -- parse_query("a=1&b=2") -> { a = "1", b = "2" } (last value wins).
 function _M.parse_query(q)
   local t = {}

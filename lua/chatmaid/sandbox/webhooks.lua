@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- Webhook delivery: signed POSTs to the configured URL, retried on non-2xx or transport
--- failure after the retry schedule (1, 5, 15 minutes, scaled by time_factor). Each delivery
+-- failure on the retry schedule: 1, 5 and 15 minutes after the initial attempt, as the docs
+-- say (scaled by time_factor). Only the documented headers are sent. Each delivery
 -- is a scheduler task with non-blocking sockets, so it never holds up the API.
 local socket = require("socket")
 local json = require("chatmaid.sandbox.json")
@@ -107,10 +108,11 @@ function _M:emit(event, data)
   local gen = app.store.generation
   app:spawn(function()
     local schedule = cfg.retry_schedule or { 60, 300, 900 }
-    local attempt = 0
+    local attempt, first = 0, nil
     while true do
       attempt = attempt + 1
       local secret = cfg.secret or ""
+      first = first or util.now()
       local header, serr = _M.sign_header(body, secret, os.time())
       local status, err
       if header then
@@ -118,7 +120,6 @@ function _M:emit(event, data)
           { "Content-Type", "application/json" },
           { "X-Chatmaid-Event", event },
           { "X-Chatmaid-Signature", header },
-          { "X-Chatmaid-Delivery", id },
         }, body, tonumber(cfg.timeout) or 10)
       else
         err = serr
@@ -130,9 +131,10 @@ function _M:emit(event, data)
         "status", status or json.null, "error", err or json.null,
         "at", util.iso(now), "atMs", now, "ok", status ~= nil and status >= 200 and status < 300)
       if (status and status >= 200 and status < 300) or not header then return end
-      local gap = schedule[attempt]
-      if not gap then return end
-      scheduler.sleep(gap * (tonumber(app.config.time_factor) or 1))
+      local offset = schedule[attempt]   -- seconds after the initial attempt
+      if not offset then return end
+      local at = first + offset * (tonumber(app.config.time_factor) or 1)
+      scheduler.sleep(math.max(0, at - util.now()))
       if app.store.generation ~= gen then return end
     end
   end)
