@@ -77,7 +77,7 @@ function _M:_sender(from, o)
   if from:sub(1, 1) ~= "+" then return from end
   local cached = self._senders[from]
   if cached then return cached end
-  local phone, err = self:_request("GET", "/v1/phone-numbers/" .. url.encode(from), nil, nil, o)
+  local phone, err = self:_request("GET", "/v1/phone-numbers/" .. url.segment(from), nil, nil, o)
   if not phone then
     if err.kind == "not_found" then
       err.message = "sender " .. from .. " is not a phone number of this account"
@@ -153,7 +153,7 @@ function _M:message(id, o)
   check_open(self, "message")
   check_ref("message", id, "a message id")
   if o ~= nil then check_table("message", o, CALL_OPTIONS) end
-  local path = "/v1/messages/" .. url.encode(id)
+  local path = "/v1/messages/" .. url.segment(id)
   local problem = validate.id(id, "message id")
   if problem then return validation("GET", path, { { param = "id", message = problem } }) end
   local msg, err = self:_request("GET", path, nil, nil, o)
@@ -195,7 +195,7 @@ function _M:phone_numbers(o)
 end
 
 local function phone_path(ref, suffix)
-  return "/v1/phone-numbers/" .. url.encode(ref) .. (suffix or "")
+  return "/v1/phone-numbers/" .. url.segment(ref) .. (suffix or "")
 end
 
 local function check_phone_ref(ref)

@@ -71,7 +71,7 @@ function _M.wait(self, id, o)
     error("chatmaid: wait expects a message id as a string (got " .. type(id) .. ")", 2)
   end
   local w = options(o)
-  local path = "/v1/messages/" .. url.encode(id)
+  local path = "/v1/messages/" .. url.segment(id)
   local problem = validate.id(id, "message id")
   if problem then
     return base.validation("GET", path, { { param = "id", message = problem } })

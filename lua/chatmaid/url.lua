@@ -10,6 +10,20 @@ function _M.encode(s)
   return (tostring(s):gsub("[^%w%-%._~]", encode_char))
 end
 
+-- One path segment. url.encode keeps ".", and libcurl (like any RFC 3986 client) removes
+-- the dot segments "." and ".." from a path, so "/v1/messages/." would go out as
+-- "/v1/messages/". Callers reject such ids before building a path (validate.id); this is
+-- the second line of defence: a segment that would be a dot segment is sent percent-encoded
+-- ("%2E"), which libcurl leaves alone, so the path on the wire is always the path built and
+-- reported to hooks and last_response(). Any other encoded value has a character that is
+-- not "." and so is never a dot segment; "%" itself is encoded, so a value can never
+-- smuggle in a "%2E" either.
+function _M.segment(s)
+  local e = _M.encode(s)
+  if e == "." or e == ".." then return (e:gsub("%.", "%%2E")) end
+  return e
+end
+
 -- query{ {"page", 1}, {"status", "sent"} } -> "?page=1&status=sent" (nil values skipped,
 -- order kept so URLs are stable).
 function _M.query(pairs_list)

@@ -79,6 +79,14 @@ function _M.base_url(url)
     return nil, "base_url must not contain credentials: pass the key as api_key"
   end
   if rest:find("[?#]") then return nil, "base_url must not contain a query or fragment" end
+  -- libcurl removes "." and ".." segments, and servers may decode "%2E" first: a base_url
+  -- path with either would send requests somewhere other than the path reported.
+  for seg in rest:sub(#authority + 1):gmatch("[^/]+") do
+    local d = seg:gsub("%%2[Ee]", ".")
+    if d == "." or d == ".." then
+      return nil, "base_url must not contain \".\" or \"..\" path segments"
+    end
+  end
   local host = authority:match("^(%[[^%]]*%])") or authority:match("^([^:]*)")
   local port = authority:sub(#host + 1)
   if port ~= "" and not port:find("^:%d+$") then return nil, "base_url has an invalid port" end
@@ -108,6 +116,9 @@ function _M.id(v, name)
   if type(v) ~= "string" or v == "" then return name .. " must be a non-empty string" end
   if v:find("%c") then return name .. " must not contain control characters" end
   if #v > 512 then return name .. " is too long (more than 512 bytes)" end
+  if v == "." or v == ".." then
+    return name .. " must not be \".\" or \"..\" (a dot segment would change the URL path)"
+  end
 end
 
 function _M.content(v)

@@ -2,15 +2,18 @@
 -- A one-file HTTP responder for specs that need bytes the sandbox does not produce (gzip
 -- bodies): a child process that answers every request on a connection with the same raw
 -- response read from a file. local srv = raw_server.start(path_to_response); srv:stop()
+-- With a second argument (a file name) it appends each request line it receives to that
+-- file, exactly as it came off the wire: srv:requests() reads them back.
 local _M = {}
 local mt = { __index = _M }
 
 local CHILD = [=[
 local socket = require "socket"
 local f = assert(io.open(arg[1], "rb")) local resp = f:read("*a") f:close()
+local log = arg[2] and assert(io.open(arg[2], "ab"))
 local s = assert(socket.bind("127.0.0.1", 0))
 local _, port = s:getsockname()
-io.write(port, "\n") io.stdout:flush()
+io.write("port=", port, "\n") io.stdout:flush()
 while true do
   local c = s:accept()
   if c then
@@ -18,6 +21,7 @@ while true do
     while true do
       local line = c:receive("*l")
       if not line then break end
+      if log then log:write(line, "\n") log:flush() end
       local len = 0
       while line and line ~= "" do
         local n = line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
@@ -32,18 +36,34 @@ while true do
 end
 ]=]
 
-function _M.start(response_file)
+function _M.start(response_file, log_file)
   local lua = os.getenv("CHATMAID_LUA") or "lua5.4"
   local script = os.tmpname()
   local f = assert(io.open(script, "w"))
   f:write(CHILD)
   f:close()
   local p = assert(io.popen("exec " .. lua .. " " .. script .. " " .. response_file
+                            .. (log_file and (" " .. log_file) or "")
                             .. " & echo $!; wait", "r"))
-  local pid = p:read("*l")
-  local port = tonumber(p:read("*l"))
+  -- the shell's pid and the child's port line race on the pipe: tell them apart
+  local pid, port
+  for _ = 1, 2 do
+    local line = p:read("*l") or ""
+    local n = line:match("^port=(%d+)$")
+    if n then port = tonumber(n) else pid = line end
+  end
   return setmetatable({ pid = pid, port = port, url = "http://127.0.0.1:" .. tostring(port),
-                        pipe = p, script = script }, mt)
+                        pipe = p, script = script, log_file = log_file }, mt)
+end
+
+-- The request lines received so far (needs a log file given to start).
+function _M:requests()
+  local out = {}
+  local f = io.open(self.log_file, "rb")
+  if not f then return out end
+  for line in f:lines() do out[#out + 1] = line end
+  f:close()
+  return out
 end
 
 function _M:stop()
