@@ -136,7 +136,7 @@ static void copy_field(lua_State *L, int from, const char *src, const char *dst,
  * path. Both documented shapes and the conversations API's {error, details} shape. */
 static void push_error_fields(lua_State *L, int idx) {
   luaL_Buffer b;
-  int n, i, msgs;
+  int n, i, msgs, joined = 0;
   lua_createtable(L, 0, 8);
   copy_field(L, idx, "error", "error", LUA_TSTRING);
   copy_field(L, idx, "statusCode", "status_code", LUA_TNUMBER);
@@ -163,18 +163,20 @@ static void push_error_fields(lua_State *L, int idx) {
   lua_getfield(L, -1, "messages");
   msgs = lua_gettop(L);     /* absolute: the buffer may push its own box */
   n = (int)cm_rawlen(L, msgs);
+  /* Between buffer calls the stack must stay as the buffer left it: the only value ever
+   * pushed above it is the one entry luaL_addvalue consumes at once. The type is checked
+   * with a get/pop first, and the separator goes in with luaL_addlstring before the entry
+   * is pushed (a separator pushed above the entry corrupted the buffer: issue 13). */
   luaL_buffinit(L, &b);
   for (i = 1; i <= n; i++) {
+    int t;
     lua_rawgeti(L, msgs, i);
-    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-      if (i > 1) {
-        lua_pushliteral(L, "; ");
-        luaL_addvalue(&b);
-      }
-      luaL_addvalue(&b);
-    } else {
-      lua_pop(L, 1);
-    }
+    t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER) continue;
+    if (joined++ > 0) luaL_addlstring(&b, "; ", 2);
+    lua_rawgeti(L, msgs, i);
+    luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
   /* fields, messages, joined */
