@@ -19,7 +19,7 @@ local function log(s)
 end
 local srv = assert(socket.bind("127.0.0.1", 0))
 local _, port = srv:getsockname()
-io.write(port, "\n") io.stdout:flush()
+io.write("port=", port, "\n") io.stdout:flush()
 local src = arg[2]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
 local n = 0
 while true do
@@ -66,8 +66,12 @@ function _M.start(source)
   f:close()
   local p = assert(io.popen("exec " .. lua .. " " .. script .. " " .. logfile .. " '"
                             .. hex(source) .. "' & echo $!; wait", "r"))
-  local pid = p:read("*l")
-  local port = tonumber(p:read("*l"))
+  -- The shell's pid line and the child's port line may come in either order.
+  local pid, port
+  for _ = 1, 2 do
+    local l = p:read("*l") or ""
+    if l:match("^port=") then port = tonumber(l:sub(6)) else pid = l end
+  end
   assert(port, "raw_script: the server did not start")
   return setmetatable({ pid = pid, port = port, url = "http://127.0.0.1:" .. tostring(port),
                         pipe = p, script = script, logfile = logfile }, mt)
