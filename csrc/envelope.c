@@ -125,6 +125,15 @@ static void clean(lua_State *L, int idx, int depth) {
   }
 }
 
+/* 1 when the value at idx is a table marked as a JSON array by clean(). */
+static int is_array(lua_State *L, int idx) {
+  int r;
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
+  r = lua_rawequal(L, -1, UV_ARRAY_MT);
+  lua_pop(L, 1);
+  return r;
+}
+
 static void copy_field(lua_State *L, int from, const char *src, const char *dst, int type) {
   lua_getfield(L, from, src);
   if (lua_type(L, -1) == type) lua_setfield(L, -2, dst);
@@ -153,7 +162,7 @@ static void push_error_fields(lua_State *L, int idx) {
     lua_setmetatable(L, -2);
     lua_replace(L, -2);
   }
-  if (lua_type(L, -1) != LUA_TTABLE) {
+  if (!is_array(L, -1)) {                   /* absent, or not a list: no messages */
     lua_pop(L, 1);
     lua_createtable(L, 0, 0);
     lua_pushvalue(L, UV_ARRAY_MT);
