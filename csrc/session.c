@@ -4,6 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -32,6 +38,9 @@ typedef struct Xfer {
   struct curl_slist *headers;
   lua_Integer token;
   CURLcode code;
+  int head_done;          /* the last header block ended (its empty line arrived) */
+  int sends;              /* times libcurl was about to send this request in this transfer */
+  int replay_refused;     /* libcurl wanted to re-send it: refused, the transfer failed */
   char errbuf[CURL_ERROR_SIZE];
   struct Xfer *next;
 } Xfer;
@@ -49,6 +58,7 @@ typedef struct Session {
   int proxy_set;
   int raw_headers;        /* return the header block as a string (parsed lazily in Lua) */
   lua_Integer connects, requests;
+  pid_t pid;              /* the process that made the handles (see session_refork) */
 } Session;
 
 /* ---- transfers (no Lua API below until the Lua-callable section) ---- */
@@ -60,9 +70,33 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
 
 static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
   Xfer *x = ud;
+  size_t len = sz * n;
   /* A new status line (after 1xx or a proxy CONNECT) starts a new header block. */
-  if (sz * n >= 5 && memcmp(p, "HTTP/", 5) == 0) cm_buf_reset(&x->head);
-  return cm_buf_append(&x->head, p, sz * n) ? sz * n : CM_WRITE_FAIL;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    cm_buf_reset(&x->head);
+    x->head_done = 0;
+  } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n')) {
+    x->head_done = 1;
+  }
+  return cm_buf_append(&x->head, p, len) ? len : CM_WRITE_FAIL;
+}
+
+/* Called by libcurl each time it is about to send the request, on a new or a reused
+ * connection. libcurl re-sends a request by itself (POSTs included) when a reused
+ * connection dies before the first response byte; the server may well have received and
+ * processed the first copy. That second send is refused: the transfer fails, and the
+ * client's own retry policy (which counts attempts, runs the hooks and honours
+ * max_retries and idempotency) decides whether to send it again. */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port) {
+  Xfer *x = ud;
+  (void)primary_ip;
+  (void)local_ip;
+  (void)primary_port;
+  (void)local_port;
+  if (x->sends++ == 0) return CURL_PREREQFUNC_OK;
+  x->replay_refused = 1;
+  return CURL_PREREQFUNC_ABORT;
 }
 
 static void xfer_free(Xfer *x) {
@@ -102,6 +136,8 @@ static CURLcode xfer_setup(Session *s, Xfer *x) {
   SET(CURLOPT_WRITEDATA, x);
   SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, x);
+  SET(CURLOPT_PREREQFUNCTION, on_prereq);
+  SET(CURLOPT_PREREQDATA, x);
   SET(CURLOPT_ERRORBUFFER, x->errbuf);
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
   SET(CURLOPT_FOLLOWLOCATION, 0L);
@@ -119,10 +155,75 @@ static CURLcode xfer_setup(Session *s, Xfer *x) {
   return rc;
 }
 
+/* 1 when host (n bytes, as written in a URL: brackets around IPv6) is the loopback
+ * interface as libcurl would resolve it: localhost and *.localhost (libcurl answers those
+ * itself), 127.0.0.0/8 in any form inet_aton accepts (127.1, 0x7f000001, ...), ::1 and
+ * ::ffff:127.x.y.z. No name is looked up. */
+static int is_loopback_host(const char *host, size_t n) {
+  char h[256];
+  size_t i;
+  struct addrinfo hints, *ai = NULL;
+  int loop = 0;
+  if (n == 0 || n >= sizeof h) return 0;
+  for (i = 0; i < n; i++) {
+    char c = host[i];
+    h[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+  }
+  h[n] = '\0';
+  if (n > 1 && h[n - 1] == '.') h[--n] = '\0';
+  if (strcmp(h, "localhost") == 0 || (n > 10 && strcmp(h + n - 10, ".localhost") == 0))
+    return 1;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_flags = AI_NUMERICHOST;
+  if (h[0] == '[') {
+    char *end = strchr(h, ']'), *zone;
+    if (end == NULL) return 0;
+    *end = '\0';
+    if ((zone = strchr(h, '%')) != NULL) *zone = '\0';
+    hints.ai_family = AF_INET6;
+    if (getaddrinfo(h + 1, NULL, &hints, &ai) != 0) return 0;
+    if (ai && ai->ai_family == AF_INET6) {
+      const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+      loop = IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+  } else {
+    if (strspn(h, "0123456789abcdefx.") != n) return 0;   /* not a number: a name */
+    hints.ai_family = AF_INET;
+    if (getaddrinfo(h, NULL, &hints, &ai) != 0) return 0;
+    if (ai && ai->ai_family == AF_INET) {
+      const struct sockaddr_in *a = (const struct sockaddr_in *)ai->ai_addr;
+      loop = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+  }
+  if (ai) freeaddrinfo(ai);
+  return loop;
+}
+
+/* 1 when the URL's host is loopback. scheme://[userinfo@]host[:port][/?#...] */
+static int is_loopback_url(const char *url) {
+  const char *a = strstr(url, "://"), *end, *at, *h, *he;
+  a = a ? a + 3 : url;
+  end = a + strcspn(a, "/?#");
+  h = a;
+  for (at = a; at < end; at++)
+    if (*at == '@') h = at + 1;
+  if (h < end && *h == '[') {
+    he = memchr(h, ']', (size_t)(end - h));
+    if (he == NULL) return 0;
+    he++;
+  } else {
+    he = memchr(h, ':', (size_t)(end - h));
+    if (he == NULL) he = end;
+  }
+  return is_loopback_host(h, (size_t)(he - h));
+}
+
 /* Per-request options. body may be NULL; copy_body for transfers that outlive the call.
- * fresh: use a new connection. libcurl silently replays a request, POSTs included, when a
- * reused connection dies before the first response byte; for a request that must never be
- * sent twice (no idempotency key) only a fresh connection rules that out. */
+ * fresh: use a new connection (a request that must not even be sent on a connection that
+ * may die before answering: see on_prereq for replays).
+ * A loopback URL never goes through a proxy, whatever the proxy option or the *_proxy
+ * environment variables say: plain http is allowed only to loopback, and a proxy would
+ * receive the API key in clear text. */
 static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
                              const char *body, size_t blen, int copy_body, long timeout_ms,
                              int fresh) {
@@ -132,8 +233,10 @@ static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
   cm_buf_reset(&x->head);
   x->errbuf[0] = '\0';
   x->code = CURLE_OK;
+  x->head_done = x->sends = x->replay_refused = 0;
 #define SET(opt, val) (rc = (rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val)))
   SET(CURLOPT_URL, url);
+  SET(CURLOPT_NOPROXY, is_loopback_url(url) ? "*" : (char *)NULL);
   SET(CURLOPT_HTTPHEADER, x->headers);
   SET(CURLOPT_TIMEOUT_MS, timeout_ms);
   SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
@@ -165,7 +268,18 @@ static void xfer_unprepare(Xfer *x) {
   x->headers = NULL;
 }
 
+/* libcurl (before 8.6) reports a response header line longer than its CURL_MAX_HTTP_HEADER
+ * limit as CURLE_OUT_OF_MEMORY; a failure while the header block is still incomplete is
+ * taken as that. */
+static int header_line_too_long(const Xfer *x) {
+#if LIBCURL_VERSION_NUM >= 0x080600
+  if (x->code == CURLE_TOO_LARGE) return !x->head_done;
+#endif
+  return x->code == CURLE_OUT_OF_MEMORY && !x->head_done;
+}
+
 static const char *kind_of(const Xfer *x) {
+  if (header_line_too_long(x)) return "too_large";
   switch (x->code) {
     case CURLE_OPERATION_TIMEDOUT: return "timeout";
     case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
@@ -179,7 +293,7 @@ static const char *kind_of(const Xfer *x) {
     case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_SHUTDOWN_FAILED:
       return "tls";
     case CURLE_WRITE_ERROR:
-      if (x->body.over) return "too_large";
+      if (x->body.over || x->head.over) return "too_large";
       if (x->body.nomem || x->head.nomem) return "nomem";
       return "transport";
     default: return "transport";
@@ -204,9 +318,18 @@ static int push_failure(lua_State *L, const Xfer *x, Session *s) {
   const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->code);
   cm_pushfail(L);
   lua_pushstring(L, kind);
-  if (strcmp(kind, "too_large") == 0)
+  if (header_line_too_long(x))
+    lua_pushfstring(L, "a response header line is longer than libcurl's %d byte limit",
+                    (int)CURL_MAX_HTTP_HEADER);
+  else if (x->code == CURLE_WRITE_ERROR && x->head.over)
+    lua_pushfstring(L, "the response headers are larger than the %d byte limit",
+                    (int)MAX_HEADER_BYTES);
+  else if (strcmp(kind, "too_large") == 0)
     lua_pushfstring(L, "response body is larger than the %d byte limit (max_body)",
                     (int)s->max_body);
+  else if (x->replay_refused)
+    lua_pushliteral(L, "the reused connection closed before the response arrived; the "
+                       "request was not sent again (the server may have received it)");
   else
     lua_pushstring(L, detail);
   lua_pushinteger(L, (lua_Integer)x->code);
@@ -294,7 +417,59 @@ static char *dup_or_null(const char *s) {
   return d;
 }
 
+/* ---- fork ----
+ * A forked child inherits the session's easy and multi handles, and with them the parent's
+ * connections (the same sockets, and for TLS the same session state). Using them would mix
+ * the two processes' requests and responses on one connection; cleaning them up would close
+ * the parent's connections from under it (curl_easy_cleanup sends a TLS close_notify). So a
+ * session used in a process other than the one that made its handles abandons them, untouched:
+ * its own buffers are freed, the libcurl handles (and the descriptors they hold) are kept
+ * reachable in the list below until the process ends. That is the unavoidable part: the
+ * child cannot free them without talking on the parent's connections. */
+typedef struct Orphans {
+  CURLM *multi;
+  Xfer *xfers;
+  struct Orphans *next;
+} Orphans;
+
+static Orphans *orphans;     /* pushed with a CAS: sessions on several threads may abandon */
+
+static void orphan_xfers(Orphans *o, Xfer *x) {
+  while (x) {
+    Xfer *next = x->next;
+    curl_slist_free_all(x->headers);   /* only read by libcurl during a transfer */
+    x->headers = NULL;
+    cm_buf_free(&x->body);
+    cm_buf_free(&x->head);
+    if (o) {
+      x->next = o->xfers;
+      o->xfers = x;
+    }                                  /* else: out of memory, left unreachable */
+    x = next;
+  }
+}
+
+static void session_abandon(Session *s) {
+  Orphans *o;
+  if (!s->main && !s->multi && !s->running && !s->done && !s->spare) return;
+  o = calloc(1, sizeof *o);
+  if (o) o->multi = s->multi;
+  orphan_xfers(o, s->main);
+  orphan_xfers(o, s->running);
+  orphan_xfers(o, s->done);
+  orphan_xfers(o, s->spare);
+  s->main = s->running = s->done = s->spare = NULL;
+  s->multi = NULL;
+  if (o) {
+    o->next = __atomic_load_n(&orphans, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&orphans, &o->next, o, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+  }
+}
+
 static void session_release(Session *s) {
+  if (s->pid != getpid()) session_abandon(s);   /* a fork: the handles are the parent's */
   xfer_list_free(s->running, s->multi);
   xfer_list_free(s->done, NULL);
   xfer_list_free(s->spare, NULL);
@@ -346,6 +521,7 @@ static int session_new(lua_State *L) {
                                                     : CURL_HTTP_VERSION_2TLS;
   s->proxy_set = proxy_set;
   s->raw_headers = raw_headers;
+  s->pid = getpid();
   if ((ua && !(s->user_agent = dup_or_null(ua))) || (ca && !(s->ca_file = dup_or_null(ca)))
       || (proxy && !(s->proxy = dup_or_null(proxy))) || (s->main = xfer_new(s)) == NULL) {
     session_release(s);
@@ -356,6 +532,24 @@ static int session_new(lua_State *L) {
     return luaL_error(L, "chatmaid.core.session: this libcurl lacks a required option "
                          "(libcurl 7.85 or newer is needed)");
   }
+  return 1;
+}
+
+/* In a process other than the one that made the handles (a fork), abandons them and starts a
+ * fresh easy handle (the multi is made again when needed). Returns 0 when out of memory; the
+ * session is then unchanged and the next call tries again. */
+static int session_refork(Session *s) {
+  Xfer *x;
+  pid_t pid = getpid();
+  if (s->pid == pid) return 1;
+  if ((x = xfer_new(s)) == NULL) return 0;
+  if (xfer_setup(s, x) != CURLE_OK) {
+    xfer_free(x);
+    return 0;
+  }
+  session_abandon(s);
+  s->main = x;
+  s->pid = pid;
   return 1;
 }
 
@@ -408,13 +602,20 @@ static long request_timeout(lua_State *L, int idx, Session *s) {
  *   -> status, body, headers | nil, kind, message, curlcode */
 static int session_request(lua_State *L) {
   Session *s = check_open(L);
-  Xfer *x = s->main;
+  Xfer *x;
   size_t blen = 0;
   const char *body;
   CURLcode rc;
   check_request_args(L, 2);
   luaL_checkstack(L, 4, NULL);
   body = lua_isnoneornil(L, 5) ? NULL : lua_tolstring(L, 5, &blen);
+  if (!session_refork(s)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "nomem");
+    lua_pushliteral(L, "out of memory making new handles after a fork");
+    return 3;
+  }
+  x = s->main;
   if (!build_headers(L, 4, x, blen)) {
     lua_pushnil(L);
     lua_pushliteral(L, "nomem");
@@ -441,6 +642,7 @@ static int session_multi_add(lua_State *L) {
   check_request_args(L, 3);
   luaL_checkstack(L, 4, NULL);
   body = lua_isnoneornil(L, 6) ? NULL : lua_tolstring(L, 6, &blen);
+  if (!session_refork(s)) goto nomem;
   if (s->multi == NULL && (s->multi = curl_multi_init()) == NULL) goto nomem;
   if ((x = s->spare) != NULL) {
     s->spare = x->next;
@@ -493,6 +695,11 @@ static int session_multi_poll(lua_State *L) {
   lua_Integer wait = luaL_optinteger(L, 2, 0);
   int running = 0, i = 0;
   luaL_argcheck(L, wait >= 0 && wait <= 60000, 2, "wait must be 0..60000 ms");
+  /* After a fork the parent's transfers are not ours to finish. */
+  if (!session_refork(s)) {
+    lua_newtable(L);
+    return 1;
+  }
   if (s->multi) {
     curl_multi_perform(s->multi, &running);
     move_finished(s);
@@ -535,6 +742,10 @@ static int session_multi_pending(lua_State *L) {
   Session *s = check_open(L);
   int n = 0;
   Xfer *x;
+  if (!session_refork(s)) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
   for (x = s->running; x; x = x->next) n++;
   for (x = s->done; x; x = x->next) n++;
   lua_pushinteger(L, n);
@@ -559,7 +770,12 @@ static Xfer *xfer_unlink(Xfer **pp, lua_Integer token) {
 static int session_multi_remove(lua_State *L) {
   Session *s = check_open(L);
   lua_Integer token = luaL_checkinteger(L, 2);
-  Xfer *x = xfer_unlink(&s->running, token);
+  Xfer *x;
+  if (!session_refork(s)) {     /* after a fork the parent's transfers are not ours */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  x = xfer_unlink(&s->running, token);
   if (x != NULL) {
     curl_multi_remove_handle(s->multi, x->easy);
     xfer_unprepare(x);
@@ -581,7 +797,8 @@ static int session_multi_remove(lua_State *L) {
 static int session_multi_timeout(lua_State *L) {
   Session *s = check_open(L);
   long ms = -1;
-  if (s->done != NULL) ms = 0;
+  if (!session_refork(s)) ms = 0;
+  else if (s->done != NULL) ms = 0;
   else if (s->multi != NULL && s->running != NULL && curl_multi_timeout(s->multi, &ms) != CURLM_OK)
     ms = 0;
   lua_pushinteger(L, (lua_Integer)ms);
@@ -598,7 +815,7 @@ static int session_multi_fds(lua_State *L) {
   FD_ZERO(&r);
   FD_ZERO(&w);
   FD_ZERO(&e);
-  if (s->multi != NULL && s->running != NULL
+  if (session_refork(s) && s->multi != NULL && s->running != NULL
       && curl_multi_fdset(s->multi, &r, &w, &e, &maxfd) != CURLM_OK)
     maxfd = -1;
   lua_newtable(L);

@@ -316,6 +316,22 @@ local TRANSPORT_MESSAGES = {
   transport = "the connection failed",
 }
 
+-- The message of a non-2xx answer that is not an error envelope. ok, data: what
+-- core.decode_envelope returned (ok nil: data is why the body is not JSON). A redirect names
+-- its target (text from the network: control characters dropped, length capped).
+function _M.status_message(status, headers, ok, data)
+  if status >= 300 and status < 400 then
+    local loc = headers["location"]
+    if type(loc) == "string" and loc ~= "" then
+      loc = loc:gsub("%c", ""):sub(1, 200)
+      return "HTTP " .. status .. " redirect to " .. loc .. " (redirects are not followed)"
+    end
+    return "HTTP " .. status .. " redirect (redirects are not followed)"
+  end
+  if ok ~= nil then return "HTTP " .. status .. " with JSON that is not an error envelope" end
+  return "HTTP " .. status .. " with " .. tostring(data)
+end
+
 -- A transport result -> value | nil, err
 function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   local f = { method = method, path = path }
@@ -370,7 +386,7 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
     if message == nil or message == "" then message = "HTTP " .. status end
   else
     f.messages = setmetatable({}, core.array_mt)
-    message = "HTTP " .. status .. " with " .. tostring(data)
+    message = _M.status_message(status, res.headers, ok, data)
   end
   if f.retry_after == nil then
     f.retry_after = retry.parse_retry_after(res.headers["retry-after"])

@@ -1,0 +1,40 @@
+-- Run by chatmaid_host (spec/host/fork_spec.lua): a process that used a client forks; the
+-- parent and the child then both use that client, at the same time, and each must get the
+-- answers to its own requests. arg[1]: sandbox URL, arg[2]: requests per process.
+local chatmaid = require "chatmaid"
+local url, n = arg[1], tonumber(arg[2])
+local c = assert(chatmaid.new{ api_key = "sk_test_sandbox_0000000000000001", base_url = url,
+                               timeout = 3, max_retries = 0 })
+local function send(content)
+  return assert(c:send{ from = "ph_primary", to = "+15557654321", content = content })
+end
+local mp, mc = send("for the parent"), send("for the child")
+local connects = c.transport:stats().connects      -- 1: one kept-alive connection
+
+local function fetch_loop(who, m)
+  for i = 1, n do
+    local got, err = c:message(m.id)
+    if not got then error(who .. ": request " .. i .. " failed: " .. tostring(err), 0) end
+    if got.id ~= m.id then
+      error(who .. ": request " .. i .. " got the answer for " .. tostring(got.id), 0)
+    end
+  end
+end
+
+local pid = host.fork()
+if pid == 0 then
+  local ok, err = pcall(fetch_loop, "child", mc)
+  if not ok then io.stderr:write(tostring(err), "\n") host.exit(3) end
+  c:close()              -- in the child: must not shut down the parent's connection
+  io.write("child ok\n")
+  host.exit(0)
+end
+fetch_loop("parent", mp)
+local status = host.wait(pid)
+assert(status == 0, "the child failed (exit " .. status .. ")")
+fetch_loop("parent after the child", mp)
+local st = c.transport:stats()
+-- The parent kept its own connection all along: no reconnect.
+assert(st.connects == connects, "the parent reconnected: " .. st.connects .. " connects")
+c:close()
+io.write("parent ok\n")
