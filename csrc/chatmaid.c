@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* luaopen_chatmaid_core: registration only. Each file adds its own functions. */
+#include <pthread.h>
+
 #include "lua.h"
 #include "lauxlib.h"
 #include "compat.h"
@@ -17,16 +19,21 @@
 
 CM_EXPORT int luaopen_chatmaid_core(lua_State *L);
 
+/* Once per process, never cleaned up from __gc: other sessions may still use curl. Lua
+ * states on several threads (nginx's thread pool, a threaded host) may load the module at
+ * the same time, so the one initialisation goes through pthread_once. */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+
+static void curl_init(void) {
+  curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   static const luaL_Reg none[] = {{NULL, NULL}};
-  static int curl_ready = 0;
   const curl_version_info_data *v;
-  if (!curl_ready) {
-    /* Once per process, never cleaned up from __gc: other sessions may still use curl. */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-      return luaL_error(L, "chatmaid.core: curl_global_init failed");
-    curl_ready = 1;
-  }
+  if (pthread_once(&curl_once, curl_init) != 0 || curl_init_rc != CURLE_OK)
+    return luaL_error(L, "chatmaid.core: curl_global_init failed");
   cm_newlib(L, none);
   lua_pushliteral(L, CM_VERSION);
   lua_setfield(L, -2, "_VERSION");

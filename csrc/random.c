@@ -31,7 +31,14 @@ static void on_fork_child(void) {
   fork_count++;
 }
 
+/* Set once, through pthread_once: Lua states on several threads may open the module at
+ * once. Every reader has run cm_random_open (and so pthread_once) first. */
 static int atfork_ok = 0;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_init(void) {
+  atfork_ok = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+}
 
 static int pool_take(Pool *p, unsigned char *out, size_t n) {
   if (!atfork_ok) return RAND_bytes(out, (int)n) == 1;   /* cannot see forks: no pool */
@@ -82,7 +89,7 @@ void cm_random_open(lua_State *L) {
     {NULL, NULL}
   };
   Pool *p;
-  if (!atfork_ok) atfork_ok = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+  pthread_once(&atfork_once, atfork_init);
   cm_setfuncs(L, funcs, 0);
   p = (Pool *)cm_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);

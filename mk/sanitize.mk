@@ -7,13 +7,18 @@ UBSAN_RT = $(call lazy,UBSAN_RT,$(shell $(CC) -print-file-name=libubsan.so))
 VALGRIND_SPECS ?= spec/core spec/unit spec/integration/client_spec.lua spec/integration/faults_spec.lua
 # Everything but spec/nginx: nginx loads the LuaJIT build of the core, not this one, and
 # LuaJIT's allocator does not run under an ASan runtime preloaded into nginx.
-ASAN_SPECS ?= spec/unit spec/core spec/integration spec/sandbox spec/cli
+ASAN_SPECS ?= spec/unit spec/core spec/integration spec/sandbox spec/cli spec/host
+# make tsan: the core and the embedding host built with ThreadSanitizer, running the
+# many-threads spec (8 lua_States on 8 threads loading and using the module at once).
+TSAN_BUILD := build/tsan
+TSAN_SPECS ?= spec/host/threads_spec.lua
 
-.PHONY: asan valgrind
+.PHONY: asan valgrind tsan
 asan: deps
 	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  SAN_LDFLAGS="-fsanitize=address,undefined" $(ASAN_BUILD)/chatmaid/core.so
+	  SAN_LDFLAGS="-fsanitize=address,undefined" $(ASAN_BUILD)/chatmaid/core.so \
+	  $(ASAN_BUILD)/chatmaid_host
 	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
@@ -25,3 +30,12 @@ valgrind: all
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite \
 	  --suppressions=$(CURDIR)/scripts/valgrind.supp \
 	  $(BUSTED) --cpath='$(BUILD)/?.so' $(BUSTED_FLAGS) $(VALGRIND_SPECS)
+
+# busted itself loads the regular build (a stock interpreter cannot load a TSan object); only
+# the host, which links the TSan runtime, loads the TSan core (CHATMAID_HOST_BUILD).
+tsan: all
+	$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT="-O1 -g" \
+	  SAN_CFLAGS="-fsanitize=thread" SAN_LDFLAGS="-fsanitize=thread" \
+	  $(TSAN_BUILD)/chatmaid/core.so $(TSAN_BUILD)/chatmaid_host
+	CHATMAID_HOST_BUILD=$(TSAN_BUILD) TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+	CHATMAID_LUA=$(LUA) $(BUSTED) --cpath='$(BUILD)/?.so' $(BUSTED_FLAGS) $(TSAN_SPECS)
