@@ -2,6 +2,7 @@
 -- parent and the child then both use that client, at the same time, and each must get the
 -- answers to its own requests. arg[1]: sandbox URL, arg[2]: requests per process.
 local chatmaid = require "chatmaid"
+local host = rawget(_G, "host")   -- set by chatmaid_host
 local url, n = arg[1], tonumber(arg[2])
 local c = assert(chatmaid.new{ api_key = "sk_test_sandbox_0000000000000001", base_url = url,
                                timeout = 3, max_retries = 0 })

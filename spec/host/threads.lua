@@ -2,6 +2,7 @@
 -- loads chatmaid, makes its own client and real requests, and checks every answer.
 -- arg[1]: sandbox URL, arg[2]: sends per thread.
 local chatmaid = require "chatmaid"
+local host = rawget(_G, "host")   -- set by chatmaid_host
 local core = require "chatmaid.core"
 local url, n = arg[1], tonumber(arg[2])
 local me = "thread " .. host.thread
