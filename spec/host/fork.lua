@@ -1,11 +1,14 @@
 -- Run by chatmaid_host (spec/host/fork_spec.lua): a process that used a client forks; the
 -- parent and the child then both use that client, at the same time, and each must get the
--- answers to its own requests. arg[1]: sandbox URL, arg[2]: requests per process.
+-- answers to its own requests. arg[1]: base URL, arg[2]: requests per process, arg[3]: mode,
+-- arg[4]: ca_file. Mode "close": the child only closes the client (and its Lua state) and
+-- exits; the parent's connection must survive that (over TLS, a cleanup in the child would
+-- send close_notify on the parent's connection).
 local chatmaid = require "chatmaid"
 local host = rawget(_G, "host")   -- set by chatmaid_host
-local url, n = arg[1], tonumber(arg[2])
+local url, n, mode = arg[1], tonumber(arg[2]), arg[3] or "share"
 local c = assert(chatmaid.new{ api_key = "sk_test_sandbox_0000000000000001", base_url = url,
-                               timeout = 3, max_retries = 0 })
+                               timeout = 3, max_retries = 0, ca_file = arg[4] })
 local function send(content)
   return assert(c:send{ from = "ph_primary", to = "+15557654321", content = content })
 end
@@ -23,6 +26,14 @@ local function fetch_loop(who, m)
 end
 
 local pid = host.fork()
+if pid == 0 and mode == "close" then
+  c:close()
+  c = nil
+  collectgarbage()
+  collectgarbage()
+  io.write("child ok\n")
+  host.exit(0)
+end
 if pid == 0 then
   local ok, err = pcall(fetch_loop, "child", mc)
   if not ok then io.stderr:write(tostring(err), "\n") host.exit(3) end
