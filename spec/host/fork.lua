@@ -25,7 +25,43 @@ local function fetch_loop(who, m)
   end
 end
 
+-- Mode "batch": both processes send batches over the multi handle, which the parent
+-- already used (with its connections) before the fork.
+local function batch(who, k)
+  local items = {}
+  for i = 1, k do
+    items[i] = { from = "ph_primary", to = "+15557654321", content = who .. " batch " .. i }
+  end
+  local results = c:send_batch(items, { concurrency = 4, rate_per_minute = false })
+  for i = 1, k do
+    local r = results[i]
+    if not (r and r.message) then
+      error(who .. ": batch item " .. i .. " failed: " .. tostring(r and r.err), 0)
+    end
+    if r.message.content ~= items[i].content then
+      error(who .. ": batch item " .. i .. " got the answer for " .. tostring(r.message.content), 0)
+    end
+  end
+end
+if mode == "batch" then batch("before the fork", 4) end
+
 local pid = host.fork()
+if pid == 0 and mode == "batch" then
+  local ok, err = pcall(batch, "child", n)
+  if not ok then io.stderr:write(tostring(err), "\n") host.exit(3) end
+  c:close()
+  io.write("child ok\n")
+  host.exit(0)
+end
+if mode == "batch" then
+  batch("parent", n)
+  local status = host.wait(pid)
+  assert(status == 0, "the child failed (exit " .. status .. ")")
+  batch("parent after the child", 4)
+  c:close()
+  io.write("parent ok\n")
+  return
+end
 if pid == 0 and mode == "close" then
   c:close()
   c = nil

@@ -79,6 +79,13 @@ describe("a client used across fork() #integration", function()
     assert.truthy(out:find("parent ok", 1, true), out)
   end)
 
+  it("batches (curl multi) on both sides get their own answers", function()
+    local out, code = host.run("spec/host/fork.lua", { sb.url, 12, "batch" })
+    assert.equal(0, code, out)
+    assert.truthy(out:find("child ok", 1, true), out)
+    assert.truthy(out:find("parent ok", 1, true), out)
+  end)
+
   describe("over TLS (nginx in front of the sandbox)", function()
     local front, why
     setup(function() front, why = tls_front(sb.port) end)
