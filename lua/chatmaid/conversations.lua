@@ -6,6 +6,7 @@ local base = require "chatmaid.base"
 local validate = require "chatmaid.validate"
 local url = require "chatmaid.url"
 local errors = require "chatmaid.errors"
+local paginate = require "chatmaid.paginate"
 
 local _M = base.class{ name = "chatmaid.conversations", bare_json_ok = true }
 
@@ -327,7 +328,8 @@ end
 
 -- client:list_messages{ conversation_id, limit, before }
 --   -> { data = { message... }, total, page, hasNext }, err
--- Newest first; pass before = <id of the last message of a page> for the next page.
+-- One page as the server sends it (the contract does not fix the order within a page); for
+-- the next page pass before = <id of the oldest message of this page>.
 function _M:list_messages(p)
   check_open(self, "list_messages")
   check_table("list_messages", p, LIST_PARAMS, CALL_OPTIONS)
@@ -336,12 +338,16 @@ function _M:list_messages(p)
   return fetch(self, p.conversation_id, p.limit, p.before, p)
 end
 
-local ITER_PARAMS = { page_size = true, before = true }
+local ITER_PARAMS = { page_size = true, before = true, page_order = true }
+local PAGE_ORDERS = { asc = true, desc = true }
 
--- for msg, err in client:messages(conversation_id, { page_size, before }) do ... end
--- Walks the whole conversation, newest first, page by page (cursor: before = id of the last
--- message). On failure yields false, err once and ends; a cursor that would repeat ends the
--- walk with a decode error instead of looping.
+-- for msg, err in client:messages(conversation_id, { page_size, before, page_order }) do
+-- Walks the conversation page by page (one request per page; page_size default 50, always
+-- sent), each message once, newest first overall whatever the order within a page (found
+-- from the timestamps; page_order = "asc" | "desc" states it instead). The next cursor is
+-- the id of the page's oldest message. On failure yields false, err once and ends. err.kind:
+-- validation (nothing sent), those of list_messages, and server (retryable = false) when
+-- the server keeps answering pages that do not move on. Cursor logic: paginate.cursor_step.
 function _M:messages(id, o)
   check_open(self, "messages")
   if type(id) ~= "string" then
@@ -351,42 +357,35 @@ function _M:messages(id, o)
   check_table("messages", o, ITER_PARAMS, CALL_OPTIONS)
   local copt = { timeout = o.timeout, max_retries = o.max_retries,
                  max_retry_wait = o.max_retry_wait }
-  local size, cursor = o.page_size, o.before
-  local problems = list_problems(id, size, cursor, "page_size")
-  local items, i, more, done, pending = {}, 0, true, false, nil
+  local problems = list_problems(id, o.page_size, o.before, "page_size")
+  if o.page_order ~= nil and not PAGE_ORDERS[o.page_order] then
+    problems[#problems + 1] = validate.one_of(o.page_order, PAGE_ORDERS, "page_order")
+  end
+  local pending
   if #problems > 0 then
     local _
     _, pending = validation("GET", LIST_PATH, problems)
   end
-  local used = {}
-  if cursor then used[cursor] = true end
+  local st = paginate.cursor_state{ page_size = o.page_size, before = o.before,
+                                    page_order = o.page_order, path = LIST_PATH }
+  local buf, i, finished = {}, 0, false
   return function()
-    if done then return nil end
-    while i >= #items do
-      if pending then done = true; return false, pending end
-      if not more then done = true; return nil end
-      local page, err = fetch(self, id, size, cursor, copt)
-      if not page then done = true; return false, err end
-      items, i = page.data, 0
-      if #items == 0 then more = false
-      elseif page.hasNext ~= nil then more = page.hasNext == true
-      else more = size ~= nil and #items >= size end
-      if more then
-        local last = items[#items]
-        local nxt = type(last) == "table" and last.id
-        if type(nxt) ~= "string" or used[nxt] then
-          more = false
-          pending = errors.new("decode", "pagination cursor did not advance: hasNext is true "
-                               .. "but the last message id " .. tostring(nxt)
-                               .. " was already used as a cursor",
-                               { method = "GET", path = LIST_PATH })
-        else
-          used[nxt], cursor = true, nxt
-        end
+    if finished then return nil end
+    while true do
+      if i < #buf then
+        i = i + 1
+        return buf[i]
       end
+      if pending or st.done then
+        finished = true
+        if pending then return false, pending end
+        return nil
+      end
+      local page, err = fetch(self, id, st.size, st.cursor, copt)
+      if not page then finished = true; return false, err end
+      buf, pending = paginate.cursor_step(st, page)
+      i = 0
     end
-    i = i + 1
-    return items[i]
   end
 end
 

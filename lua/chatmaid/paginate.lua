@@ -3,6 +3,8 @@
 -- client:collect_messages{}. Pages are fetched one at a time, only when the previous one is
 -- used up; ids already yielded are never yielded again (offset pagination shifts when new
 -- messages arrive, newest first); a failure yields `false, err` once and ends the walk.
+-- Also the cursor walk of the conversations API (`before` = a message id) as a pure step
+-- function, cursor_state()/cursor_step(), which does no I/O so any fetch loop can drive it.
 local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
@@ -186,6 +188,252 @@ function _M.collect_messages(self, p)
     for _, m in ipairs(pg.data) do out[#out + 1] = m end
   end
   return out
+end
+
+-- ---- cursor pagination (the conversations API: GET /api/whatsapp/messages?before=<id>) ----
+--
+-- Each page holds messages older than the cursor, but the contract does not fix the order
+-- within a page (its example is ascending). So every page's order is found from its
+-- timestamps, the next cursor is the id of the page's oldest message, and each page's new
+-- messages are handed out newest first: newest first overall, whatever the page order.
+
+-- Ids kept to drop repeats: the last two pages, and at least this many recent ids.
+_M.CURSOR_SEEN = 1000
+_M.CURSOR_PAGE_SIZE = 50        -- the API's default `limit`, always sent explicitly
+
+local floor = math.floor
+
+-- Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function zone_offset(z)
+  if z == "" or z == "Z" or z == "z" then return 0 end
+  local sign, hh, mm = z:match("^([%+%-])(%d%d):?(%d%d)$")
+  if not sign then
+    sign, hh = z:match("^([%+%-])(%d%d)$")
+    mm = "00"
+  end
+  if not sign then return nil end
+  hh, mm = tonumber(hh), tonumber(mm)
+  if hh > 23 or mm > 59 then return nil end
+  local off = hh * 3600 + mm * 60
+  if sign == "-" then off = -off end
+  return off
+end
+
+-- time(v) -> seconds since the epoch (fractions kept) | nil when v is not a time.
+-- Accepts ISO 8601 / RFC 3339 strings ("2026-05-16T10:30:00.000Z", any number of fraction
+-- digits, "+02:00"/"+0200"/"+02"/no zone = UTC, "T" or a space, a date alone) and epoch
+-- numbers (or digit strings) in seconds, or milliseconds when larger than 1e11.
+function _M.time(v)
+  if type(v) == "string" and v:match("^%s*%-?%d+%.?%d*%s*$") then v = tonumber(v) end
+  if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return nil end
+    if v > 1e11 or v < -1e11 then return v / 1000 end
+    return v
+  end
+  if type(v) ~= "string" then return nil end
+  local y, mo, d, rest = v:match("^%s*(%d%d%d%d)%-(%d%d)%-(%d%d)(.-)%s*$")
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  local h, mi, sec, frac, zone = 0, 0, 0, 0, ""
+  if rest ~= "" then
+    local hh, mm, tail = rest:match("^[Tt ](%d%d):(%d%d)(.*)$")
+    if not hh then return nil end
+    h, mi = tonumber(hh), tonumber(mm)
+    local ss, t2 = tail:match("^:(%d%d)(.*)$")
+    if ss then sec, tail = tonumber(ss), t2 end
+    local f, t3 = tail:match("^[%.,](%d+)(.*)$")
+    if f then frac, tail = tonumber("0." .. f), t3 end
+    zone = tail
+  end
+  local off = zone_offset(zone)
+  if not off or mo < 1 or mo > 12 or d < 1 or d > 31 or h > 24 or mi > 59 or sec > 60
+     or (h == 24 and (mi > 0 or sec > 0 or frac > 0)) then
+    return nil
+  end
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec + frac - off
+end
+
+-- cursor_state{ page_size, before, page_order, path } -> state for cursor_step.
+-- page_size: the `limit` sent (default CURSOR_PAGE_SIZE); before: the first cursor (nil:
+-- start at the newest message); page_order: "asc" | "desc" to trust a known page order
+-- instead of detecting it; path: for error messages. The fetch loop reads state.size,
+-- state.cursor (the next `before`; nil for the first page) and state.done.
+function _M.cursor_state(o)
+  o = o or {}
+  local st = {
+    size = o.page_size or _M.CURSOR_PAGE_SIZE, cursor = o.before, path = o.path,
+    fixed = o.page_order, order = o.page_order or "asc", sure = o.page_order ~= nil,
+    seen = {}, window = {}, first = 1, held = 0,      -- the dedup window
+    used = {},                                        -- every cursor sent (one per page)
+    pages = 0, yielded = 0, max_total = nil, done = false,
+  }
+  if st.cursor then st.used[st.cursor] = true end
+  return st
+end
+
+local function cursor_stuck(st, why)
+  return errors.new("server", "pagination stopped after page " .. st.pages .. ": " .. why
+                    .. "; the listing may be incomplete",
+                    { method = "GET", path = st.path, retryable = false })
+end
+
+local function id_of(m)
+  local id = type(m) == "table" and m.id
+  if type(id) == "string" and id ~= "" then return id end
+  return nil
+end
+
+-- The order of one page from its timestamps: the first and last, else where the earliest
+-- and the latest ones sit. nil when they all tie or are missing.
+local function detect(keys, n)
+  local a, b = keys[1], keys[n]
+  if a and b and a ~= b then return a < b and "asc" or "desc" end
+  local lo, hi, ilo, ihi
+  for i = 1, n do
+    local k = keys[i]
+    if k then
+      if lo == nil or k < lo then lo, ilo = k, i end
+      if hi == nil or k > hi then hi, ihi = k, i end
+    end
+  end
+  if lo ~= nil and lo ~= hi then return ilo < ihi and "asc" or "desc" end
+  return nil
+end
+
+-- The page's oldest message that can be a cursor: the earliest timestamp, a tie going to
+-- the one nearer the page's older end; when the page has messages without a timestamp (or a
+-- page order was given), simply the one nearest the older end.
+local function oldest(data, keys, n, order, complete)
+  local from, to, step = 1, n, 1
+  if order == "desc" then from, to, step = n, 1, -1 end
+  local best, bestkey
+  for i = from, to, step do
+    local id = id_of(data[i])
+    if id then
+      if not complete then return id end
+      if best == nil or keys[i] < bestkey then best, bestkey = id, keys[i] end
+    end
+  end
+  return best
+end
+
+local function remember(st, ids)
+  local w = st.window
+  w[#w + 1] = ids
+  st.held = st.held + #ids
+  local page_no = #w
+  for _, id in ipairs(ids) do st.seen[id] = page_no end
+  -- drop the oldest page while two pages and CURSOR_SEEN ids would still be kept
+  while #w - st.first + 1 > 2 and st.held - #w[st.first] >= _M.CURSOR_SEEN do
+    local old = w[st.first]
+    for _, id in ipairs(old) do
+      if st.seen[id] == st.first then st.seen[id] = nil end
+    end
+    st.held = st.held - #old
+    w[st.first] = false
+    st.first = st.first + 1
+  end
+end
+
+-- cursor_step(state, page) -> fresh, err
+-- page: a decoded list response { data = { message... }, hasNext?, total? }. fresh: the
+-- page's messages not handed out before, newest first (may be empty). err (kind "server",
+-- or "decode" for a page without a data array): the walk cannot go on; deliver fresh, then
+-- the error. Afterwards state.done tells whether to stop, state.cursor is the next `before`.
+-- Pure: no I/O, only state changes, so a blocking or a non-blocking fetch loop can drive it.
+function _M.cursor_step(st, page)
+  if st.done then error("chatmaid.paginate: cursor_step after the walk ended", 2) end
+  st.pages = st.pages + 1
+  local data = type(page) == "table" and page.data
+  if type(data) ~= "table" then
+    st.done = true
+    return {}, errors.new("decode", "the list response has no data array",
+                          { method = "GET", path = st.path })
+  end
+  local n = #data
+  local total = tonumber(page.total)
+  if total and (st.max_total == nil or total > st.max_total) then st.max_total = total end
+  if n == 0 then st.done = true; return {} end
+
+  local keys, nkeys = {}, 0
+  for i = 1, n do
+    local m = data[i]
+    local k = type(m) == "table" and _M.time(m.timestamp) or nil
+    keys[i] = k
+    if k then nkeys = nkeys + 1 end
+  end
+  local dupes = 0
+  for i = 1, n do
+    local id = id_of(data[i])
+    if id and st.seen[id] then dupes = dupes + 1 end
+  end
+  local order = not st.fixed and detect(keys, n)
+  if order then
+    st.order, st.sure = order, true
+  else
+    -- No timestamp tells the order: keep the last known one (or the contract's ascending).
+    -- A guess that was wrong shows up as an overlap with the page before (the cursor was
+    -- its newest message): flip once, and keep the flipped order from then on.
+    if not st.sure and dupes > 0 then
+      st.order = st.order == "asc" and "desc" or "asc"
+      st.sure = true
+    end
+    order = st.order
+  end
+
+  -- hand out newest first: an ascending page backwards
+  local fresh, ids = {}, {}
+  local from, to, step = 1, n, 1
+  if order == "asc" then from, to, step = n, 1, -1 end
+  for i = from, to, step do
+    local m = data[i]
+    local id = id_of(m)
+    if id == nil then
+      fresh[#fresh + 1] = m               -- cannot be deduplicated; passed through
+    elseif not st.seen[id] then
+      st.seen[id] = true
+      ids[#ids + 1] = id
+      fresh[#fresh + 1] = m
+    end
+  end
+  remember(st, ids)
+  st.yielded = st.yielded + #ids
+
+  local more
+  if page.hasNext ~= nil then more = page.hasNext == true
+  else more = n >= st.size end
+  if not more then st.done = true; return fresh end
+
+  st.done = true                      -- until a usable next cursor is found
+  if #ids == 0 then
+    return fresh, cursor_stuck(st, (page.hasNext ~= nil and "hasNext is true" or "the page "
+                               .. "is full") .. " but it brought no new message (the server "
+                               .. "ignored the cursor)")
+  end
+  if st.max_total and st.yielded > st.max_total + st.size then
+    return fresh, cursor_stuck(st, "the server gave " .. st.yielded .. " messages, more than "
+                               .. "its total of " .. st.max_total)
+  end
+  local nxt = oldest(data, keys, n, order, nkeys == n and not st.fixed)
+  if nxt == nil then
+    return fresh, errors.new("decode", "the page has no message id to continue from",
+                             { method = "GET", path = st.path, status = 200 })
+  end
+  if st.used[nxt] then
+    return fresh, cursor_stuck(st, "the next cursor " .. nxt .. " was already used")
+  end
+  st.used[nxt], st.cursor, st.done = true, nxt, false
+  return fresh
 end
 
 return _M

@@ -23,7 +23,7 @@ describe("chatmaid.conversations against the sandbox #integration", function()
 
   before_each(function()
     assert(sb:reset())
-    assert(sb:config{ rate_limit = false })
+    assert(sb:config{ rate_limit = false, conversations_page_order = "asc" })
   end)
 
   -- A client on the sandbox; sleeps are recorded, not slept.
@@ -174,23 +174,50 @@ describe("chatmaid.conversations against the sandbox #integration", function()
       assert.equal(2, count(LIST))
     end)
 
-    it("list_messages returns one page with total and hasNext", function()
+    it("list_messages returns one page as the contract shows it: ascending within the page",
+      function()
       local seeded = seed{ count = 7 }
       local c = client()
+      local ids = seeded.ids
+      local function page_ids(p)
+        local out = {}
+        for i, m in ipairs(p.data) do out[i] = m.id end
+        return out
+      end
       local p1 = assert(c:list_messages{ conversation_id = seeded.conversationId, limit = 3 })
-      assert.equal(3, #p1.data)
+      assert.same({ ids[5], ids[6], ids[7] }, page_ids(p1))   -- the newest 3, oldest first
       assert.equal(7, p1.total)
       assert.equal(1, p1.page)
       assert.is_true(p1.hasNext)
-      assert.equal(seeded.ids[7], p1.data[1].id)
       local p2 = assert(c:list_messages{ conversation_id = seeded.conversationId, limit = 3,
-        before = p1.data[3].id })
-      assert.equal(seeded.ids[4], p2.data[1].id)
+        before = p1.data[1].id })
+      assert.same({ ids[2], ids[3], ids[4] }, page_ids(p2))
       assert.equal(2, p2.page)
       local p3 = assert(c:list_messages{ conversation_id = seeded.conversationId, limit = 3,
-        before = p2.data[3].id })
-      assert.equal(1, #p3.data)
+        before = p2.data[1].id })
+      assert.same({ ids[1] }, page_ids(p3))
       assert.is_false(p3.hasNext)
+    end)
+
+    it("list_messages pages newest first with conversations_page_order = desc", function()
+      assert(sb:config{ conversations_page_order = "desc" })
+      finally(function() assert(sb:config{ conversations_page_order = "asc" }) end)
+      local seeded = seed{ count = 5 }
+      local c = client()
+      local p1 = assert(c:list_messages{ conversation_id = seeded.conversationId, limit = 3 })
+      assert.same({ seeded.ids[5], seeded.ids[4], seeded.ids[3] },
+        { p1.data[1].id, p1.data[2].id, p1.data[3].id })
+      local p2 = assert(c:list_messages{ conversation_id = seeded.conversationId, limit = 3,
+        before = p1.data[3].id })
+      assert.same({ seeded.ids[2], seeded.ids[1] }, { p2.data[1].id, p2.data[2].id })
+      assert.is_false(p2.hasNext)
+    end)
+
+    it("the sandbox refuses an unknown page order", function()
+      local status, body = sb:request("POST", "/__sandbox/config",
+        { conversations_page_order = "random" })
+      assert.equal(400, status)
+      assert.same({ "conversations_page_order must be asc or desc" }, body.message)
     end)
 
     it("starts from a given cursor", function()

@@ -338,22 +338,49 @@ describe("chatmaid.conversations", function()
         .. '"content":{"url":"https://x/s.webp","animated":false}},{"id":"m1",'
         .. '"type":"text","content":null}],"total":2,"page":1,"hasNext":false}' } }
       local got = {}
-      for m in c:messages("conv_1") do got[#got + 1] = m end
-      assert.same({ url = "https://x/s.webp", animated = false }, got[1].content)
-      assert.same({}, got[2].content)
+      for m in c:messages("conv_1") do got[m.id] = m end
+      assert.same({ url = "https://x/s.webp", animated = false }, got.m2.content)
+      assert.same({}, got.m1.content)
     end)
 
-    it("stops with a decode error when the cursor repeats", function()
+    it("sends limit and the oldest message's id as the next cursor", function()
+      local c, tr = client{
+        { status = 200, body = '{"data":[{"id":"m2","timestamp":"2026-05-16T10:30:00Z"},'
+          .. '{"id":"m3","timestamp":"2026-05-16T10:30:05Z"}],"hasNext":true}' },
+        { status = 200, body = '{"data":[{"id":"m1","timestamp":"2026-05-16T10:29:00Z"}],'
+          .. '"hasNext":false}' } }
+      local got = {}
+      for m in c:messages("conv_1", { page_size = 2 }) do got[#got + 1] = m.id end
+      assert.same({ "m3", "m2", "m1" }, got)
+      assert.equal("https://api.example.com/api/whatsapp/messages?conversationId=conv_1"
+        .. "&limit=2", tr.requests[1].url)
+      assert.equal("https://api.example.com/api/whatsapp/messages?conversationId=conv_1"
+        .. "&limit=2&before=m2", tr.requests[2].url)
+      assert.equal(2, #tr.requests)
+    end)
+
+    it("yields a repeated page once, then a server error", function()
       local c, tr = client{ { status = 200, body = '{"data":[{"id":"m1","type":"text",'
         .. '"content":{"text":"a"}}],"total":9,"page":1,"hasNext":true}' } }
       local it_fn = c:messages("conv_1", { page_size = 1 })
       assert.equal("m1", it_fn().id)            -- first page
-      assert.equal("m1", it_fn().id)            -- second page: same message, cursor repeats
-      local v, err = it_fn()
+      local v, err = it_fn()                    -- second page: the same message again
       assert.is_false(v)
-      assert.equal("decode", err.kind)
+      assert.equal("server", err.kind)
+      assert.is_false(err.retryable)
       assert.is_nil(it_fn())
       assert.equal(2, #tr.requests)
+    end)
+
+    it("a bad page_order is a validation error; nothing is sent", function()
+      local c, tr = client{}
+      local it_fn = c:messages("conv_1", { page_order = "newest" })
+      local v, err = it_fn()
+      assert.is_false(v)
+      assert.equal("validation", err.kind)
+      assert.equal("page_order must be one of asc, desc; got newest", err.message)
+      assert.is_nil(it_fn())
+      assert.equal(0, #tr.requests)
     end)
 
     it("yields false, err once on a failed page", function()

@@ -113,9 +113,21 @@ local function config(app, req)
     for k, v in pairs(b.webhook) do c.webhook[k] = nn(v) end
   end
   if type(b.failing_numbers) == "table" then c.failing_numbers = b.failing_numbers end
+  if b.conversations_page_order ~= nil then
+    local o = b.conversations_page_order
+    if o ~= "asc" and o ~= "desc" then
+      return R.error(400, "conversations_page_order must be asc or desc", req.path)
+    end
+    c.conversations_page_order = o
+  end
+  if b.conversations_has_next ~= nil then
+    c.conversations_has_next = b.conversations_has_next ~= false
+  end
   local wh = c.webhook or {}
   return R.ok(200, json.obj("rate_limit", c.rate_limit or false, "live_delay", c.live_delay,
-    "time_factor", c.time_factor, "webhook", json.obj("url", wh.url or json.null,
+    "time_factor", c.time_factor, "conversations_page_order", c.conversations_page_order,
+    "conversations_has_next", c.conversations_has_next ~= false,
+    "webhook", json.obj("url", wh.url or json.null,
       "retry_schedule", json.arr(wh.retry_schedule or {}))))
 end
 

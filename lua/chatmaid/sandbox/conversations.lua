@@ -69,16 +69,19 @@ local function conversation_for(s, phone)
   return conv
 end
 
-local function add_message(app, s, conv, direction, mtype, content, status)
-  local ms = app.store:next_ms()
+-- timestamp: nil for "now" (strictly increasing), false for none (the field is left out),
+-- or a string used as given (the seed route makes ties with it).
+local function add_message(app, s, conv, direction, mtype, content, status, timestamp)
+  if timestamp == nil then timestamp = util.iso(app.store:next_ms()) end
   local m = {
     id = new_id("msg_", s.messages), waMessageId = "wamid." .. util.hex(24),
     conversation = conv, direction = direction, type = mtype, content = content,
-    status = status, timestamp = util.iso(ms),
+    status = status, timestamp = timestamp or nil,
     senderId = direction == "inbound" and conv.contact.id or nil,
   }
   s.messages[m.id] = m
   conv.messages[#conv.messages + 1] = m
+  m.pos = #conv.messages          -- list order is insertion order, whatever the timestamps
   return m
 end
 
@@ -176,8 +179,12 @@ local function send(app, req)
     "status", m.status, "conversationId", conv.id, "contactId", conv.contact.id))
 end
 
--- GET /api/whatsapp/messages?conversationId=&limit=&before=  newest first; `before` is the
--- id of a message of that conversation: the page starts with the next older one.
+-- GET /api/whatsapp/messages?conversationId=&limit=&before=  Each page holds the newest
+-- `limit` messages older than `before` (a message id of that conversation; none: the newest
+-- messages), in ascending time order within the page as the contract's example shows, or
+-- newest first when config.conversations_page_order is "desc". "Older" is insertion order,
+-- so ties and missing timestamps page the same way. config.conversations_has_next = false
+-- leaves hasNext out (a client must then stop on a short or an empty page).
 local function list(app, req)
   local q = req.query
   local cid = q.conversationId
@@ -195,20 +202,26 @@ local function list(app, req)
   local conv = s.conversations[cid]
   if not conv then return fail(404, "Conversation not found") end
   local msgs = conv.messages
-  local start = #msgs
+  local newest = #msgs                  -- index of the newest message of the page
   if q.before ~= nil and q.before ~= "" then
     local m = s.messages[q.before]
     if not m or m.conversation ~= conv then
       return fail(400, "Invalid cursor: message " .. q.before .. " is not in this conversation")
     end
-    start = nil
-    for i = #msgs, 1, -1 do if msgs[i] == m then start = i - 1 end end
+    newest = m.pos - 1
   end
+  local oldest = math.max(1, newest - limit + 1)
   local out = {}
-  for i = start, math.max(1, start - limit + 1), -1 do out[#out + 1] = public(msgs[i]) end
-  local seen = #msgs - start
+  if app.config.conversations_page_order == "desc" then
+    for i = newest, oldest, -1 do out[#out + 1] = public(msgs[i]) end
+  else
+    for i = oldest, newest do out[#out + 1] = public(msgs[i]) end
+  end
+  local seen = #msgs - newest
+  local has_next = newest - #out > 0
+  if app.config.conversations_has_next == false then has_next = nil end
   return R.new(200, json.encode(json.obj("data", json.arr(out), "total", #msgs,
-    "page", math.floor(seen / limit) + 1, "hasNext", start - #out > 0)))
+    "page", math.floor(seen / limit) + 1, "hasNext", has_next)))
 end
 
 -- handle(app, req) -> response for /api/whatsapp/...
@@ -251,8 +264,10 @@ local function sample(t, i)
     "mimeType", "image/webp", "animated", false)
 end
 
--- POST /__sandbox/conversations/seed {conversationId?, to?, count?, types?, direction?}
--- -> {conversationId, contactId, ids}: count messages cycling through types (default text).
+-- POST /__sandbox/conversations/seed {conversationId?, to?, count?, types?, direction?,
+-- tie?, timestamps?} -> {conversationId, contactId, ids}: count messages cycling through
+-- types (default text). tie = k: each run of k messages shares one timestamp; timestamps =
+-- false: the messages carry no timestamp field. The list order stays insertion order.
 local function seed(app, req)
   local b = json.decode(req.body ~= "" and req.body or "{}")
   if type(b) ~= "table" then return R.error(400, "body must be a JSON object", req.path) end
@@ -266,11 +281,17 @@ local function seed(app, req)
   end
   local types = type(nn(b.types)) == "table" and #b.types > 0 and b.types or { "text" }
   local direction = nn(b.direction) or "inbound"
-  local ids = {}
+  local tie = tonumber(nn(b.tie)) or 1
+  if tie < 1 or tie ~= math.floor(tie) then
+    return R.error(400, "tie must be a positive integer", req.path)
+  end
+  local ids, ts = {}, nil
   for i = 1, tonumber(b.count) or 1 do
     local t = types[(i - 1) % #types + 1]
+    if b.timestamps == false then ts = false
+    elseif (i - 1) % tie == 0 then ts = util.iso(app.store:next_ms()) end
     local m = add_message(app, s, conv, direction, t, sample(t, i),
-      direction == "inbound" and "delivered" or "sent")
+      direction == "inbound" and "delivered" or "sent", ts)
     ids[i] = m.id
   end
   return R.ok(201, json.obj("conversationId", conv.id, "contactId", conv.contact.id,
