@@ -94,6 +94,13 @@ void cm_random_open(lua_State *L) {
   p = (Pool *)cm_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   p->pos = POOL_SIZE;                   /* empty: the first call fills it */
+  /* Fill it now: OpenSSL's first RAND_bytes in a process sets up its generator (about 2.5 ms
+   * here), which belongs in require (a game's load screen), not in the first send of a frame.
+   * On failure the pool stays empty and the first uuid4 tries again. */
+  if (atfork_ok && RAND_bytes(p->bytes, POOL_SIZE) == 1) {
+    p->pos = 0;
+    p->forks = fork_count;
+  }
   lua_pushcclosure(L, random_uuid4, 1);
   lua_setfield(L, -2, "uuid4");
 }

@@ -195,7 +195,44 @@ describe("static embed build #embed", function()
       local _, freezes = out:gsub("freeze: frame %d+ took 2%d%d%d%.%d+ ms", "")
       assert.equal(n, freezes, out)
       assert.truthy(out:find("the blocking send froze the loop for 2%d%d%d ms at worst"), out)
+      assert.is_true(r.blocked >= n, out)   -- each send waited in the kernel
       assert.equal(n, sends())
+    end)
+
+    -- Task mode: client:spawn + client:step(0) per frame. Each run must send all 10 with the
+    -- sends overlapping, no frame may block (no voluntary context switch inside a frame's
+    -- work) and the loop's own work stays under 4 ms a frame (its CPU time, and the wall time
+    -- of every frame the OS did not preempt). The wall time of every frame, preempted or not,
+    -- must be at most 4 ms in one of up to 5 runs: on a loaded machine a preemption alone
+    -- can cost a frame 5 to 15 ms (measured with two busy loops on this 2-core machine).
+    it("task mode: 10 sends delayed 2 s each, every frame at most 4 ms", function()
+      local probe = host([[print("SPAWN " .. type(require("chatmaid").new{
+        api_key = "sk_test_x1" }.spawn))]])
+      if not probe:find("SPAWN function", 1, true) then
+        return pending("client:spawn is not in this lua-chatmaid yet")
+      end
+      local walls = {}
+      for _ = 1, 5 do
+        sb:reset()
+        assert(sb:fault{ path = SEND, method = "POST", type = "delay", seconds = 2, count = 10 })
+        local out, code = frame_loop("--messages 10 --press-every 6 --max-seconds 60")
+        assert.equal(0, code, out)
+        local r = assert(result_of(out), out)
+        assert.equal("task", r.mode)
+        assert.equal(10, r.sent, out)
+        assert.equal(0, r.failed, out)
+        assert.equal(10, sends())
+        -- 10 presses 0.1 s apart, each answered 2 s later: about 3 s, never 10 x 2 s
+        assert.is_true(r.frames < 600, out)
+        assert.equal(0, r.blocked, out)
+        assert.is_true(r.worst_cpu_ms <= 4, out)
+        assert.is_true(r.worst_unpreempted_ms <= 4, out)
+        assert.is_true(r.worst_ms < 100, out)
+        walls[#walls + 1] = r.worst_ms
+        if r.worst_ms <= 4 then break end
+      end
+      assert.is_true(walls[#walls] <= 4,
+        "worst frame over 4 ms in 5 runs (ms): " .. table.concat(walls, ", "))
     end)
   end)
 end)
