@@ -201,12 +201,14 @@ local function run_timers(self, now)
   end
 end
 
+-- The queue keeps its run entries until it is replaced: a hole at its front would make #q
+-- (here and where callbacks are queued) a wrong border on 5.1/LuaJIT, losing callbacks.
 local function run_callbacks(self)
   local q = self.done_q
-  while self.dq_head <= #q do
+  while true do
     local i = self.dq_head
     local e = q[i]
-    q[i] = nil
+    if e == nil then break end
     self.dq_head = i + 1
     e[2](e[1])
   end
