@@ -2,16 +2,18 @@
 /* lua-chatmaid as a static library for C and C++ hosts that embed Lua 5.4.
  *
  * `make embed` builds build/embed/libchatmaid.a and copies this header beside it. The archive
- * holds chatmaid.core (the C core), the Lua sources of the library compiled in as text, and
- * lua-cjson 2.1.0 (Debian's liblua5.4-cjson.a), so a host needs no shared object of ours, no
- * .lua file on disk and no dlopen. Only chatmaid_preload and luaopen_chatmaid_core are global
- * symbols of the archive; every other symbol (ours and lua-cjson's) is local, so nothing
- * clashes with the host, not even a host that links its own lua-cjson.
+ * holds chatmaid.core (the C core), the Lua sources of the library compiled in as text,
+ * lua-cjson 2.1.0 (Debian's liblua5.4-cjson.a) and hiredis (Debian's libhiredis.a, used by
+ * chatmaid.redis), so a host needs no shared object of ours, no .lua file on disk and no
+ * dlopen. Only chatmaid_preload and luaopen_chatmaid_core are global symbols of the archive;
+ * every other symbol (ours, lua-cjson's, hiredis's) is local, so nothing clashes with the
+ * host, not even a host that links its own lua-cjson or hiredis.
  *
  * What the host provides:
  *   - the Lua 5.4 VM (liblua5.4, static or shared): the archive calls the lua_* / luaL_* API
  *     and never carries a VM of its own;
- *   - libcurl (7.x, any TLS backend) and OpenSSL's libcrypto, the same as the shared module;
+ *   - libcurl (7.x, any TLS backend) and OpenSSL's libcrypto, the same as the shared module
+ *     (and -lhiredis only for an archive built with `make embed EMBED_HIREDIS=none`);
  *   - a link line such as
  *       cc host.c build/embed/libchatmaid.a -llua5.4 -lcurl -lcrypto -lm
  *     (libchatmaid.a before the libraries it uses);

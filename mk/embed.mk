@@ -3,8 +3,10 @@
 # embed Lua 5.4 with no shared object, no .lua file on disk and no dlopen (README, "Embedding").
 # The archive is one relocatable object (ld -r) whose only global symbols are chatmaid_preload
 # and luaopen_chatmaid_core: csrc/, the preload table (embed/preload.c), the Lua sources as C
-# arrays (scripts/embed-gen.lua) and lua-cjson from Debian's lua-cjson-dev (liblua5.4-cjson.a).
+# arrays (scripts/embed-gen.lua), lua-cjson from Debian's lua-cjson-dev (liblua5.4-cjson.a)
+# and hiredis from libhiredis-dev (libhiredis.a, for chatmaid.redis).
 # `make embed EMBED_CJSON=none` leaves lua-cjson out: the host then preloads its own "cjson".
+# `make embed EMBED_HIREDIS=none` leaves hiredis out: the host then links -lhiredis itself.
 # Also builds the frame-loop example (examples/embed/) and the spec host (spec/embed/).
 EMBED_DIR ?= build/embed
 EMBED_OBJDIR := $(EMBED_DIR)/obj
@@ -17,12 +19,18 @@ EMBED_HOST_LUA_LIBS = $(call lazy,EMBED_HOST_LUA_LIBS,$(or \
   $(wildcard /usr/lib/$(EMBED_MULTIARCH)/lib$(EMBED_LUA_PC).a),\
   $(shell $(PKG_CONFIG) --libs $(EMBED_LUA_PC) 2>/dev/null)))
 EMBED_CJSON ?= /usr/lib/$(EMBED_MULTIARCH)/lib$(EMBED_LUA_PC)-cjson.a
+EMBED_HIREDIS ?= /usr/lib/$(EMBED_MULTIARCH)/libhiredis.a
+EMBED_BUNDLED = $(filter-out none,$(EMBED_CJSON) $(EMBED_HIREDIS))
 EMBED_CFLAGS = -std=c99 $(OPT) -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L $(CWARNS) \
                 $(WERROR) $(EMBED_LUA_CFLAGS) $(DEP_CFLAGS) -Icsrc -Iembed -I$(EMBED_DIR) \
                 $(if $(filter none,$(EMBED_CJSON)),-DCHATMAID_EMBED_NO_CJSON)
 EMBED_HOST_CFLAGS = -std=c99 $(OPT) -D_POSIX_C_SOURCE=200809L $(CWARNS) $(WERROR) \
                      $(EMBED_LUA_CFLAGS) -I$(EMBED_DIR)
-EMBED_HOST_LIBS = $(EMBED_DIR)/libchatmaid.a $(EMBED_HOST_LUA_LIBS) $(DEP_LIBS) -lm -ldl
+# What a host links besides the archive: libcurl and libcrypto (and -lhiredis only when the
+# archive leaves hiredis out).
+EMBED_DEP_LIBS = $(call lazy,EMBED_DEP_LIBS,$(shell $(PKG_CONFIG) --libs libcurl libcrypto \
+  $(if $(filter none,$(EMBED_HIREDIS)),hiredis) 2>/dev/null))
+EMBED_HOST_LIBS = $(EMBED_DIR)/libchatmaid.a $(EMBED_HOST_LUA_LIBS) $(EMBED_DEP_LIBS) -lm -ldl
 # Every Lua module but the sandbox and the CLI (they need LuaSocket and argparse).
 EMBED_EXCLUDE ?= lua/chatmaid/sandbox.lua lua/chatmaid/sandbox/% lua/chatmaid/cli/%
 EMBED_LUA_SRCS := $(sort $(filter-out $(EMBED_EXCLUDE),$(shell find lua/chatmaid -name '*.lua')))
@@ -59,11 +67,11 @@ $(EMBED_OBJDIR)/%.o: csrc/%.c | deps
 -include $(EMBED_CORE_OBJS:.o=.d)
 
 $(EMBED_LIB): $(EMBED_OBJS)
-	@test "$(EMBED_CJSON)" = none || test -f "$(EMBED_CJSON)" || { \
-	  echo "make embed: $(EMBED_CJSON) is missing: apt-get install lua-cjson-dev" \
-	       "(or make embed EMBED_CJSON=none, and the host preloads cjson)" >&2; exit 1; }
+	@for f in $(EMBED_BUNDLED); do test -f "$$f" || { \
+	  echo "make embed: $$f is missing: apt-get install lua-cjson-dev libhiredis-dev" \
+	       "(or EMBED_CJSON=none / EMBED_HIREDIS=none: README, Embedding)" >&2; exit 1; }; done
 	$(LD) -r -o $(EMBED_OBJDIR)/chatmaid_all.o $(EMBED_OBJS) \
-	  $(if $(filter none,$(EMBED_CJSON)),,--whole-archive $(EMBED_CJSON) --no-whole-archive)
+	  $(if $(EMBED_BUNDLED),--whole-archive $(EMBED_BUNDLED) --no-whole-archive)
 	objcopy --keep-global-symbol=chatmaid_preload --keep-global-symbol=luaopen_chatmaid_core \
 	  $(EMBED_OBJDIR)/chatmaid_all.o
 	rm -f $@

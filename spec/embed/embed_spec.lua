@@ -94,6 +94,12 @@ describe("static embed build #embed", function()
     -- lua-cjson is inside, with local symbols: a host's own cjson cannot clash with it
     local all = run("nm " .. sh_quote(LIB))
     assert.truthy(all:find(" t luaopen_cjson\n", 1, true), "bundled lua-cjson")
+    -- the spec host links only the archive, a static liblua5.4, libcurl, libcrypto and libc:
+    -- no shared Lua, cjson or hiredis
+    local deps = run("ldd " .. sh_quote(HOST))
+    assert.truthy(deps:find("libcurl", 1, true), deps)
+    assert.falsy(deps:find("lua", 1, true), deps)
+    assert.falsy(deps:find("hiredis", 1, true), deps)
     -- the header declares the entry point
     local h = assert(io.open(DIR .. "chatmaid_embed.h")):read("*a")
     assert.truthy(h:find("void chatmaid_preload(struct lua_State *L);", 1, true))
