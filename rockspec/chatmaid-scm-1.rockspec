@@ -67,6 +67,7 @@ build = {
     ["chatmaid.poll"] = "lua/chatmaid/poll.lua",
     ["chatmaid.ratelimit"] = "lua/chatmaid/ratelimit.lua",
     ["chatmaid.redis"] = "lua/chatmaid/redis.lua",
+    ["chatmaid.redis.campaign"] = "lua/chatmaid/redis/campaign.lua",
     ["chatmaid.redis.conn"] = "lua/chatmaid/redis/conn.lua",
     ["chatmaid.redis.limiter"] = "lua/chatmaid/redis/limiter.lua",
     ["chatmaid.redis.seen"] = "lua/chatmaid/redis/seen.lua",

@@ -8,9 +8,10 @@ local webhook = require "chatmaid.resty.webhook"
 local limiter = require "chatmaid.resty.limiter"
 
 local _M = {
-  -- receive_webhook{ secret, shared_dict, tolerance, dedupe_ttl, max_body, respond }
+  -- receive_webhook{ secret, shared_dict | redis, tolerance, dedupe_ttl, max_body, respond }
   receive_webhook = webhook.receive_webhook,
-  -- rate_limiter{ shared_dict, key, per_minute, burst, window } -> limiter:take(n) -> wait
+  -- rate_limiter{ shared_dict | redis, key, per_minute, burst, window }
+  --   -> limiter:take(n) -> wait
   rate_limiter = limiter.new,
   -- transport{ backend = "thread"|"http", thread_pool = "chatmaid", timeout_ms, ... }
   transport = transport.new,

@@ -46,6 +46,8 @@ Examples:
   b:option("--out", "Write the JSON-lines results to this file instead of stdout.")
   b:option("--rate", "Client-side limit in requests per minute (default 100; 0 = off)")
     :convert(function(v) return require("chatmaid.cli").integer(0)(v) end)
+  b:option("--redis", "Share --rate through Redis (redis://host:port/db) with every sender "
+           .. "on this API key, on any machine.")
 end
 
 local function read_file(path)
@@ -128,6 +130,15 @@ function _M.commands.batch(a, ctx)
     return ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
                      .. " characters without spaces")
   end
+  local limiter
+  if a.redis then
+    if a.rate == 0 then return ctx.usage("--redis shares the rate limit: not with --rate 0") end
+    local redis = require "chatmaid.redis"
+    local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
+      key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or "") })
+    if not ok then return ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", "")) end
+    limiter = lim
+  end
   local out = ctx.stdout
   if a.out then
     local f, oerr = io.open(a.out, "wb")
@@ -150,7 +161,7 @@ function _M.commands.batch(a, ctx)
   local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
   local results, summary = c:send_batch(items, {
     concurrency = a.concurrency or 8, batch_id = batch_id,
-    rate_per_minute = (a.rate == 0) and false or a.rate,
+    rate_per_minute = (a.rate == 0) and false or a.rate, rate_limiter = limiter,
     on_progress = function(done) bar:update(done) end,
   })
   bar:finish()

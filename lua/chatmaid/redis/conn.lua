@@ -26,14 +26,16 @@ end
 -- parse_url(url) -> { host, port, db, username, password } ; raises on a malformed URL.
 -- redis://[[username]:password@]host[:port][/db]; host may be [ipv6]; redis+unix:///path
 -- or unix:///path[?db=N] for a unix socket (outside nginx: unix:/path there too).
-function _M.parse_url(url, where)
+-- level: where to raise, counted from parse_url (default 2: its caller).
+function _M.parse_url(url, where, level)
   where = where or "chatmaid.redis"
+  level = level or 2
   if type(url) ~= "string" then
     error(where .. ": url must be a string like redis://127.0.0.1:6379/0 (got "
-          .. type(url) .. ")", 3)
+          .. type(url) .. ")", level)
   end
   local function bad(why)
-    error(where .. ": bad url '" .. _M.redact(url) .. "': " .. why, 4)
+    error(where .. ": bad url '" .. _M.redact(url) .. "': " .. why, level + 1)
   end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then bad("expected redis://host:port/db") end
@@ -108,17 +110,19 @@ local function in_nginx()
 end
 
 -- new{ url, timeout = 1 (s, per command), connect_timeout = timeout, pool_size = 16,
---      where = "name for messages" } -> conn (no I/O yet). Raises on a bad URL or option.
+--      where = "name for messages", level = 2 } -> conn (no I/O yet). Raises on a bad URL
+-- or option, at `level` counted from new (the user's line through the public wrappers).
 function _M.new(o)
   local where = o.where or "chatmaid.redis"
-  local u = _M.parse_url(o.url, where)
+  local level = o.level or 2
+  local u = _M.parse_url(o.url, where, level + 1)
   local timeout = o.timeout or _M.DEFAULT_TIMEOUT
   if type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0 then
-    error(where .. ": timeout must be a positive number of seconds", 3)
+    error(where .. ": timeout must be a positive number of seconds", level)
   end
   local cto = o.connect_timeout or timeout
   if type(cto) ~= "number" or cto ~= cto or cto <= 0 then
-    error(where .. ": connect_timeout must be a positive number of seconds", 3)
+    error(where .. ": connect_timeout must be a positive number of seconds", level)
   end
   return setmetatable({
     u = u, where = where, shown = _M.redact(o.url),
@@ -208,8 +212,10 @@ local function nginx_call(self, ngx, args)
     return fail("connect", "no cosocket Redis client (install lua-nginx-redis or "
                 .. "lua-resty-redis)")
   end
+  -- rawget: the client makes a Redis command of any other name it is asked for
+  local split = rawget(R, "set_timeouts") ~= nil
   local red = R:new()
-  if red.set_timeouts then
+  if split then
     red:set_timeouts(self.connect_timeout_ms, self.timeout_ms, self.timeout_ms)
   else
     red:set_timeout(self.connect_timeout_ms)
@@ -224,7 +230,7 @@ local function nginx_call(self, ngx, args)
     return fail(err == "timeout" and "timeout" or "connect",
                 "cannot connect: " .. tostring(err) .. " (" .. self.shown .. ")")
   end
-  if not red.set_timeouts then red:set_timeout(self.timeout_ms) end
+  if not split then red:set_timeout(self.timeout_ms) end
   if (red:get_reused_times() or 0) == 0 then
     for _, cmd in ipairs(setup_cmds(self.u)) do
       local r, e = red[cmd[1]:lower()](red, unpack(cmd, 2))

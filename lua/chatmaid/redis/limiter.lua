@@ -115,7 +115,7 @@ end
 function _M.new(o)
   local limit, burst, window, margin, failmode = check(o)
   local c = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
-                      where = "chatmaid.redis.rate_limiter" }
+                      where = "chatmaid.redis.rate_limiter", level = 4 }
   local key = tostring(o.key or "default")
   local base = "chatmaid:rl:{" .. key .. "}"
   local interval = window / limit

@@ -36,7 +36,7 @@ function _M.new(o)
   end
   return setmetatable({
     conn = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
-                     where = W },
+                     where = W, level = 4 },
     ttl = tostring(ttl), prefix = o.prefix or _M.DEFAULT_PREFIX, fail = failmode,
   }, mt)
 end

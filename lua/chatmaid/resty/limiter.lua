@@ -15,11 +15,23 @@ local YIELDABLE = { rewrite = true, server_rewrite = true, access = true, conten
 
 -- new{ shared_dict = "chatmaid_ratelimit", key = "default", per_minute = 100, burst = 1,
 --      window = 60 } -> limiter
+-- new{ redis = "redis://...", key, per_minute, burst, window, ... } -> chatmaid.redis's
+-- limiter instead (one budget for every nginx on every machine; the other options are
+-- chatmaid.redis.rate_limiter's).
 -- One key is one bucket (use one per API key). burst: requests allowed back to back after
 -- an idle period; then one every window/per_minute seconds. With burst = 1 no 60 s window
 -- holds more than per_minute starts. Raises on bad options or an unknown dict.
 function _M.new(opts)
   if type(opts) ~= "table" then error("chatmaid.resty.rate_limiter: opts must be a table", 2) end
+  if opts.redis ~= nil then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.url, o.redis = opts.redis, nil
+    if o.shared_dict ~= nil then
+      error("chatmaid.resty.rate_limiter: give shared_dict or redis, not both", 2)
+    end
+    return require("chatmaid.redis").rate_limiter(o)
+  end
   local dict = type(opts.shared_dict) == "string" and ngx.shared[opts.shared_dict]
   if not dict then
     error("chatmaid.resty.rate_limiter: shared_dict must name a lua_shared_dict (got "

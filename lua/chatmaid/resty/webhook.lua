@@ -9,8 +9,33 @@ local ngx = ngx   -- luacheck: ignore (nginx global)
 
 local _M = { DEFAULT_DEDUPE_TTL = 86400, DEFAULT_MAX_BODY = 1024 * 1024 }
 
-local OPTS = { secret = true, shared_dict = "string", tolerance = "number",
+local OPTS = { secret = true, shared_dict = "string", redis = true, tolerance = "number",
                dedupe_ttl = "number", max_body = "number", respond = "boolean" }
+
+-- redis = "redis://..." -> one chatmaid.redis seen_set per URL and ttl in this worker (its
+-- connections are pooled by the cosocket client, not held here).
+local seen_sets = {}
+local function redis_set(spec, ttl)
+  if type(spec) == "table" then
+    if type(spec.seen) ~= "function" then
+      error("chatmaid.resty.receive_webhook: option 'redis' must be a redis:// URL or a "
+            .. "chatmaid.redis.seen_set", 3)
+    end
+    return spec
+  end
+  if type(spec) ~= "string" then
+    error("chatmaid.resty.receive_webhook: option 'redis' must be a redis:// URL or a "
+          .. "chatmaid.redis.seen_set (got " .. type(spec) .. ")", 3)
+  end
+  local id = spec .. "\0" .. ttl
+  local set = seen_sets[id]
+  if not set then
+    set = require("chatmaid.redis").seen_set{ url = spec, ttl = ttl,
+                                              prefix = "chatmaid:webhook:" }
+    seen_sets[id] = set
+  end
+  return set
+end
 
 local function answer(status, body)
   ngx.status = status
@@ -51,7 +76,11 @@ end
 
 -- receive_webhook(opts) -> event | nil, err | nil, "duplicate", event
 -- opts: secret (string or array, rotation), shared_dict (name of a lua_shared_dict: drop
--- repeated deliveries across workers; without it nothing is deduplicated), tolerance
+-- repeated deliveries across workers; without it nothing is deduplicated), redis (a
+-- redis:// URL or a chatmaid.redis.seen_set: drop repeated deliveries across machines;
+-- while Redis is unreachable the delivery is answered 503 and returned as nil, err of kind
+-- "transport", so the API delivers it again later; a seen_set made with fail = "open"
+-- hands it over instead), tolerance
 -- (seconds, default 300), dedupe_ttl (seconds a delivery is remembered, default 86400),
 -- max_body (bytes, default 1 MiB), respond (default true).
 -- With respond, the answer is sent and the response finished (ngx.eof) before returning:
@@ -88,6 +117,10 @@ function _M.receive_webhook(opts)
             .. "' (add `lua_shared_dict " .. o.shared_dict .. " 1m;` to the http block)", 2)
     end
   end
+  if o.shared_dict and o.redis then
+    error("chatmaid.resty.receive_webhook: give shared_dict or redis, not both", 2)
+  end
+  local seen = o.redis and redis_set(o.redis, o.dedupe_ttl or _M.DEFAULT_DEDUPE_TTL)
   if o.respond == nil then o.respond = true end
   local max_body = o.max_body or _M.DEFAULT_MAX_BODY
 
@@ -137,6 +170,21 @@ function _M.receive_webhook(opts)
     elseif not ok then
       -- dict full even after evicting: better a rare double than a lost delivery
       ngx.log(ngx.WARN, "chatmaid: webhook dedupe dict '", o.shared_dict, "': ", aerr)
+    end
+  end
+  if seen then
+    -- SET NX EX in Redis: exactly one of concurrent deliveries on any machine wins.
+    local dup, serr = seen:seen(webhook.dedupe_key(event))
+    if dup == nil then
+      serr.status = 503
+      if o.respond then
+        ngx.header["Retry-After"] = "30"
+        answer(503, '{"received":false,"error":"dedupe_unavailable"}')
+      end
+      return nil, serr
+    elseif dup then
+      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
+      return nil, "duplicate", event
     end
   end
   if o.respond then answer(200, '{"received":true}') end

@@ -1,0 +1,328 @@
+-- SPDX-License-Identifier: MIT
+-- Shared campaigns: several processes on several machines work through one list of sends
+-- together, each item sent once, with the idempotency keys a single-machine
+-- send_batch(items, { batch_id = id }) would use. Redis holds a queue of item numbers:
+--   pending (list)  numbers not yet claimed
+--   leased  (zset)  numbers a worker is sending, scored with the lease's expiry (server time)
+--   done    (hash)  number -> outcome ("sent <message id>" | "failed <kind> <message>")
+-- A worker claims a few numbers at a time (a script: pop from pending, lease them), sends
+-- them with client:send_batch, marks each done as its result arrives and renews the leases
+-- of the rest while it makes progress. A worker that dies stops renewing: once its leases
+-- expire, the next claim puts its unfinished numbers back at the front of pending and
+-- another worker sends them with the same keys. The API answers a key it already has with
+-- the message it created, so an item the dead worker had sent is not sent twice.
+local conn = require "chatmaid.redis.conn"
+local errors = require "chatmaid.errors"
+local batch = require "chatmaid.batch"
+local core = require "chatmaid.core"
+
+local _M = { DEFAULT_LEASE = 30, DEFAULT_POLL = 0.5 }
+local mt = { __index = _M }
+
+local function fmt(x) return string.format("%.6f", x) end
+
+local function now_of()
+  return [[
+local t = redis.call("TIME")
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+]]
+end
+
+-- KEYS: meta, pending. ARGV: n, fingerprint, ttl.
+-- -> "created" | "joined" | "mismatch <n> <fingerprint>"
+_M.INIT = [[
+local meta = redis.call("HMGET", KEYS[1], "n", "fp")
+if meta[1] then
+  if meta[1] ~= ARGV[1] or meta[2] ~= ARGV[2] then
+    return "mismatch " .. meta[1] .. " " .. meta[2]
+  end
+  return "joined"
+end
+redis.call("HSET", KEYS[1], "n", ARGV[1], "fp", ARGV[2])
+local n, chunk = tonumber(ARGV[1]), {}
+for i = 1, n do
+  chunk[#chunk + 1] = i
+  if #chunk == 1000 or i == n then
+    redis.call("RPUSH", KEYS[2], unpack(chunk))
+    chunk = {}
+  end
+end
+return "created"
+]]
+
+-- KEYS: pending, leased, done, owner. ARGV: count, lease seconds, worker.
+-- -> { {claimed numbers}, returned (expired leases put back), pending, leased, done,
+--      "seconds until the next lease expires" | "" }
+_M.CLAIM = now_of() .. [[
+local back = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now)
+for _, i in ipairs(back) do
+  redis.call("ZREM", KEYS[2], i)
+  if redis.call("HEXISTS", KEYS[3], i) == 0 then redis.call("LPUSH", KEYS[1], i) end
+end
+local got, lease = {}, tonumber(ARGV[2])
+for _ = 1, tonumber(ARGV[1]) do
+  local i = redis.call("LPOP", KEYS[1])
+  if not i then break end
+  redis.call("ZADD", KEYS[2], now + lease, i)
+  redis.call("HSET", KEYS[4], i, ARGV[3])
+  got[#got + 1] = i
+end
+local nxt = redis.call("ZRANGE", KEYS[2], 0, 0, "WITHSCORES")
+return { got, #back, redis.call("LLEN", KEYS[1]), redis.call("ZCARD", KEYS[2]),
+         redis.call("HLEN", KEYS[3]),
+         nxt[2] and string.format("%.3f", tonumber(nxt[2]) - now) or "" }
+]]
+
+-- KEYS: leased, owner. ARGV: lease seconds, worker, numbers... -> renewed count
+-- Only leases still held by this worker are extended (an expired one may be another's now).
+_M.RENEW = now_of() .. [[
+local n = 0
+for k = 3, #ARGV do
+  local i = ARGV[k]
+  if redis.call("HGET", KEYS[2], i) == ARGV[2] and redis.call("ZSCORE", KEYS[1], i) then
+    redis.call("ZADD", KEYS[1], now + tonumber(ARGV[1]), i)
+    n = n + 1
+  end
+end
+return n
+]]
+
+-- KEYS: leased, done. ARGV: number, outcome -> 1 (first outcome) | 0 (already done)
+_M.DONE = [[
+redis.call("ZREM", KEYS[1], ARGV[1])
+return redis.call("HSETNX", KEYS[2], ARGV[1], ARGV[2])
+]]
+
+-- KEYS: done, pending. ARGV: none -> numbers put back. Failed items get another go.
+_M.RETRY_FAILED = [[
+local all = redis.call("HGETALL", KEYS[1])
+local n = 0
+for k = 1, #all, 2 do
+  if string.sub(all[k + 1], 1, 7) == "failed " then
+    redis.call("HDEL", KEYS[1], all[k])
+    redis.call("RPUSH", KEYS[2], all[k])
+    n = n + 1
+  end
+end
+return n
+]]
+
+local OPTS = { url = "string", id = "string", lease = "number", timeout = "number",
+               connect_timeout = "number", poll = "number", worker = "string",
+               sleep = "function" }
+
+-- new{ url, id, lease = 30, poll = 0.5, timeout = 1, worker = "<host>:<random>" }
+-- id names the campaign (and is the batch id of its keys): every worker passes the same
+-- id and the same items. Raises on bad options.
+function _M.new(o)
+  local W = "chatmaid.redis.campaign"
+  if type(o) ~= "table" then error(W .. ": opts must be a table (got " .. type(o) .. ")", 3) end
+  for k, v in pairs(o) do
+    if not OPTS[k] then error(W .. ": unknown option '" .. tostring(k) .. "'", 3) end
+    if type(v) ~= OPTS[k] then
+      error(W .. ": option '" .. k .. "' must be a " .. OPTS[k] .. " (got " .. type(v) .. ")", 3)
+    end
+  end
+  if o.url == nil then error(W .. ": url is required (redis://host:port/db)", 3) end
+  if o.id == nil or o.id == "" then error(W .. ": id is required (the campaign's name)", 3) end
+  local lease = o.lease or _M.DEFAULT_LEASE
+  if lease ~= lease or lease < 1 then error(W .. ": lease must be >= 1 second", 3) end
+  local poll = o.poll or _M.DEFAULT_POLL
+  if poll ~= poll or poll <= 0 then error(W .. ": poll must be a positive number", 3) end
+  local base = "chatmaid:camp:{" .. o.id .. "}:"
+  local ngx = conn.in_nginx()
+  return setmetatable({
+    conn = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
+                     where = W, level = 4 },
+    id = o.id, lease = lease, poll = poll,
+    worker = o.worker or ((os.getenv("HOSTNAME") or "worker") .. ":" .. core.uuid4():sub(1, 8)),
+    sleep = o.sleep or (ngx and ngx.sleep) or core.sleep,
+    k = { meta = base .. "meta", pending = base .. "pending", leased = base .. "leased",
+          done = base .. "done", owner = base .. "owner" },
+  }, mt)
+end
+
+-- campaign.keys(id, items) -> the idempotency key of every item: the keys a single-machine
+-- client:send_batch(items, { batch_id = id }) uses (chatmaid.batch.keys when present).
+function _M.keys(id, items)
+  if type(batch.keys) == "function" then return batch.keys(id, items) end
+  local out = {}
+  for i, it in ipairs(items) do
+    out[i] = it.idempotency_key or batch.derived_key(id, i, it.to)
+  end
+  return out
+end
+
+local function split_outcome(v)
+  local what, rest = v:match("^(%S+) ?(.*)$")
+  if what == "sent" then return { sent = true, id = rest } end
+  local kind, msg = rest:match("^(%S+) ?(.*)$")
+  return { failed = true, kind = kind, message = msg }
+end
+
+-- campaign:status() -> { total, pending, leased, done, sent, failed } | nil, err
+function _M:status()
+  local k = self.k
+  local r, err = self.conn:call{ "HGET", k.meta, "n" }
+  if r == nil then return nil, err end
+  local st = { total = tonumber(r) or 0 }
+  local p, l, d
+  p, err = self.conn:call{ "LLEN", k.pending }
+  if p == nil then return nil, err end
+  l, err = self.conn:call{ "ZCARD", k.leased }
+  if l == nil then return nil, err end
+  d, err = self.conn:call{ "HVALS", k.done }
+  if d == nil then return nil, err end
+  st.pending, st.leased, st.done, st.sent, st.failed = p, l, #d, 0, 0
+  for _, v in ipairs(d) do
+    if v:sub(1, 5) == "sent " then st.sent = st.sent + 1 else st.failed = st.failed + 1 end
+  end
+  return st
+end
+
+-- campaign:outcomes() -> { [i] = { sent = true, id = "msg_..." } | { failed = true, kind,
+-- message } } for every item done, by any worker | nil, err
+function _M:outcomes()
+  local all, err = self.conn:call{ "HGETALL", self.k.done }
+  if all == nil then return nil, err end
+  local out = {}
+  for j = 1, #all, 2 do out[tonumber(all[j])] = split_outcome(all[j + 1]) end
+  return out
+end
+
+-- campaign:retry_failed() -> count | nil, err: failed items go back to pending (run again).
+function _M:retry_failed()
+  return self.conn:script(_M.RETRY_FAILED, { self.k.done, self.k.pending }, {})
+end
+
+-- campaign:reset() -> true | nil, err: forgets the campaign in Redis (not the messages).
+function _M:reset()
+  local k = self.k
+  local r, err = self.conn:call{ "DEL", k.meta, k.pending, k.leased, k.done, k.owner }
+  if r == nil then return nil, err end
+  return true
+end
+
+local RUN_OPTS = { concurrency = "number", rate_per_minute = "number|boolean",
+                   rate_limiter = "table", timeout = "number", max_retries = "number",
+                   max_retry_wait = "number", on_progress = "function", chunk = "number",
+                   ttl = "number" }
+
+-- campaign:run(client, items, opts) -> results, summary | nil, err
+-- Works through the campaign with the other workers until every item is done. items: the
+-- same array of send parameters on every worker (checked: a worker with another list gets
+-- err.kind "validation"). opts: send_batch's concurrency, rate_per_minute, rate_limiter,
+-- timeout, max_retries, max_retry_wait; chunk (items claimed at a time, default
+-- concurrency); on_progress(result, i) per item this worker finished; ttl (seconds the
+-- campaign's state stays in Redis after the last change, default 7 days).
+-- results[i] for the items this worker sent (send_batch's result shape); summary =
+-- { sent (new messages), replayed (the API had the key: sent before, e.g. by a worker that
+--   died), failed, claimed, taken_over (expired leases this worker put back), requests,
+--   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed
+-- (err.results holds what was sent; leased items go back to the others after the lease).
+function _M:run(client, items, opts)
+  local W = "chatmaid.redis.campaign:run"
+  if type(client) ~= "table" or type(client.send_batch) ~= "function" then
+    error(W .. ": client must be a chatmaid client", 2)
+  end
+  if type(items) ~= "table" or #items == 0 then
+    error(W .. ": items must be a non-empty array of send parameter tables", 2)
+  end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    if not RUN_OPTS[k] then error(W .. ": unknown option '" .. tostring(k) .. "'", 2) end
+    if not RUN_OPTS[k]:find(type(v), 1, true) then
+      error(W .. ": option '" .. k .. "' must be a " .. RUN_OPTS[k] .. " (got " .. type(v)
+            .. ")", 2)
+    end
+  end
+  local keys = _M.keys(self.id, items)
+  local fp = core.webhook_sign(table.concat(keys, "\n"), "chatmaid.campaign", 0):sub(1, 32)
+  local k, c = self.k, self.conn
+  local t0 = core.monotime()
+  local results = setmetatable({}, core.array_mt)
+  local sum = { sent = 0, replayed = 0, failed = 0, claimed = 0, taken_over = 0, requests = 0,
+                rate_limited = 0, retries = 0, total = #items }
+  local function fail(err)
+    err.results, err.summary = results, sum
+    return nil, err
+  end
+
+  local r, err = c:script(_M.INIT, { k.meta, k.pending }, { tostring(#items), fp })
+  if r == nil then return fail(err) end
+  if r:sub(1, 8) == "mismatch" then
+    local n = r:match("^mismatch (%d+)")
+    return nil, errors.new("validation", "campaign '" .. self.id .. "' was started with "
+      .. "another item list (" .. n .. " items, different keys): every worker must pass the "
+      .. "same items in the same order, or use a new id", { campaign = self.id })
+  end
+  local ttl = tostring(math.floor(opts.ttl or 7 * 86400))
+  local send_opts = { concurrency = opts.concurrency, rate_per_minute = opts.rate_per_minute,
+                      rate_limiter = opts.rate_limiter, timeout = opts.timeout,
+                      max_retries = opts.max_retries, max_retry_wait = opts.max_retry_wait }
+  local chunk = opts.chunk or opts.concurrency or batch.DEFAULT_CONCURRENCY
+  local lease = fmt(self.lease)
+
+  while true do
+    local rep
+    rep, err = c:script(_M.CLAIM, { k.pending, k.leased, k.done, k.owner },
+                        { tostring(chunk), lease, self.worker })
+    if rep == nil then return fail(err) end
+    local got = rep[1]
+    sum.taken_over = sum.taken_over + rep[2]
+    sum.done = rep[5]
+    if #got == 0 then
+      if rep[3] == 0 and rep[4] == 0 then break end   -- nothing pending, nobody working
+      -- others hold leases: wait for them to finish or expire
+      local nxt = tonumber(rep[6]) or self.poll
+      self.sleep(math.max(0.01, math.min(self.poll, nxt + 0.01)))
+    else
+      sum.claimed = sum.claimed + #got
+      local sub, idx, by_key, open = {}, {}, {}, {}
+      for j, s in ipairs(got) do
+        local i = tonumber(s)
+        local it = {}
+        for f, v in pairs(items[i]) do it[f] = v end
+        it.idempotency_key = keys[i]
+        sub[j], idx[j] = it, i
+        by_key[keys[i]] = i
+        open[i] = true
+      end
+      local last_renew = core.monotime()
+      local function record(i, res)
+        if not open[i] then return end
+        open[i] = nil
+        results[i] = res
+        local outcome = res.message and ("sent " .. tostring(res.message.id))
+                        or ("failed " .. tostring(res.err and res.err.kind or "transport") .. " "
+                            .. tostring(res.err and res.err.message or "no result"))
+        -- a failure to record is safe: the lease expires and the item is sent again with
+        -- its key (the API returns the original message)
+        c:script(_M.DONE, { k.leased, k.done }, { tostring(i), outcome })
+        if opts.on_progress then opts.on_progress(res, i) end
+      end
+      send_opts.on_progress = function(_, _, res)
+        local i = res.idempotency_key and by_key[res.idempotency_key]
+        if i then record(i, res) end
+        local now = core.monotime()
+        if now - last_renew > self.lease / 3 then
+          last_renew = now
+          local args = { lease, self.worker }
+          for j in pairs(open) do args[#args + 1] = tostring(j) end
+          if #args > 2 then c:script(_M.RENEW, { k.leased, k.owner }, args) end
+        end
+      end
+      local res, s = client:send_batch(sub, send_opts)
+      for j, i in ipairs(idx) do record(i, res[j]) end
+      for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
+                          "retries" } do
+        sum[f] = sum[f] + (s[f] or 0)
+      end
+      for _, key in pairs(k) do c:call{ "EXPIRE", key, ttl } end
+    end
+  end
+  sum.elapsed = core.monotime() - t0
+  return results, sum
+end
+
+return _M

@@ -1,0 +1,177 @@
+-- Shared campaigns (chatmaid.redis.campaign): worker processes on one redis-server work
+-- through one list; (c) one of three is killed with kill -9 half way and every recipient
+-- still gets exactly one message, with the keys a single-machine batch would use.
+local F = require "spec.support.fixtures"
+local rh = require "spec.support.redis_helper"
+local workers = require "spec.support.workers"
+local redis = require "chatmaid.redis"
+local batch = require "chatmaid.batch"
+local socket = require "socket"
+
+local function items_of(n, prefix)
+  local t = {}
+  for i = 1, n do
+    t[i] = { from = F.PHONE, to = string.format("+1555%s%04d", prefix, i),
+             content = "campaign item " .. i }
+  end
+  return t
+end
+
+-- every message the sandbox holds, by recipient
+local function by_recipient(sb)
+  sb:config{ rate_limit = false }
+  local c = F.client(sb)
+  local msgs = assert(c:collect_messages{ max_items = 10000 })
+  c:close()
+  local out = {}
+  for _, m in ipairs(msgs) do
+    out[m.to] = out[m.to] or {}
+    table.insert(out[m.to], m)
+  end
+  return out
+end
+
+describe("chatmaid.redis.campaign #integration #redis", function()
+  local srv, sb
+  setup(function()
+    srv = rh.start()
+    sb = F.sandbox{ rate_limit = false }
+  end)
+  teardown(function()
+    sb:stop()
+    srv:stop()
+  end)
+  before_each(function() sb:reset() end)
+
+  local WORKER = [[
+    local chatmaid = require "chatmaid"
+    local redis = require "chatmaid.redis"
+    local url, base, id, n, prefix, per_sec = ...
+    local items = {}
+    for i = 1, tonumber(n) do
+      items[i] = { from = "ph_primary", to = string.format("+1555%s%04d", prefix, i),
+                   content = "campaign item " .. i }
+    end
+    local c = assert(chatmaid.new{ api_key = "sk_test_sandbox_0000000000000001",
+                                   base_url = base, timeout = 10 })
+    local camp = redis.campaign{ url = url, id = id, lease = 2 }
+    local lim = redis.rate_limiter{ url = url, key = "campaign-spec", limit = tonumber(per_sec),
+                                    window = 1, margin = 0 }
+    io.stdout:setvbuf("line")
+    print("started")
+    local res, sum = camp:run(c, items, { rate_limiter = lim, concurrency = 4 })
+    if not res then print("error " .. tostring(sum)) os.exit(1) end
+    print(string.format("claimed=%d sent=%d replayed=%d failed=%d taken_over=%d",
+                        sum.claimed, sum.sent, sum.replayed or 0, sum.failed, sum.taken_over))
+  ]]
+
+  it("(c) 300 items over 3 workers, one killed with kill -9 half way: one message each",
+     function()
+    local N, id = 300, "spec-c-" .. os.time()
+    local procs = {}
+    for w = 1, 3 do procs[w] = workers.spawn(WORKER, { srv.url, sb.url, id, N, "31", 60 }) end
+    -- kill worker 1 once a third of the campaign is done
+    local camp = redis.campaign{ url = srv.url, id = id }
+    local deadline = socket.gettime() + 60
+    local st
+    repeat
+      socket.sleep(0.05)
+      st = camp:status()
+    until (st and st.done >= N / 3) or socket.gettime() > deadline
+    assert.truthy(st and st.done < N, "the campaign ended before the kill")
+    procs[1]:kill9()
+    procs[1]:wait()
+    local taken = 0
+    for w = 2, 3 do
+      local out = procs[w]:wait()
+      local t = out:match("taken_over=(%d+)")
+      assert.truthy(t, out)
+      taken = taken + tonumber(t)
+      assert.truthy(out:find("failed=0", 1, true), out)
+    end
+    assert.truthy(taken >= 1, "the survivors took over the dead worker's leases")
+    -- every recipient exactly one message, with the single-machine batch's key
+    local items = items_of(N, "31")
+    local keys = batch.keys(id, items)   -- what send_batch(items, { batch_id = id }) uses
+    local got = by_recipient(sb)
+    local n = 0
+    for i = 1, N do
+      local list = got[items[i].to]
+      assert.truthy(list, "no message to " .. items[i].to)
+      assert.equal(1, #list, items[i].to)
+      assert.equal(keys[i], list[1].idempotencyKey)
+      n = n + 1
+    end
+    assert.equal(N, n)
+    assert.equal(N, sb:stats().messagesCreated)
+    st = camp:status()
+    assert.same({ total = N, pending = 0, leased = 0, done = N, sent = N, failed = 0 }, st)
+  end)
+
+  it("an item a dead worker had sent is answered with the original message, not sent again",
+     function()
+    local id = "spec-replay-" .. os.time()
+    local items = items_of(4, "35")
+    local c = F.client(sb)
+    -- a worker that claims all four, sends two and dies before recording them
+    local dying = { send_batch = function(_, sub)
+      for j = 1, 2 do
+        local it = sub[j]
+        assert(c:send{ from = it.from, to = it.to, content = it.content,
+                       idempotency_key = it.idempotency_key })
+      end
+      error("died", 0)
+    end }
+    local dead = redis.campaign{ url = srv.url, id = id, lease = 1, worker = "dead" }
+    assert.has_error(function() dead:run(dying, items, { chunk = 4 }) end, "died")
+    assert.equal(2, sb:stats().messagesCreated)
+    local st = assert(dead:status())
+    assert.same({ 4, 0, 4, 0 }, { st.leased, st.pending, st.total, st.done })
+    -- a live worker waits for the lease, takes the four over and sends them with their keys
+    local t0 = socket.gettime()
+    local res, sum = assert(redis.campaign{ url = srv.url, id = id, poll = 0.1 }:run(c, items))
+    assert.truthy(socket.gettime() - t0 >= 0.9)
+    assert.equal(4, sum.taken_over)
+    assert.equal(2, sum.replayed)
+    assert.equal(2, sum.sent)   -- new messages; the replayed two are not
+    assert.equal(4, sb:stats().messagesCreated)
+    for i = 1, 4 do assert.truthy(res[i].message) end
+    for _, list in pairs(by_recipient(sb)) do assert.equal(1, #list) end
+    c:close()
+  end)
+
+  it("refuses a worker whose item list differs", function()
+    local id = "spec-mismatch-" .. os.time()
+    local camp = redis.campaign{ url = srv.url, id = id }
+    local c = F.client(sb)
+    local res = assert(camp:run(c, items_of(3, "32")))
+    assert.truthy(res[1].message)
+    local again, err = redis.campaign{ url = srv.url, id = id }:run(c, items_of(4, "32"))
+    assert.is_nil(again)
+    assert.equal("validation", err.kind)
+    assert.truthy(err.message:find("was started with another item list", 1, true))
+    c:close()
+  end)
+
+  it("a finished campaign run again sends nothing", function()
+    local id = "spec-again-" .. os.time()
+    local c = F.client(sb)
+    local items = items_of(5, "33")
+    local _, s1 = assert(redis.campaign{ url = srv.url, id = id }:run(c, items))
+    local _, s2 = assert(redis.campaign{ url = srv.url, id = id }:run(c, items))
+    assert.equal(5, s1.sent)
+    assert.equal(0, s2.claimed)
+    assert.equal(5, sb:stats().messagesCreated)
+    c:close()
+  end)
+
+  it("Redis down: nil, err of kind transport", function()
+    local c = F.client(sb)
+    local camp = redis.campaign{ url = "redis://127.0.0.1:" .. rh.free_port(), id = "x" }
+    local res, err = camp:run(c, items_of(2, "34"))
+    assert.is_nil(res)
+    assert.equal("transport", err.kind)
+    assert.equal(0, sb:stats().messagesCreated)
+    c:close()
+  end)
+end)

@@ -1,0 +1,153 @@
+-- SPDX-License-Identifier: MIT
+-- chatmaid.redis inside nginx (lua-nginx-redis cosockets, pooled connections):
+-- receive_webhook{ redis = ... } on three nginx instances that each get the same 100 signed
+-- deliveries at once (exactly 100 are handled in all), the shared limiter, and Redis down.
+local H = require "spec.nginx.harness"
+local rh = require "spec.support.redis_helper"
+local webhook = require "chatmaid.webhook"
+
+local NAME = "chatmaid.redis inside nginx #nginx #redis"
+do
+  local ok, why = H.guard(NAME)
+  if ok and not rh.binary() then ok, why = false, "no redis-server" end
+  if not ok then
+    describe(NAME, function() pending("skipped: " .. why) end)
+    return
+  end
+end
+
+local SECRET = "whsec_nginx_redis_spec_000000000"
+
+local HANDLER = [[
+  local resty = require "chatmaid.resty"
+  local event, err = resty.receive_webhook{ secret = "${SECRET}", redis = "${REDIS}" }
+  if event then
+    local f = assert(io.open("${PREFIX}/handled.log", "a"))
+    f:write(event.data.messageId, " ", ngx.worker.pid(), "\n")
+    f:close()
+  elseif err ~= "duplicate" then
+    ngx.log(ngx.ERR, "webhook: ", tostring(err))
+  end
+]]
+
+local LIMITER = [[
+  local resty = require "chatmaid.resty"
+  local lim = resty.rate_limiter{ redis = "${REDIS}", key = ngx.var.arg_key,
+                                  per_minute = 600 }
+  local a = lim:take()
+  local b = lim:take()
+  ngx.say(string.format("%.3f %.3f %s", a, b,
+          tostring(package.loaded["resty.redis"] or package.loaded["nginx.redis"] or false)
+            ~= "false" and "cosocket" or "other"))
+]]
+
+local DOWN = [[
+  local resty = require "chatmaid.resty"
+  local event, err = resty.receive_webhook{ secret = "${SECRET}",
+                                            redis = "redis://127.0.0.1:${DEAD}/0" }
+  ngx.log(ngx.WARN, "down: ", event and "event" or (err.kind .. " " .. err.reason))
+]]
+
+local function payload(i)
+  return '{"event":"message.delivered","timestamp":"2026-01-01T00:00:00Z","data":'
+         .. '{"messageId":"msg_redis_' .. i .. '","status":"delivered"}}'
+end
+
+describe(NAME, function()
+  local redis_srv, nginxes = nil, {}
+  local dir
+
+  setup(function()
+    redis_srv = rh.start()
+    dir = H.sh("mktemp -d /tmp/chatmaid-whredis.XXXXXX"):match("([^\n]+)")
+    for i = 1, 3 do
+      nginxes[i] = H.start{
+        workers = 2,
+        server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
+          .. "location = /take { content_by_lua_block {" .. LIMITER .. "} }\n"
+          .. "location = /down { content_by_lua_block {" .. DOWN .. "} }",
+        vars = { SECRET = SECRET, REDIS = redis_srv.url, DEAD = rh.free_port() },
+      }
+    end
+  end)
+  teardown(function()
+    for _, n in ipairs(nginxes) do n:stop() end
+    if redis_srv then redis_srv:stop() end
+    if dir then os.execute("rm -rf " .. H.shq(dir)) end
+  end)
+
+  it("(b) 3 receivers get the same 100 signed deliveries at once: 100 handled in all",
+     function()
+    local t = os.time()
+    -- one curl config per receiver; every receiver gets all 100, 20 in flight at a time,
+    -- each starting at another third of the list so that they race on every delivery
+    local cfgs = {}
+    for r = 1, 3 do
+      local lines = {}
+      for k = 1, 100 do
+        local i = (k - 1 + (r - 1) * 33) % 100 + 1
+        local body = payload(i)
+        H.write(dir .. "/body" .. i, body)
+        lines[#lines + 1] = 'url = "http://127.0.0.1:' .. nginxes[r].port .. '/webhook"\n'
+          .. 'header = "Content-Type: application/json"\n'
+          .. 'header = "X-Chatmaid-Signature: ' .. webhook.sign(body, SECRET, t) .. '"\n'
+          .. 'data-binary = "@' .. dir .. "/body" .. i .. '"\n'
+          .. 'output = "/dev/null"\n'
+          .. 'write-out = "%{http_code}\\n"\n'
+      end
+      cfgs[r] = dir .. "/curl" .. r
+      H.write(cfgs[r], table.concat(lines, "next\n"))
+    end
+    local cmd = {}
+    for r = 1, 3 do
+      cmd[r] = "curl -sS --no-progress-meter -Z --parallel-max 20 --max-time 60 -K "
+               .. H.shq(cfgs[r]) .. " > " .. H.shq(dir .. "/out" .. r)
+    end
+    os.execute("(" .. table.concat(cmd, " & ") .. " & wait)")
+    local ok200 = 0
+    for r = 1, 3 do
+      for code in H.read(dir .. "/out" .. r):gmatch("%d+") do
+        if code == "200" then ok200 = ok200 + 1 end
+      end
+    end
+    assert.equal(300, ok200)
+    local handled, ids = 0, {}
+    for r = 1, 3 do
+      for id in H.read(nginxes[r].prefix .. "/handled.log"):gmatch("(%S+) %d+\n") do
+        handled = handled + 1
+        ids[id] = (ids[id] or 0) + 1
+      end
+    end
+    assert.equal(100, handled)
+    for i = 1, 100 do assert.equal(1, ids["msg_redis_" .. i], "msg_redis_" .. i) end
+    for r = 1, 3 do
+      assert.falsy(nginxes[r]:error_log():find("webhook: ", 1, true), nginxes[r]:error_log())
+    end
+  end)
+
+  it("resty.rate_limiter{ redis = ... } shares one budget across nginx instances, over "
+     .. "cosockets", function()
+    local _, a = H.raw(nginxes[1].port, "GET", "/take?key=ngx1")
+    local _, b = H.raw(nginxes[2].port, "GET", "/take?key=ngx1")
+    local a1, a2, how = a:match("(%d+%.%d+) (%d+%.%d+) (%a+)")
+    assert(a1, a .. nginxes[1]:error_log())
+    local b1, b2 = b:match("(%d+%.%d+) (%d+%.%d+)")
+    assert.equal("cosocket", how)
+    assert.equal(0, tonumber(a1))
+    assert.truthy(tonumber(a2) > 0.05 and tonumber(a2) <= 0.1, a)
+    -- the second instance queues behind the first one's two starts
+    assert.truthy(tonumber(b1) > 0.1 and tonumber(b1) <= 0.2, b)
+    assert.truthy(tonumber(b2) > tonumber(b1), b)
+  end)
+
+  it("answers 503 (the API delivers again later) when Redis is down", function()
+    local body = payload("down")
+    local status, resp = H.raw(nginxes[1].port, "POST", "/down",
+      { "Content-Type: application/json",
+        "X-Chatmaid-Signature: " .. webhook.sign(body, SECRET) }, body)
+    assert.equal(503, status)
+    assert.matches('"error":"dedupe_unavailable"', resp, 1, true)
+    assert.truthy(nginxes[1]:error_log():find("down: transport connect", 1, true),
+                  nginxes[1]:error_log())
+  end)
+end)
