@@ -81,6 +81,7 @@ build = {
     ["chatmaid.sandbox"] = "lua/chatmaid/sandbox.lua",
     ["chatmaid.sandbox.api"] = "lua/chatmaid/sandbox/api.lua",
     ["chatmaid.sandbox.app"] = "lua/chatmaid/sandbox/app.lua",
+    ["chatmaid.sandbox.cli"] = "lua/chatmaid/sandbox/cli.lua",
     ["chatmaid.sandbox.conn"] = "lua/chatmaid/sandbox/conn.lua",
     ["chatmaid.sandbox.control"] = "lua/chatmaid/sandbox/control.lua",
     ["chatmaid.sandbox.conversations"] = "lua/chatmaid/sandbox/conversations.lua",

@@ -80,7 +80,7 @@ describe("chatmaid CLI", function()
       local before = sb:stats().sendRequests
       local _, err, code = run({ "send", "--to", "123", "--content", "x" }, { env = env })
       assert.are.equal(2, code)
-      assert.are.equal("chatmaid validation: to must be in E.164 format: '+', a country code"
+      assert.are.equal("chatmaid validation: --to must be in E.164 format: '+', a country code"
                        .. " starting 1-9, at most 15 digits, no spaces or dashes (like"
                        .. " +15557654321); got \"123\" (POST /v1/messages/send)\n", err)
       assert.are.equal(before, sb:stats().sendRequests)
@@ -288,8 +288,8 @@ describe("chatmaid CLI", function()
       local _, err, code = run({ "account" }, { env = { CHATMAID_API_KEY = false,
                                                         CHATMAID_BASE_URL = sb.url } })
       assert.are.equal(2, code)
-      assert.are.equal("chatmaid validation: no API key: pass api_key to chatmaid.new or set"
-                       .. " CHATMAID_API_KEY\n", err)
+      assert.are.equal("chatmaid validation: no API key: set CHATMAID_API_KEY (or pass"
+                       .. " --api-key)\n", err)
     end)
 
     it("exits 1 for a rejected key and never prints it", function()

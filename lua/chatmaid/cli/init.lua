@@ -70,6 +70,48 @@ Run 'chatmaid <command> --help' for the options of a command.]])
   return p, run
 end
 
+-- The library's parameters as the command line spells them, for hints and error messages.
+_M.FLAGS = {
+  from = "--from", default_from = "--from", to = "--to", content = "--content",
+  media_urls = "--media", idempotency_key = "--idempotency-key", api_key = "--api-key",
+  base_url = "--base-url", limit = "--limit", status = "--status",
+  phone_number_id = "--phone", environment = "--environment",
+}
+
+-- Hints that name library options, rewritten for the command line.
+local PHRASES = {
+  { "pass from = <phone id or E.164 number> or default_from",
+    "pass --from <phone id or E.164 number>" },
+  { "pass api_key to chatmaid.new or set CHATMAID_API_KEY",
+    "set CHATMAID_API_KEY (or pass --api-key)" },
+}
+
+-- cli_words(err) -> the error's one line in command-line words: `--from` rather than
+-- `from = ...`, each validation problem led by its flag (err.fields say which).
+function _M.cli_words(err)
+  if type(err) ~= "table" then return tostring(err) end
+  local e = err
+  if err.kind == "validation" and type(err.fields) == "table" and #err.fields > 0 then
+    local parts = {}
+    for i, f in ipairs(err.fields) do
+      local m = tostring(f.message)
+      local flag = f.param and _M.FLAGS[f.param]
+      if flag and m:sub(1, #f.param) == f.param and m:sub(#f.param + 1):find("^[%s%[]") then
+        m = flag .. m:sub(#f.param + 1)
+      end
+      parts[i] = m
+    end
+    e = setmetatable({}, { __index = err, __tostring = getmetatable(err).__tostring })
+    e.message = table.concat(parts, "; ")
+  end
+  local text = tostring(e)
+  for _, r in ipairs(PHRASES) do
+    local i, j = text:find(r[1], 1, true)
+    if i then text = text:sub(1, i - 1) .. r[2] .. text:sub(j + 1) end
+  end
+  return text
+end
+
 -- The context handed to each command: parsed args, output helpers, exit helpers, client().
 local function context(args)
   local ctx = { args = args, json = args.json and true or false,
@@ -87,7 +129,7 @@ local function context(args)
   -- An error object from the library -> stderr line and exit code. Validation errors mean
   -- nothing was sent and the input must change, so they share code 2 with usage errors.
   function ctx.fail(err)
-    ctx.stderr:write(output.one_line(tostring(err)), "\n")
+    ctx.stderr:write(output.one_line(_M.cli_words(err)), "\n")
     if type(err) == "table" and err.kind == "validation" then return _M.EXIT.usage end
     if type(err) == "table" and err.kind == "signature" then return _M.EXIT.signature end
     return _M.EXIT.api

@@ -1,5 +1,5 @@
 -- SPDX-License-Identifier: MIT
--- chatmaid messages [--status S] [--phone ID] [--limit N] [--all]
+-- chatmaid messages [--status S] [--phone ID] [--environment test|live] [--limit N] [--all]
 local output = require "chatmaid.cli.output"
 
 local _M = { commands = {} }
@@ -14,10 +14,13 @@ JSON lines: one message object per line.
 Examples:
   chatmaid messages
   chatmaid messages --status failed --phone ph_primary --limit 100
+  chatmaid messages --environment test   # a live key's test messages
   chatmaid messages --all --json | jq -r .to]])
   c:option("--status", "Only this status."):choices{ "pending", "sent", "delivered", "read",
                                                       "failed" }
   c:option("--phone", "Only messages sent from this phone id."):target("phone_number_id")
+  c:option("--environment", "Only test or live messages (default: the key's environment).")
+    :choices{ "test", "live" }
   c:mutex(
     c:option("--limit", "At most N messages (default 20)."):convert(function(v)
       return require("chatmaid.cli").integer(1)(v)
@@ -50,7 +53,8 @@ function _M.commands.messages(a, ctx)
     if ctx.json then ctx.stdout:write(output.json(m), "\n")
     else rows[#rows + 1] = m end
   end
-  local filter = { status = a.status, phone_number_id = a.phone_number_id }
+  local filter = { status = a.status, phone_number_id = a.phone_number_id,
+                   environment = a.environment }
   if not a.all and limit <= 100 then
     filter.limit = limit
     local page, err = c:list_messages(filter)

@@ -6,51 +6,45 @@ local _M = { commands = {} }
 function _M.register(p)
   local s = p:command("sandbox", "Run the local Chatmaid API emulator in the foreground.")
     :epilog([[
-Prints the URL and the demo API keys, then serves until Ctrl-C. For more switches (faults,
-webhooks, time factor) run chatmaid-sandbox --help.
+Prints the URL and the demo API keys, then serves until Ctrl-C. Takes every option of
+chatmaid-sandbox (faults through --control, webhooks, time factor, rate limit).
 
 Examples:
   chatmaid sandbox
   chatmaid sandbox --port 0 --config sandbox.json
+  chatmaid sandbox --control --rate-limit off --webhook-url http://127.0.0.1:9000/hook
   export CHATMAID_BASE_URL=http://127.0.0.1:8787
   export CHATMAID_API_KEY=sk_test_sandbox_0000000000000001]])
-  s:option("--port", "Port on 127.0.0.1 (0 = any free port; default 8787)."):convert(function(v)
-    return require("chatmaid.cli").integer(0, 65535)(v)
-  end)
-  s:option("--config", "Lua file returning a table, or a JSON file.")
-  s:flag("--control", "Enable the /__sandbox/ control endpoints.")
-  s:flag("--verbose", "Log one line per request to stderr.")
+  -- every option of chatmaid-sandbox, from the one definition
+  require("chatmaid.sandbox.cli").register(s)
 end
 
 function _M.commands.sandbox(a, ctx)
-  local cfg = {}
-  if a.config then
-    local why
-    cfg, why = require("chatmaid.sandbox.util").load_config(a.config)
-    if not cfg then return ctx.usage(why) end
-  end
+  local sbcli = require "chatmaid.sandbox.cli"
   local util = require "chatmaid.sandbox.util"
-  local srv, err = require("chatmaid.sandbox.server").new{
-    port = a.port or 8787, config = cfg, control = a.control, verbose = a.verbose,
-  }
-  if not srv then
-    ctx.stderr:write("chatmaid sandbox: ", tostring(err), "\n")
+  local settings, why = sbcli.from_args(a)
+  if not settings then return ctx.usage(why) end
+  local opts, err = sbcli.server_options(settings)
+  if not opts then return ctx.usage(err) end
+  local ok, serr = sbcli.serve(opts, function(srv)
+    local url = "http://127.0.0.1:" .. srv.port
+    local o = ctx.stdout
+    o:write("chatmaid sandbox listening on ", url, " pid=", tostring(util.pid()), "\n")
+    o:write("  export CHATMAID_BASE_URL=", url, "\n")
+    for _, acc in ipairs(srv.app.config.accounts or {}) do
+      for _, k in ipairs(acc.keys or {}) do
+        -- demo keys of a local emulator, printed on purpose (never a real key)
+        local scopes = k.scopes and #k.scopes > 0 and table.concat(k.scopes, ",") or "no scopes"
+        o:write("  key ", tostring(k.key), "  (", tostring(acc.id), "; ", scopes, ")\n")
+      end
+    end
+    o:write("Ctrl-C to stop.\n")
+    o:flush()
+  end)
+  if not ok then
+    ctx.stderr:write("chatmaid sandbox: ", tostring(serr), "\n")
     return 1
   end
-  local url = "http://127.0.0.1:" .. srv.port
-  local o = ctx.stdout
-  o:write("chatmaid sandbox listening on ", url, " pid=", tostring(util.pid()), "\n")
-  o:write("  export CHATMAID_BASE_URL=", url, "\n")
-  for _, acc in ipairs(srv.app.config.accounts or {}) do
-    for _, k in ipairs(acc.keys or {}) do
-      -- demo keys of a local emulator, printed on purpose (never a real key)
-      local scopes = k.scopes and #k.scopes > 0 and table.concat(k.scopes, ",") or "no scopes"
-      o:write("  key ", tostring(k.key), "  (", tostring(acc.id), "; ", scopes, ")\n")
-    end
-  end
-  o:write("Ctrl-C to stop.\n")
-  o:flush()
-  srv:run()
   return 0
 end
 

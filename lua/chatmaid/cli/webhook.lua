@@ -81,6 +81,15 @@ function _M.commands.webhook(a, ctx)
                                              { tolerance = a.tolerance })
   if not event then
     ctx.stderr:write(output.one_line(tostring(err)), " [reason: ", tostring(err.reason), "]\n")
+    -- A body saved by an editor, `echo` or a heredoc ends with a newline the sender never
+    -- signed: say so when the signature matches without it (verification still fails).
+    local trimmed = err.reason == "mismatch" and body:match("^(.-)\r?\n$")
+    if trimmed and webhook.construct_event(trimmed, a.header, #list == 1 and list[1] or list,
+                                           { tolerance = a.tolerance }) then
+      ctx.stderr:write("chatmaid: hint: the body ends with a newline the sender did not sign: "
+                       .. "the signature matches without it. Pass the exact bytes received "
+                       .. "(printf '%s', curl --data-binary @file, no editor)\n")
+    end
     return require("chatmaid.cli").EXIT.signature
   end
   ctx.stdout:write(body)
