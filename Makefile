@@ -69,8 +69,10 @@ lint: deps
 demo: all
 	@sh scripts/demo.sh $(LUA) $(BUILD)
 
+# --deps-mode none: lua-cjson, argparse and luasocket come from Debian (deps), which LuaRocks
+# cannot see; elsewhere `luarocks make rockspec/chatmaid-scm-1.rockspec` fetches them.
 install: deps
-	luarocks --lua-version=$(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION)) make rockspec/chatmaid-scm-1.rockspec
+	luarocks --lua-version=$(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION)) make --deps-mode none rockspec/chatmaid-scm-1.rockspec
 
 clean:
 	rm -rf build

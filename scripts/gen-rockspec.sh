@@ -17,11 +17,14 @@ webhook verification in C (OpenSSL HMAC-SHA256), a local sandbox and a CLI.]],
   license = "MIT",
   labels = { "whatsapp", "http", "curl", "api", "openresty" },
 }
--- lua-cjson (required), LuaSocket (the sandbox and CLI) come from the system: Debian's
--- lua-cjson and lua-socket packages are invisible to LuaRocks, and listing them here would
--- make `luarocks make` reach for the network. The CLI also needs argparse (lua-argparse).
--- Elsewhere: luarocks install lua-cjson luasocket argparse.
-dependencies = { "lua >= 5.1, < 5.5" }
+-- lua-cjson: the library itself. argparse: the `chatmaid` command and luasocket: the sandbox
+-- (`chatmaid-sandbox`, `chatmaid sandbox`, chatmaid.sandbox.start), both commands this rock
+-- installs, so they are dependencies too rather than a note: `luarocks install chatmaid`
+-- gives commands that run. LuaRocks has no optional dependencies; a library-only user who
+-- does not want them can pass --deps-mode none and install lua-cjson alone.
+-- Where the system provides them (Debian's lua-cjson, lua-argparse, lua-socket, invisible to
+-- LuaRocks), install offline with: luarocks make --deps-mode none <this rockspec>.
+dependencies = { "lua >= 5.1, < 5.5", "lua-cjson >= 2.1", "argparse >= 0.6", "luasocket >= 3.0" }
 external_dependencies = {
   -- Debian keeps curl.h in a multiarch include dir that LuaRocks does not search, while
   -- the compiler does: so look for the libraries.
