@@ -41,6 +41,9 @@ typedef struct Xfer {
   int head_done;          /* the last header block ended (its empty line arrived) */
   int sends;              /* times libcurl was about to send this request in this transfer */
   int replay_refused;     /* libcurl wanted to re-send it: refused, the transfer failed */
+  char host[64];          /* the last URL host seen, and whether it is loopback (a cache: */
+  size_t host_len;        /* a client talks to one host, so the check runs once) */
+  int host_loopback;
   char errbuf[CURL_ERROR_SIZE];
   struct Xfer *next;
 } Xfer;
@@ -200,8 +203,10 @@ static int is_loopback_host(const char *host, size_t n) {
 }
 
 /* 1 when the URL's host is loopback. scheme://[userinfo@]host[:port][/?#...] */
-static int is_loopback_url(const char *url) {
+static int is_loopback_url(Xfer *x, const char *url) {
   const char *a = strstr(url, "://"), *end, *at, *h, *he;
+  size_t n;
+  int loop;
   a = a ? a + 3 : url;
   end = a + strcspn(a, "/?#");
   h = a;
@@ -215,7 +220,15 @@ static int is_loopback_url(const char *url) {
     he = memchr(h, ':', (size_t)(end - h));
     if (he == NULL) he = end;
   }
-  return is_loopback_host(h, (size_t)(he - h));
+  n = (size_t)(he - h);
+  if (n == x->host_len && n > 0 && memcmp(h, x->host, n) == 0) return x->host_loopback;
+  loop = is_loopback_host(h, n);
+  if (n <= sizeof x->host) {
+    memcpy(x->host, h, n);
+    x->host_len = n;
+    x->host_loopback = loop;
+  }
+  return loop;
 }
 
 /* Per-request options. body may be NULL; copy_body for transfers that outlive the call.
@@ -236,7 +249,7 @@ static CURLcode xfer_prepare(Xfer *x, const char *method, const char *url,
   x->head_done = x->sends = x->replay_refused = 0;
 #define SET(opt, val) (rc = (rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val)))
   SET(CURLOPT_URL, url);
-  SET(CURLOPT_NOPROXY, is_loopback_url(url) ? "*" : (char *)NULL);
+  SET(CURLOPT_NOPROXY, is_loopback_url(x, url) ? "*" : (char *)NULL);
   SET(CURLOPT_HTTPHEADER, x->headers);
   SET(CURLOPT_TIMEOUT_MS, timeout_ms);
   SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
