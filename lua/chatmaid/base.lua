@@ -395,29 +395,37 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   return nil, errors.new(ekind, message, f)
 end
 
--- The one request pipeline: hooks, attempts, retries, last_response.
+-- The one request pipeline: hooks, attempts, retries, last_response. Every request of the
+-- library goes through here (sequential calls, tasks and each item of send_batch).
 -- o: per-call options (timeout, max_retries, max_retry_wait, and o.no_replay for a request
--- that must never reach the server twice); idem: the idempotency key.
+-- that must never reach the server twice; o.gate, from send_batch: gate:enter(client) before
+-- each attempt (concurrency and pacing; may wait), gate:leave(client) after it,
+-- gate:rate_limited(client, action, wait) after a 429, which then has its own budget of
+-- gate.rate_limited_retries, and gate:retry(client) / gate:resume(client) around a backoff);
+-- idem: the idempotency key.
 function _M.request(self, method, path, query, body, o, idem)
   o = o or NO_OPTIONS
   local timeout = o.timeout or self.timeout
   local max_retries = o.max_retries or self.max_retries
   local max_retry_wait = o.max_retry_wait or self.max_retry_wait
+  local gate = o.gate
   local headers = _M.request_headers(self, body ~= nil)
   local payload = body and json.encode(body)
   local full_path = path .. (query or "")
   local req = { method = method, url = self.base_url .. full_path, headers = headers,
                 body = payload, timeout_ms = math.ceil(timeout * 1000),
                 fresh_connect = o.no_replay }
-  local attempt = 0
+  local attempt, fails, limited = 0, 0, 0
   while true do
     attempt = attempt + 1
+    if gate then gate:enter(self) end
     if self.on_request then
       self.on_request{ method = method, path = full_path, attempt = attempt,
                        idempotency_key = idem }
     end
     local t0 = self.now()
     local res, kind, msg, code = transfer(self, req)
+    if gate then gate:leave(self) end
     local elapsed = self.now() - t0
     local value, err = self:_interpret(method, full_path, res, kind, msg, code, timeout)
     self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
@@ -429,9 +437,22 @@ function _M.request(self, method, path, query, body, o, idem)
     end
     if not err then return value end
     err.attempts, err.idempotency_key = attempt, idem
-    local action, wait = retry.decide(err, attempt, max_retries, max_retry_wait, self.random)
+    local action, wait
+    if gate and err.status == 429 then
+      -- flow control, not a failure of this request: its own budget, and the gate holds
+      -- every request of the batch (the limit is per key)
+      limited = limited + 1
+      action, wait = retry.decide(err, limited, gate.rate_limited_retries, max_retry_wait,
+                                  self.random)
+      gate:rate_limited(self, action, wait)
+    else
+      fails = fails + 1
+      action, wait = retry.decide(err, fails, max_retries, max_retry_wait, self.random)
+    end
     if action ~= "retry" then return nil, err end
+    if gate then gate:retry(self) end
     sleep(self, wait)
+    if gate then gate:resume(self) end
   end
 end
 

@@ -98,12 +98,6 @@ function _M:_sender_number(id)
   return nil
 end
 
--- The request side of the idempotency check (idempotency.mismatch).
-function _M:_send_request(p, from_id)
-  return { to = p.to, content = p.content, media_urls = p.media_urls, from_id = from_id,
-           from_number = self:_sender_number(from_id) }
-end
-
 -- ---- the eight endpoints ----
 
 local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = true,
@@ -127,17 +121,29 @@ function _M:send(p)
   if #problems > 0 then return validation("POST", path, problems) end
   local from, err = self:_sender(p.from, p)
   if not from then return nil, err end
-  local key = p.idempotency_key or core.uuid4()
+  return self:_send_from(p, from, p.idempotency_key or core.uuid4(), p)
+end
+
+-- The send once the sender is resolved: one place that builds the request and checks the
+-- answer, for client:send and each item of send_batch. o: call options (and o.gate);
+-- from_number: the sender's E.164 number when the caller knows it.
+function _M:_send_from(p, from, key, o, from_number)
+  local path = "/v1/messages/send"
   local body = { fromPhoneId = from, to = p.to, content = p.content,
                  idempotencyKey = key }
   if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
-  local msg
-  msg, err = self:_request("POST", path, nil, body, p, key)
+  local msg, err = self:_request("POST", path, nil, body, o, key)
   if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
-  err = idempotency.conflict(self:_send_request(p, from), msg, key,
+  -- self._last is this request's: nothing yields between base.request's return and here
+  local req = { to = p.to, content = p.content, media_urls = p.media_urls, from_id = from,
+                from_number = from_number or self:_sender_number(from) }
+  err = idempotency.conflict(req, msg, key,
                              { method = "POST", path = path, status = self._last.res
                                and self._last.res.status })
-  if err then return nil, err end
+  if err then
+    err.attempts = self._last.attempt
+    return nil, err
+  end
   if msg.idempotencyKey == nil then msg.idempotencyKey = key end
   return msg
 end

@@ -16,10 +16,10 @@ local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, corou
 local co_running, co_status = coroutine.running, coroutine.status
 local co_close = coroutine.close          -- 5.4: runs the task's pending <close> variables
 local unpack = table.unpack or unpack
-local floor, ceil = math.floor, math.ceil
+local huge, floor, ceil = math.huge, math.floor, math.ceil
 
--- The longest a step waits in one go while a blocking call drives the scheduler, and the
--- most timeout() ever says while tasks run (a safety net for sockets fds() cannot report).
+-- The most step_timeout() ever says while tasks run (a safety net for sockets fds() cannot
+-- report).
 _M.MAX_WAIT = 1
 
 local WAIT = {}     -- yielded by the scheduler's own waits; any other yield means "next step"
@@ -84,7 +84,7 @@ function _M.of(client)
     token = 0,
     current = nil,                  -- the task being resumed
     in_step = false,
-    done_q = {}, dq_head = 1,       -- { task, fn } on_done calls not made yet
+    done_q = {}, dq_head = 1, dq_tail = 0,  -- { task, fn } on_done calls not made yet
   }, Sched)
   client._sched = s
   return s
@@ -105,7 +105,10 @@ local function queue_callbacks(self, t)
   if cbs then
     t.callbacks = nil
     local q = self.done_q
-    for i = 1, #cbs do q[#q + 1] = { t, cbs[i] } end
+    for i = 1, #cbs do
+      self.dq_tail = self.dq_tail + 1
+      q[self.dq_tail] = { t, cbs[i] }
+    end
   end
   local j = t.joiner
   if j then
@@ -124,6 +127,20 @@ local function finish(self, t, ok, ...)
   self.n_live = self.n_live - 1
   if ok then t.results = pack(...) else t.results, t.raised = { n = 2, nil, (...) }, true end
   queue_callbacks(self, t)
+  local f = t.on_finish     -- internal (send_batch): runs at once, outside the task
+  if f then
+    t.on_finish = nil
+    f(t)
+  end
+end
+
+-- Internal clean-ups of a cancelled task (send_batch cancels its items with it).
+local function run_cleanups(t)
+  local cl = t.cleanups
+  if cl then
+    t.cleanups = nil
+    for i = #cl, 1, -1 do cl[i]() end
+  end
 end
 
 -- Drops whatever the task waits on: its transfer is aborted, its timer forgotten.
@@ -145,6 +162,7 @@ local function cancelled(self, t, why)
   drop_wait(self, t)
   finish(self, t, false, errors.new("cancelled", why, { retryable = false }))
   if co_close and co_status(t.co) == "suspended" then co_close(t.co) end
+  run_cleanups(t)
 end
 
 local function after(self, t, ok, y, ...)
@@ -201,18 +219,18 @@ local function run_timers(self, now)
   end
 end
 
--- The queue keeps its run entries until it is replaced: a hole at its front would make #q
--- (here and where callbacks are queued) a wrong border on 5.1/LuaJIT, losing callbacks.
+-- Head and tail indices, never #q: a hole at the queue's front would make #q a wrong
+-- border on 5.1/LuaJIT, losing callbacks.
 local function run_callbacks(self)
   local q = self.done_q
-  while true do
+  while self.dq_head <= self.dq_tail do
     local i = self.dq_head
     local e = q[i]
-    if e == nil then break end
+    q[i] = nil
     self.dq_head = i + 1
     e[2](e[1])
   end
-  self.done_q, self.dq_head = {}, 1
+  self.dq_head, self.dq_tail = 1, 0
 end
 
 local function deliver(self, comps)
@@ -276,7 +294,7 @@ end
 -- Runs fn(...) as a task and steps until it is done: a blocking call while tasks run.
 function Sched:block(fn, ...)
   local t = self:spawn(fn, ...)
-  while t.state ~= "done" do self:step(_M.MAX_WAIT) end
+  while t.state ~= "done" do self:step(huge) end
   local r = t.results
   if t.raised then error(r[2], 0) end
   return unpack(r, 1, r.n)
@@ -329,6 +347,12 @@ local function in_task(client)
   return s, nil
 end
 
+-- in_task(client) -> true when the running code is a task of this client.
+function _M.in_task(client)
+  local _, t = in_task(client)
+  return t ~= nil
+end
+
 -- transfer(client, req) -> res | nil, kind, message, code  (the transport contract)
 function _M.transfer(client, req)
   local s, t = in_task(client)
@@ -368,7 +392,7 @@ local Gate = {}
 Gate.__index = Gate
 
 function _M.gate(n)
-  return setmetatable({ free = n, waiters = {}, head = 1 }, Gate)
+  return setmetatable({ free = n, waiters = {}, head = 1, tail = 0 }, Gate)
 end
 
 -- enter(client): wait for a place (inside a task; outside one the caller holds it at once).
@@ -380,7 +404,8 @@ function Gate:enter(client)
   local _, t = in_task(client)
   if not t then error("chatmaid: gate entered outside a task", 2) end
   local w = { gate = self, task = t }
-  self.waiters[#self.waiters + 1] = w
+  self.tail = self.tail + 1
+  self.waiters[self.tail] = w
   t.wait = w
   co_yield(WAIT)
 end
@@ -402,7 +427,7 @@ function Gate:leave(client)
 end
 
 function Gate:forget(t)
-  for i = self.head, #self.waiters do
+  for i = self.head, self.tail do
     local w = self.waiters[i]
     if w and w.task == t then w.task = { } end
   end
@@ -416,7 +441,7 @@ function _M.join(client, list)
     s = s or _M.of(client)
     local i = 1
     while list[i] do
-      if list[i].state == "done" then i = i + 1 else s:step(_M.MAX_WAIT) end
+      if list[i].state == "done" then i = i + 1 else s:step(huge) end
     end
     return
   end
@@ -431,6 +456,44 @@ function _M.join(client, list)
   if j.pending == 0 then return end
   t.wait = j
   co_yield(WAIT)
+end
+
+-- An event a task (or a blocking caller) waits for: wait_event(client, ev) returns after
+-- notify(client, ev) inside a task; outside any task it is one step of the scheduler (the
+-- caller loops on its own condition).
+function _M.event() return {} end
+
+function _M.wait_event(client, ev)
+  local _, t = in_task(client)
+  if not t then
+    _M.of(client):step(huge)
+    return
+  end
+  ev.task = t
+  t.wait = ev
+  co_yield(WAIT)
+end
+
+function _M.notify(client, ev)
+  local t = ev.task
+  if t and t.wait == ev then
+    ev.task, t.wait = nil, nil
+    local r = client._sched.ready
+    r[#r + 1] = t
+  end
+end
+
+-- on_cancel(client, fn) -> remove(): fn() runs if the current task is cancelled (not when
+-- it ends otherwise). Outside a task there is nothing to cancel: a no-op.
+function _M.on_cancel(client, fn)
+  local _, t = in_task(client)
+  if not t then return function() end end
+  local cl = t.cleanups
+  if not cl then cl = {}; t.cleanups = cl end
+  cl[#cl + 1] = fn
+  return function()
+    for i = #cl, 1, -1 do if cl[i] == fn then table.remove(cl, i) end end
+  end
 end
 
 -- ---- tasks ----
@@ -455,6 +518,7 @@ function Task:cancel()
   local s = self.sched
   if self.state == "running" then
     finish(s, self, false, errors.new("cancelled", "task cancelled", { retryable = false }))
+    run_cleanups(self)
   else
     cancelled(s, self, "task cancelled")
   end
@@ -468,8 +532,9 @@ function Task:on_done(fn)
     error("chatmaid: task:on_done expects a function (got " .. type(fn) .. ")", 2)
   end
   if self.state == "done" then
-    local q = self.sched.done_q
-    q[#q + 1] = { self, fn }
+    local s = self.sched
+    s.dq_tail = s.dq_tail + 1
+    s.done_q[s.dq_tail] = { self, fn }
   else
     local cbs = self.callbacks
     if not cbs then cbs = {}; self.callbacks = cbs end
