@@ -1,0 +1,249 @@
+-- SPDX-License-Identifier: MIT
+-- Every README block runs as pasted (issue 14). Blocks are found by the HTML comment before
+-- their fence (`<!-- doc-test: NAME ... -->`):
+--   install      the luarocks line (into a temporary tree) and the last line, the require check
+--   quickstart   run against a sandbox with the environment its `quickstart-env` block sets
+--   nginx        `nginx -t -p <tmp>`, then started with handler.lua / webhook.lua (the blocks
+--                of those names) and one request through /notify to the sandbox
+-- and every other ```lua block must compile (load()), except the ones marked
+-- `doc-test: listing` (the API summary of "The client", which is not Lua).
+local F = require "spec.support.fixtures"
+
+local root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/readme_spec%.lua$") or "./"
+if root == "" then root = "./" end
+if root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- sh(cmd) -> output (stdout and stderr), exit code
+local function sh(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local body, code = out:match("^(.*)=(%d+)%s*$")
+  return body, tonumber(code)
+end
+
+-- blocks of README.md: { lang, text, marker, line }
+local function blocks()
+  local list, marker, cur = {}, nil, nil
+  local n = 0
+  for line in (read(root .. "README.md") .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if cur then
+      if line:match("^```%s*$") then
+        cur.text = table.concat(cur.lines, "\n") .. "\n"
+        list[#list + 1] = cur
+        cur = nil
+      else
+        cur.lines[#cur.lines + 1] = line
+      end
+    else
+      local m = line:match("^<!%-%- doc%-test: ([%w%.%-]+)")
+      if m then
+        marker = m
+      else
+        local lang = line:match("^```(%w*)")
+        if lang then
+          cur = { lang = lang, lines = {}, marker = marker, line = n + 1 }
+        end
+        if line ~= "" then marker = nil end
+      end
+    end
+  end
+  return list
+end
+
+local function block(name)
+  for _, b in ipairs(blocks()) do
+    if b.marker == name then return b end
+  end
+  error("README.md has no block marked doc-test: " .. name)
+end
+
+local function lines(text)
+  local t = {}
+  for l in text:gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+
+local function tmpdir()
+  local d = sh("mktemp -d /tmp/chatmaid-readme.XXXXXX"):match("([^\n]+)")
+  assert(d and d ~= "")
+  return d
+end
+
+local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
+
+describe("README.md #docs", function()
+  it("every Lua block compiles, except the API listing", function()
+    local n, listings = 0, 0
+    local compile = loadstring or load   -- luacheck: ignore (loadstring on 5.1)
+    for _, b in ipairs(blocks()) do
+      if b.lang == "lua" then
+        if b.marker == "listing" then
+          listings = listings + 1
+        else
+          local fn, err = compile(b.text, "=README.md:" .. b.line)
+          assert.truthy(fn, err)
+          n = n + 1
+        end
+      end
+    end
+    assert.equal(1, listings)
+    assert.is_true(n >= 15, n .. " Lua blocks")
+  end)
+
+  it("Install: no sudo for root, 5.4 on purpose, offline deps; the require check passes",
+     function()
+    local l = lines(block("install").text)
+    -- the package line: every package is one Debian 12 has (installed here by deps/CI)
+    assert.truthy(l[1]:match("^apt%-get install %-y "), l[1])
+    local pkgs = {}
+    for i = 1, #l do
+      if l[i]:match("^luarocks") then break end
+      for p in l[i]:gsub("^apt%-get install %-y", ""):gmatch("[%w%.%-]+") do
+        pkgs[#pkgs + 1] = p
+      end
+    end
+    assert.is_true(#pkgs >= 10)
+    local out, code = sh("dpkg-query -W -f='${Status}\\n' " .. table.concat(pkgs, " ")
+                         .. " | grep -vc 'ok installed'")
+    assert.equal("0", out:match("%d+"), "not installed: " .. table.concat(pkgs, " "))
+    assert.equal(1, code)   -- grep -c found no line that is not installed
+    -- the luarocks line, as written, into a temporary tree from a copy of the checkout
+    local rocks = l[#l - 1]
+    assert.equal("luarocks --lua-version=5.4 make --deps-mode none "
+                 .. "rockspec/chatmaid-scm-1.rockspec", rocks)
+    local dir = tmpdir()
+    finally(function() os.execute("rm -rf " .. q(dir)) end)
+    local _, cp = sh("cd " .. q(root) .. " && cp -r csrc lua bin rockspec " .. q(dir))
+    assert.equal(0, cp)
+    local log, rc = sh("cd " .. q(dir) .. " && " .. rocks .. " --tree " .. q(dir .. "/tree"))
+    assert.equal(0, rc, log)
+    -- the last line, with the tree on the paths (what a system-wide install gives)
+    local check = l[#l]
+    assert.equal([[cd / && lua5.4 -e 'print(require("chatmaid").VERSION)']], check)
+    local env = "LUA_PATH=" .. q(dir .. "/tree/share/lua/5.4/?.lua;" .. dir
+                .. "/tree/share/lua/5.4/?/init.lua;;")
+                .. " LUA_CPATH=" .. q(dir .. "/tree/lib/lua/5.4/?.so;;")
+    local v, vrc = sh(env .. " sh -c " .. q(check))
+    assert.equal(0, vrc, v)
+    assert.equal(require("chatmaid").VERSION .. "\n", v)
+  end)
+
+  it("Quickstart: runs against the sandbox with the environment the README sets", function()
+    local sb = F.sandbox{ rate_limit = false }
+    local dir = tmpdir()
+    finally(function()
+      sb:stop()
+      os.execute("rm -rf " .. q(dir))
+    end)
+    write(dir .. "/quickstart.lua", block("quickstart").text)
+    local env, cmd = {}, nil
+    for _, l in ipairs(lines(block("quickstart-env").text)) do
+      if l:match("^export ") then
+        for k, v in l:gmatch("([%u_]+)=(%S+)") do env[k] = v end
+      elseif l ~= "" then
+        cmd = l
+      end
+    end
+    assert.equal("http://127.0.0.1:8787", env.CHATMAID_BASE_URL)   -- --port 8787 in the text
+    assert.equal(F.TEST_KEY, env.CHATMAID_API_KEY)
+    assert.equal(F.PHONE, env.CHATMAID_FROM)
+    assert.equal("lua5.4 quickstart.lua", cmd)
+    env.CHATMAID_BASE_URL = sb.url                                  -- this spec's sandbox
+    -- the installed module: here the checkout's lua/ and the core built for this Lua
+    local cpath = package.cpath:gsub("([^;]+)", function(e)
+      if e:sub(1, 1) ~= "/" then return root .. e:gsub("^%./", "") end
+    end)
+    local prefix = "LUA_PATH=" .. q(root .. "lua/?.lua;" .. root .. "lua/?/init.lua;;")
+                   .. " LUA_CPATH=" .. q(cpath)
+    local function run(e)
+      local parts = { prefix }
+      for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. q(v) end
+      return sh("cd " .. q(dir) .. " && env " .. table.concat(parts, " ") .. " "
+                .. cmd:gsub("^lua5%.4", LUA))
+    end
+    local out, code = run(env)
+    assert.equal(0, code, out)
+    assert.truthy(out:match("^msg_%x+\tsent\n$"), out)
+    -- without CHATMAID_FROM: the one connected phone of the account
+    env.CHATMAID_FROM = nil
+    out, code = run(env)
+    assert.equal(0, code, out)
+    assert.truthy(out:match("^msg_%x+\tsent\n$"), out)
+    assert.equal(2, sb:stats().messagesCreated)
+  end)
+
+  describe("nginx.conf to copy #nginx", function()
+    local H = require "spec.nginx.harness"
+    local ok, why = H.guard("README nginx.conf")
+    if not ok then
+      pending("skipped: " .. why)
+      return
+    end
+
+    it("passes nginx -t as a -p instance and sends one message through handler.lua",
+       function()
+      local sb = F.sandbox{ rate_limit = false }
+      local dir = tmpdir()
+      local started = false
+      local port = H.free_port()
+      local function nginx(args)
+        return sh("env CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL=" .. sb.url
+                  .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -c nginx.conf " .. args)
+      end
+      finally(function()
+        if started then nginx("-s quit") end
+        sb:stop()
+        -- wait for the master to go before removing its prefix
+        for _ = 1, 50 do
+          if not io.open(dir .. "/logs/nginx.pid") then break end
+          os.execute("sleep 0.1")
+        end
+        os.execute("rm -rf " .. q(dir))
+      end)
+      local conf = block("nginx").text
+      assert.truthy(conf:find("/path/to/lua-chatmaid/", 1, true))
+      assert.truthy(conf:find("listen 127.0.0.1:8080;", 1, true))
+      -- the two edits the README asks for: this checkout, and a free port for the spec
+      conf = conf:gsub("/path/to/lua%-chatmaid/", (root:gsub("%%", "%%%%")))
+                 :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. port .. ";")
+      write(dir .. "/nginx.conf", conf)
+      write(dir .. "/handler.lua", block("handler.lua").text)
+      write(dir .. "/webhook.lua", block("webhook.lua").text)
+      -- `mkdir -p logs`, as the README says; the workers (nobody, under root) read the prefix
+      os.execute("mkdir -p " .. q(dir .. "/logs") .. " && chmod 755 " .. q(dir))
+
+      local out, code = nginx("-t")
+      assert.equal(0, code, out)
+      assert.truthy(out:find("test is successful", 1, true), out)
+      assert.falsy(out:find("already loaded", 1, true), out)
+
+      out, code = nginx("")
+      assert.equal(0, code, out)
+      started = true
+      assert.truthy(io.open(dir .. "/logs/nginx.pid"), "pid file under the prefix")
+      local body, rc = H.curl("-X POST " .. q("http://127.0.0.1:" .. port
+                                             .. "/notify"))
+      assert.truthy(rc, body)
+      assert.truthy(body:match("^msg_%x+ sent\n$"),
+                    body .. "\n" .. (read(dir .. "/logs/error.log") or ""))
+      assert.equal(1, sb:stats().messagesCreated)
+    end)
+  end)
+end)
