@@ -231,17 +231,17 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
 
     it("silent (accepts, never answers): kind transport (reason timeout) within the timeout",
        function()
-      local mute = assert(socket.bind("127.0.0.1", 0))   -- listens; nobody ever reads
-      local _, port = mute:getsockname()
-      local lim = redis.rate_limiter{ url = "redis://127.0.0.1:" .. port, per_minute = 60,
+      local mute = rh.silent()
+      local lim = redis.rate_limiter{ url = "redis://127.0.0.1:" .. mute.port, per_minute = 60,
                                       timeout = 0.3 }
       local t0 = socket.gettime()
       local w, err = lim:try_take()
       local took = socket.gettime() - t0
-      mute:close()
+      mute:stop()
       assert.is_nil(w)
       assert.equal("transport", err.kind)
       assert.equal("timeout", err.reason)
+      assert.truthy(err.message:find("no answer within 300 ms", 1, true), err.message)
       assert.truthy(took >= 0.25 and took < 2, took)
     end)
 

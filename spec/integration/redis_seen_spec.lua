@@ -63,6 +63,18 @@ describe("chatmaid.redis.seen_set #integration #redis", function()
       end
     end)
 
+    it("a silent Redis: seen() gives up after the timeout with reason timeout", function()
+      local mute = rh.silent()
+      local s = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.2 }
+      local t0 = os.clock()
+      local v, err = s:seen("k")
+      mute:stop()
+      assert.is_nil(v)
+      assert.equal("transport", err.kind)
+      assert.equal("timeout", err.reason)
+      assert.truthy(os.clock() - t0 < 1)
+    end)
+
     it("fail = open: not seen, so the delivery is handled", function()
       local s = redis.seen_set{ url = url, fail = "open" }
       assert.is_false(s:seen("k"))

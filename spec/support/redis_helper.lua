@@ -75,6 +75,25 @@ function _M:cli(...)
              .. " " .. table.concat(parts, " ")):gsub("\n$", ""))
 end
 
+-- silent() -> { port, stop() }: a child process that accepts connections, reads what comes
+-- and never answers (a Redis that hangs).
+function _M.silent()
+  local workers = require "spec.support.workers"
+  local w = workers.spawn([[
+    local socket = require "socket"
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    io.write(port, "\n") io.stdout:flush()
+    local held = {}
+    while true do
+      local c = s:accept()
+      if c then held[#held + 1] = c; c:settimeout(0); c:receive(4096) end
+    end
+  ]])
+  local port = tonumber(w.pipe:read("*l"))
+  return { port = port, stop = function() w:kill9() w:reap() end }
+end
+
 -- stop(): TERM the server by pid, wait, remove its dir.
 function _M:stop()
   if self.pid then

@@ -38,4 +38,12 @@ function _M:kill9()
   os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
 end
 
+-- reap(): after kill9, waits for the shell without reading the output to its end (a process
+-- that inherited the pipe could keep it open)
+function _M:reap()
+  if self.pipe then self.pipe:close() end
+  self.pipe = nil
+  os.remove(self.script)
+end
+
 return _M
