@@ -234,9 +234,11 @@ static int redis_command(lua_State *L) {
   return 1;
 }
 
-/* conn:connected() -> false once closed or dropped after a failure */
+/* conn:connected() -> false once closed, dropped after a failure, or in a forked child
+ * (which then drops its copy: the caller reconnects, and the parent's socket is untouched) */
 static int redis_connected(lua_State *L) {
   Redis *r = check_redis(L);
+  if (r->ctx != NULL && r->pid != getpid()) redis_release(r);
   lua_pushboolean(L, r->ctx != NULL && !r->closed);
   return 1;
 }
