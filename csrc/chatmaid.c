@@ -14,6 +14,7 @@
 #include "random.h"
 #include "clock.h"
 #include "redis.h"
+#include "sigwatch.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -48,5 +49,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_random_open(L);
   cm_clock_open(L);
   cm_redis_open(L);
+  cm_sigwatch_open(L);
   return 1;
 }

@@ -9,6 +9,7 @@
 #include "compat.h"
 
 #include "clock.h"
+#include "sigwatch.h"
 
 static int clock_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
@@ -16,7 +17,8 @@ static int clock_sleep(lua_State *L) {
   luaL_argcheck(L, s >= 0 && s <= 86400, 1, "must be 0..86400 seconds");
   ts.tv_sec = (time_t)s;
   ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &rem) != 0 && errno == EINTR) ts = rem;
+  /* another signal resumes the sleep; a watched one (sigwatch.c) ends it early */
+  while (nanosleep(&ts, &rem) != 0 && errno == EINTR && !cm_signal_pending()) ts = rem;
   return 0;
 }
 

@@ -9,6 +9,7 @@ local retry = require "chatmaid.retry"
 local validate = require "chatmaid.validate"
 local ratelimit = require "chatmaid.ratelimit"
 local idempotency = require "chatmaid.idempotency"
+local journal_mod = require "chatmaid.journal"
 local json = require("cjson").new()   -- private instance, as in base.lua
 -- chatmaid.client is required where it is used: it installs these functions when it loads,
 -- so requiring it at the top would be a cycle.
@@ -21,10 +22,12 @@ _M.DEFAULT_RATE_PER_MINUTE = 100
 -- A 429 is flow control, not a failure of the item: it has its own retry budget, apart
 -- from max_retries.
 _M.RATE_LIMITED_RETRIES = 10
+-- With should_stop, waits are cut into slices this long, so a stop request is seen soon.
+_M.STOP_SLICE = 0.1
 
 local PATH = "/v1/messages/send"
 local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "number|boolean",
-               rate_limiter = "table",
+               rate_limiter = "table", journal = "string", should_stop = "function",
                on_progress = "function", timeout = "number", max_retries = "number",
                max_retry_wait = "number" }
 local ITEM = { from = "string", to = true, content = true, media_urls = true,
@@ -95,18 +98,27 @@ end
 
 -- client:send_batch(items, { concurrency = 8, batch_id = "...", rate_per_minute = 100,
 --                            rate_limiter = <shared limiter: take(n) -> wait s>,
+--                            journal = "path", should_stop = fn() -> reason | nil,
 --                            on_progress = fn(done, total, result), timeout, max_retries,
 --                            max_retry_wait })
---   -> results, summary
+--   -> results, summary | nil, err (kind "validation": the journal cannot be used)
 -- items: array of send parameter tables (from, to, content, media_urls, idempotency_key).
--- results[i] = { message = msg, idempotency_key = k } | { err = err, idempotency_key = k? }
+-- results[i] = { message = msg, idempotency_key = k, replayed = true?, skipped = true? }
+--            | { err = err, idempotency_key = k? }
 -- in input order; an item with bad values fails alone (err.kind "validation"); a wrong
 -- parameter name or type in any item raises before anything is sent.
 -- A message returned for an item's key that is another message fails the item with
 -- err.kind "idempotency_conflict". results[i].replayed: the API returned a message that
--- existed before this run (createdAt earlier than the start of the batch).
--- summary = { sent (new messages), replayed, failed, requests, rate_limited (429s seen),
---             retries, elapsed }.
+-- existed before this run (createdAt earlier than the start of the batch); .skipped: the
+-- journal already held the item's message (no request).
+-- summary = { sent (new messages), replayed, skipped, failed, interrupted, requests,
+--             rate_limited (429s seen), retries, elapsed }.
+-- Interrupts: should_stop() returning a truthy reason, on_progress or a hook raising, or
+-- the journal failing to write stop new requests at once (waits are sliced); requests in
+-- flight finish; then send_batch raises an error object (errors.is) with kind
+-- "interrupted", .reason ("stop" | "callback" | "journal"), .cause (the reason returned,
+-- the value raised, or the write error), .results and .summary (the unsent items have
+-- err.kind "interrupted" and count in summary.interrupted).
 function _M.send_batch(self, items, o)
   require("chatmaid.client")._check_open(self, "send_batch")
   if type(items) ~= "table" then
@@ -127,6 +139,21 @@ function _M.send_batch(self, items, o)
     error("chatmaid: send_batch: a batch is already running on this client", 2)
   end
 
+  -- the journal: what earlier runs confirmed, and this run's batch id
+  local batch_id = o.batch_id
+  local jstate, journal
+  if o.journal then
+    local problem
+    jstate, problem = journal_mod.read(o.journal)
+    if jstate then
+      batch_id = batch_id or jstate.batch_id or journal_mod.new_batch_id()
+      journal, problem = journal_mod.open(o.journal, batch_id, jstate)
+    end
+    if not journal then
+      return base.validation("POST", PATH, "journal: " .. problem)
+    end
+  end
+
   local concurrency = o.concurrency or _M.DEFAULT_CONCURRENCY
   local timeout = o.timeout or self.timeout
   local max_retries = o.max_retries or self.max_retries
@@ -137,34 +164,70 @@ function _M.send_batch(self, items, o)
   if o.rate_limiter then limiter = ratelimit.shared(o.rate_limiter) end
   local call = { timeout = timeout, max_retries = max_retries, max_retry_wait = max_retry_wait }
   local results = setmetatable({}, core.array_mt)
-  local summary = { sent = 0, replayed = 0, failed = 0, requests = 0, rate_limited = 0,
-                    retries = 0 }
+  local summary = { sent = 0, replayed = 0, skipped = 0, failed = 0, interrupted = 0,
+                    requests = 0, rate_limited = 0, retries = 0 }
   local started = self.now()
   local since = idempotency.iso(core.time())   -- older messages were replayed
   local done = 0
+  local keys = batch_id and idempotency.keys(batch_id, items)
+  local job_of = {}       -- index -> job (the unsent ones are reported on an interrupt)
+
+  -- ---- stopping: the first cause wins; after it, callbacks run protected and ignored ----
+  local stop_reason, stop_cause
+  local function stop(reason, cause)
+    if not stop_reason then stop_reason, stop_cause = reason, cause end
+  end
+  local function callback(fn, ...)
+    local ok, e = pcall(fn, ...)
+    if not ok then stop("callback", e) end
+  end
+  local should_stop = o.should_stop
+  local function check_stop()
+    if should_stop and not stop_reason then
+      local ok, r = pcall(should_stop)
+      if not ok then stop("callback", r) elseif r then stop("stop", r) end
+    end
+    return stop_reason ~= nil
+  end
+  -- sleep(s), in slices when a stop can be requested; returns early once stopping
+  local function nap(s)
+    if not should_stop then
+      if s > 0 then self.sleep(s) end
+      return
+    end
+    local deadline = self.now() + s
+    while not check_stop() do
+      local left = deadline - self.now()
+      if left <= 0 then return end
+      self.sleep(math.min(left, _M.STOP_SLICE))
+    end
+  end
+  local function record(ok, problem)
+    if not ok then stop("journal", problem) end
+  end
 
   local function report(i, result)
     results[i] = result
     done = done + 1
-    if result.replayed then summary.replayed = summary.replayed + 1
+    if result.skipped then summary.skipped = summary.skipped + 1
+    elseif result.replayed then summary.replayed = summary.replayed + 1
     elseif result.message then summary.sent = summary.sent + 1
     else summary.failed = summary.failed + 1 end
-    if o.on_progress then o.on_progress(done, n, result) end
+    if o.on_progress then callback(o.on_progress, done, n, result) end
   end
 
   local function pace()
     if not limiter then return end
     local now = self.now()
     local t = limiter:ready_at(now)
-    if t > now then self.sleep(t - now); now = self.now() end
-    limiter:take(now)
+    if t > now then nap(t - now); now = self.now() end
+    if not stop_reason then limiter:take(now) end
   end
 
   local jobs, by_from, senders = {}, {}, {}
   local failures = {}
   local function run()
-    -- 1. values, exactly as client:send checks them
-    local keys = o.batch_id and idempotency.keys(o.batch_id, items)
+    -- 1. values, exactly as client:send checks them; items the journal confirmed
     for i = 1, n do
       local p = items[i]
       local problems = validate.send(p)
@@ -172,14 +235,32 @@ function _M.send_batch(self, items, o)
         problems[#problems + 1] = p.from:sub(1, 1) == "+" and validate.e164(p.from, "from")
                                   or validate.id(p.from, "from")
       end
+      local key = keys and keys[i] or p.idempotency_key
+      local known = key and jstate and jstate.confirmed[key]
       if #problems > 0 then
         local _, err = base.validation("POST", PATH, problems)
         err.index = i
         failures[#failures + 1] = { i, err }
+      elseif known then
+        local from = p.from or self.default_from
+        local plus = from and from:sub(1, 1) == "+"
+        local err = idempotency.conflict({ to = p.to, content = p.content,
+                                           media_urls = p.media_urls,
+                                           from_id = from and not plus and from or nil,
+                                           from_number = plus and from or nil },
+                                         known, key, { method = "POST", path = PATH })
+        if err then
+          err.index = i
+          failures[#failures + 1] = { i, err, key }
+        else
+          if known.idempotencyKey == nil then known.idempotencyKey = key end
+          failures[#failures + 1] = { i, nil, key, known }
+        end
       else
         local job = { i = i, p = p, attempt = 0, fails = 0, rl = 0, ready_at = -math.huge,
-                      key = keys and keys[i] or p.idempotency_key or core.uuid4() }
+                      key = key or core.uuid4() }
         jobs[#jobs + 1] = job
+        job_of[i] = job
         local f = p.from or by_from
         if senders[f] == nil then senders[f] = false end
       end
@@ -188,6 +269,7 @@ function _M.send_batch(self, items, o)
     for f in pairs(senders) do
       local from = f ~= by_from and f or nil
       if lookup_needed(self, from) then pace(); summary.requests = summary.requests + 1 end
+      if stop_reason then break end
       local id, err = self:_sender(from, call)
       senders[f] = id and { id = id, number = self:_sender_number(id) } or { err = err }
     end
@@ -198,7 +280,9 @@ function _M.send_batch(self, items, o)
     local timeout_ms = math.ceil(timeout * 1000)
     for _, job in ipairs(jobs) do
       local s = senders[job.p.from or by_from]
-      if s.err then
+      if not s then
+        break                 -- stopped while resolving senders
+      elseif s.err then
         local e = copy_err(s.err)
         e.index = job.i
         failures[#failures + 1] = { job.i, e, job.key }
@@ -208,7 +292,11 @@ function _M.send_batch(self, items, o)
       end
     end
     table.sort(failures, function(a, b) return a[1] < b[1] end)
-    for _, f in ipairs(failures) do report(f[1], { err = f[2], idempotency_key = f[3] }) end
+    for _, f in ipairs(failures) do
+      job_of[f[1]] = nil
+      if f[4] then report(f[1], { message = f[4], idempotency_key = f[3], skipped = true })
+      else report(f[1], { err = f[2], idempotency_key = f[3] }) end
+    end
 
     -- 3. the transfers
     local tr, one_by_one = self.transport, false
@@ -230,9 +318,9 @@ function _M.send_batch(self, items, o)
       self._last = { method = "POST", path = PATH, attempt = job.attempt, elapsed = elapsed,
                      res = res }
       if self.on_response then
-        self.on_response{ method = "POST", path = PATH, attempt = job.attempt,
-                          status = res and res.status, elapsed = elapsed,
-                          idempotency_key = job.key, kind = err and err.kind }
+        callback(self.on_response, { method = "POST", path = PATH, attempt = job.attempt,
+                                     status = res and res.status, elapsed = elapsed,
+                                     idempotency_key = job.key, kind = err and err.kind })
       end
       if not err then
         local p = job.p
@@ -246,12 +334,13 @@ function _M.send_batch(self, items, o)
           value.idempotencyKey = job.key
         end
         job.req = nil
+        job_of[job.i] = nil
+        if journal then record(journal:ok(job.key, value)) end
         report(job.i, { message = value, idempotency_key = job.key,
                         replayed = idempotency.created_before(value, since) or nil })
         return
       end
       err.attempts, err.idempotency_key, err.index = job.attempt, job.key, job.i
-      base.not_found(err, "sender_phone", job.from_id)   -- a send's 404: fromPhoneId unknown
       local action, wait
       if err.status == 429 then
         summary.rate_limited = summary.rate_limited + 1
@@ -267,24 +356,29 @@ function _M.send_batch(self, items, o)
         job.fails = job.fails + 1
         action, wait = retry.decide(err, job.fails, max_retries, max_retry_wait, self.random)
       end
-      if action == "retry" then
+      if action == "retry" and not stop_reason then
         summary.retries = summary.retries + 1
         job.ready_at = now + wait
+        job.last_err = err
         retries[#retries + 1] = job
       else
         job.req = nil
+        job_of[job.i] = nil
+        if journal then record(journal:fail(job.key, err)) end
         report(job.i, { err = err, idempotency_key = job.key })
       end
     end
 
     local function launch(job, now)
+      if self.on_request then
+        callback(self.on_request, { method = "POST", path = PATH, attempt = job.attempt + 1,
+                                    idempotency_key = job.key })
+        if stop_reason then return end      -- it raised: this one does not leave either
+      end
       job.attempt = job.attempt + 1
       summary.requests = summary.requests + 1
       if limiter then limiter:take(now) end
-      if self.on_request then
-        self.on_request{ method = "POST", path = PATH, attempt = job.attempt,
-                         idempotency_key = job.key }
-      end
+      if journal then record(journal:launch(job.key)) end
       job.t0 = now
       if not job.req then       -- first attempt: encode; retries reuse the same bytes
         local p = job.p
@@ -314,10 +408,12 @@ function _M.send_batch(self, items, o)
       return nil
     end
 
+    local slice_ms = should_stop and math.floor(_M.STOP_SLICE * 1000) or 1000
     while true do
+      check_stop()
       local now = self.now()
       local wake = math.huge
-      while n_inflight < concurrency do
+      while n_inflight < concurrency and not stop_reason do
         local job, k = due(now)
         if not job then break end
         local t = limiter and limiter:ready_at(now) or now
@@ -327,19 +423,23 @@ function _M.send_batch(self, items, o)
         launch(job, now)
         if one_by_one then break end
       end
+      -- launch lines reach the file before the requests can complete
+      if journal then record(journal:flush()) end
       for _, job in ipairs(retries) do
         if job.ready_at > now and job.ready_at < wake then wake = job.ready_at end
       end
-      if n_inflight == 0 and next_new > #ready and #retries == 0 then break end
+      if n_inflight == 0 and (stop_reason or (next_new > #ready and #retries == 0)) then
+        break
+      end
       local comps
       if n_inflight > 0 then
-        local ms = 1000
-        if wake < math.huge then
-          ms = math.max(1, math.min(1000, math.ceil((wake - now) * 1000)))
+        local ms = slice_ms
+        if wake < math.huge and not stop_reason then
+          ms = math.max(1, math.min(slice_ms, math.ceil((wake - now) * 1000)))
         end
         comps = tr:poll(ms)
       else
-        if wake > now and wake < math.huge then self.sleep(wake - now) end
+        if wake > now and wake < math.huge then nap(wake - now) end
         comps = tr:poll(0)
       end
       for _, c in ipairs(comps) do
@@ -358,17 +458,37 @@ function _M.send_batch(self, items, o)
   self._batch_running = true
   local ok, e = pcall(run)
   if not ok then
-    -- a callback raised: let what is already on the wire finish, so the next batch on this
-    -- client does not receive stale completions, then raise again
+    -- a bug or a raising sleep/transport: let what is already on the wire finish, so the
+    -- next batch on this client does not receive stale completions, then raise again
     local tr = self.transport
     if type(tr.pending) == "function" and type(tr.poll) == "function" then
       while tr:pending() > 0 do tr:poll(100) end
     end
     self._batch_running = false
+    if journal then journal:close() end
     error(e, 0)
   end
   self._batch_running = false
+  if journal then record(journal:close()) end
   summary.elapsed = self.now() - started
+  if stop_reason then
+    for i = 1, n do
+      if results[i] == nil then
+        local job = job_of[i]
+        results[i] = { idempotency_key = job and job.key, err = errors.new("interrupted",
+          "not sent: the batch was interrupted", { index = i, method = "POST", path = PATH,
+            idempotency_key = job and job.key, last = job and job.last_err }) }
+        summary.interrupted = summary.interrupted + 1
+      end
+    end
+    local why = stop_reason == "stop" and ("stop requested (" .. tostring(stop_cause) .. ")")
+                or stop_reason == "journal" and tostring(stop_cause)
+                or ("a callback raised: " .. tostring(stop_cause))
+    error(errors.new("interrupted", why .. "; " .. summary.interrupted .. " of " .. n
+                     .. " items not sent (err.results, err.summary)",
+                     { reason = stop_reason, cause = stop_cause, results = results,
+                       summary = summary }), 2)
+  end
   return results, summary
 end
 

@@ -338,15 +338,32 @@ io.write("finished\n")
     inner:close()
   end)
 
-  it("re-raises an error from on_progress after the transfers in flight have finished",
-     function()
+  it("stops on an error from on_progress: in-flight transfers finish, the error carries "
+     .. "the partial results", function()
     local c = F.client(sb)
-    assert.has_error(function()
-      c:send_batch(make_items(20), { rate_per_minute = false, on_progress = function(done)
+    local ok, err = pcall(c.send_batch, c, make_items(20), { rate_per_minute = false,
+      concurrency = 4, on_progress = function(done)
         if done == 3 then error("stop here", 0) end
       end })
-    end, "stop here")
+    assert.is_false(ok)
+    assert.is_true(require("chatmaid.errors").is(err))
+    assert.are.equal("interrupted", err.kind)
+    assert.are.equal("callback", err.reason)
+    assert.are.equal("stop here", err.cause)
     assert.are.equal(0, c.transport:pending())
+    local s = err.summary
+    -- the 3rd completion raised; the ones in flight then (at most 3 more) still finished
+    assert.is_true(s.sent >= 3 and s.sent <= 6, "sent " .. s.sent)
+    assert.are.equal(20, s.sent + s.interrupted)
+    assert.are.equal(s.sent, sb:stats().messagesCreated)
+    assert.are.equal(20, #err.results)
+    for i = 1, 20 do
+      local r = err.results[i]
+      if r.message then assert.are.equal(recipient(i), r.message.to)
+      else assert.are.equal("interrupted", r.err.kind) end
+    end
+    assert.are.equal("chatmaid interrupted: a callback raised: stop here; " .. s.interrupted
+                     .. " of 20 items not sent (err.results, err.summary)", tostring(err))
     -- the client is usable for another batch
     local _, summary = c:send_batch(make_items(4), { rate_per_minute = false })
     assert.are.equal(4, summary.sent)

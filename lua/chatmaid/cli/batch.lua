@@ -1,6 +1,8 @@
 -- SPDX-License-Identifier: MIT
 -- chatmaid batch FILE.csv: send one message per CSV row through client:send_batch.
 local core = require "chatmaid.core"
+local errors = require "chatmaid.errors"
+local journal = require "chatmaid.journal"
 local csv = require "chatmaid.cli.csv"
 local output = require "chatmaid.cli.output"
 local progress = require "chatmaid.cli.progress"
@@ -23,16 +25,20 @@ Results go to --out (or stdout) as JSON lines, one per row in file order:
   {"line":2,"to":"+15557654321","id":"msg_...","status":"sent","idempotency_key":"..."}
   {"line":3,"to":"12","error":{"kind":"validation","message":"..."}}
 Progress (a bar on a terminal, plain lines otherwise) and a summary go to stderr. Exit code:
-0 when every row was sent, 1 when any row failed, 2 for a bad file or options.
+0 when every row was sent, 1 when any row failed, 2 for a bad file or options, 130/143 when
+interrupted.
 
-Safe to re-run after a crash or Ctrl-C: a row without its own idempotency_key is sent with
-a key derived from the batch id and the row's message (--from, to, content, media_url, and
-which occurrence of identical rows it is), so a second run with the same batch id sends
-nothing twice, even after rows were deleted, inserted or reordered. The default batch id is
-"csv-" followed by 16 hex digits of a SHA-256 HMAC of --from and the file's bytes: the same
-file from the same sender is the same batch. If you edit the file before re-running, pass
-the batch id the first run printed (--batch-id csv-...). Use a new --batch-id to send the
-same messages again on purpose.
+Safe to re-run after a crash, kill -9 or Ctrl-C. A journal (--journal, default: the --out
+file, else the CSV file, with ".journal" appended) records every send as it completes; a
+re-run with it asks the API nothing for the rows it confirmed, and sends the others again
+with their same keys. A row without its own idempotency_key is sent with a key derived from
+the batch id and the row's message (--from, to, content, media_url, and which occurrence of
+identical rows it is), so deleting, inserting or reordering rows never sends a row twice or
+gives it another row's message. The batch id is --batch-id, else the one the journal
+recorded, else "csv-" and 16 hex digits of a SHA-256 HMAC of --from and the file's bytes.
+To send the same messages again on purpose, pass a new --batch-id.
+Ctrl-C (SIGINT) or SIGTERM stops new sends at once, lets those in flight finish, writes the
+results (unsent rows as "interrupted") and exits 130 (143 for SIGTERM).
 
 Examples:
   chatmaid batch campaign.csv --from ph_primary --out results.jsonl
@@ -44,6 +50,9 @@ Examples:
   end)
   b:option("--batch-id", "Batch id for the derived idempotency keys (see below).")
   b:option("--out", "Write the JSON-lines results to this file instead of stdout.")
+  b:option("--journal", "The journal of sends (default: the --out file, else the CSV file,"
+           .. " with .journal appended).")
+  b:flag("--no-journal", "Keep no journal (a re-run then asks the API for every row).")
   b:option("--rate", "Client-side limit in requests per minute (default 100; 0 = off)")
     :convert(function(v) return require("chatmaid.cli").integer(0)(v) end)
   b:option("--redis", "Share --rate through Redis (redis://host:port/db) with every sender "
@@ -119,13 +128,48 @@ function _M.rows(text)
   return nil, rows, bad
 end
 
+-- Exit codes after SIGINT / SIGTERM, as a shell reports a process killed by them.
+_M.SIGNAL_EXIT = { INT = 130, TERM = 143 }
+
+-- journal_path(a) -> path | nil: --journal, else next to the results (--out), else next to
+-- the CSV file; nil with --no-journal.
+function _M.journal_path(a)
+  if a.no_journal then return nil end
+  return a.journal or ((a.out or a.file) .. ".journal")
+end
+
+-- send(c, items, opts) -> results, summary, interrupted_err | nil, err
+-- SIGINT and SIGTERM stop the batch (within STOP_SLICE) instead of killing the process.
+local function send(c, items, opts)
+  core.signal_watch{ "INT", "TERM" }
+  opts.should_stop = function()
+    local sig = core.signal_pending()
+    return sig and ("SIG" .. sig) or nil
+  end
+  local ok, results, summary = pcall(c.send_batch, c, items, opts)
+  core.signal_restore()
+  if ok then return results, summary end
+  local e = results
+  if errors.is(e) and e.kind == "interrupted" then return e.results, e.summary, e end
+  error(e, 0)
+end
+
 function _M.commands.batch(a, ctx)
   local text, rerr = read_file(a.file)
   if not text then return ctx.usage("cannot read " .. rerr) end
   local herr, rows, bad = _M.rows(text)
   if herr then return ctx.usage(a.file .. ": " .. herr) end
   if #rows + #bad == 0 then return ctx.usage(a.file .. ": no data rows after the header") end
-  local batch_id = a.batch_id or _M.default_batch_id(a.from, text)
+  local jpath = _M.journal_path(a)
+  local jstate
+  if jpath then
+    local problem
+    jstate, problem = journal.read(jpath)
+    if not jstate then return ctx.usage("--journal: " .. problem) end
+  end
+  -- the journal remembers the batch it belongs to, so an edited file continues that batch
+  local resumed = not a.batch_id and jstate and jstate.batch_id
+  local batch_id = a.batch_id or resumed or _M.default_batch_id(a.from, text)
   if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
     return ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
                      .. " characters without spaces")
@@ -150,6 +194,10 @@ function _M.commands.batch(a, ctx)
   if type(c.send_batch) ~= "function" then
     return ctx.fail("chatmaid: this version of the library has no client:send_batch")
   end
+  if resumed then
+    ctx.stderr:write("batch ", batch_id, ": continuing the batch recorded in ", jpath,
+                     " (--batch-id NEW starts another)\n")
+  end
   local items = {}
   for i, r in ipairs(rows) do
     local it = r.item
@@ -159,8 +207,8 @@ function _M.commands.batch(a, ctx)
   local now = core.monotime
   local t0 = now()
   local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
-  local results, summary = c:send_batch(items, {
-    concurrency = a.concurrency or 8, batch_id = batch_id,
+  local results, summary, stopped = send(c, items, {
+    concurrency = a.concurrency or 8, batch_id = batch_id, journal = jpath,
     rate_per_minute = (a.rate == 0) and false or a.rate, rate_limiter = limiter,
     on_progress = function(done) bar:update(done) end,
   })
@@ -169,6 +217,7 @@ function _M.commands.batch(a, ctx)
   local lines = {}
   for _, b in ipairs(bad) do lines[#lines + 1] = b end
   local failed_lines = {}
+  local why = stopped and (stopped.reason == "stop" and tostring(stopped.cause) or "an error")
   for i, r in ipairs(rows) do
     local res = results[i] or {}
     local rec = { line = r.line, to = r.item.to }
@@ -176,6 +225,11 @@ function _M.commands.batch(a, ctx)
       rec.id, rec.status = res.message.id, res.message.status
       rec.idempotency_key = res.idempotency_key
       if res.replayed then rec.replayed = true end
+      if res.skipped then rec.skipped = true end
+    elseif res.err and res.err.kind == "interrupted" then
+      rec.error = { kind = "interrupted", message = "not sent: the batch was interrupted ("
+                    .. why .. "); run the same command again to continue" }
+      rec.idempotency_key = res.idempotency_key
     else
       local e = res.err or { kind = "transport", message = "no result" }
       rec.error = { kind = e.kind, message = e.message }
@@ -185,18 +239,29 @@ function _M.commands.batch(a, ctx)
   table.sort(lines, function(x, y) return x.line < y.line end)
   for _, rec in ipairs(lines) do
     out:write(output.json(rec), "\n")
-    if rec.error then failed_lines[#failed_lines + 1] = rec.line end
+    if rec.error and rec.error.kind ~= "interrupted" then
+      failed_lines[#failed_lines + 1] = rec.line
+    end
   end
   if out ~= ctx.stdout then out:close() else out:flush() end
   local list = {}
   for i = 1, math.min(#failed_lines, 10) do list[i] = tostring(failed_lines[i]) end
   if #failed_lines > 10 then list[#list + 1] = "..." end
   ctx.stderr:write(string.format(
-    "batch %s: sent %d, replayed %d, skipped %d, failed %d%s, %d rows in %.1f s\n",
-    batch_id, summary.sent, summary.replayed, summary.skipped or 0, #failed_lines,
+    "batch %s: sent %d, replayed %d, skipped %d, failed %d%s, %d rows in %.1f s%s\n",
+    batch_id, summary.sent, summary.replayed, summary.skipped, #failed_lines,
     #failed_lines > 0 and (" (line" .. (#failed_lines > 1 and "s " or " ")
                           .. table.concat(list, ", ") .. ")") or "",
-    #lines, now() - t0))
+    #lines, now() - t0,
+    stopped and ("; interrupted (" .. why .. "): " .. summary.interrupted
+                 .. " rows not sent, run the same command again to continue") or ""))
+  if stopped and stopped.reason == "journal" then
+    ctx.stderr:write(output.one_line(tostring(stopped)), "\n")
+  end
+  if stopped then
+    local sig = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")
+    return _M.SIGNAL_EXIT[sig] or 1
+  end
   return #failed_lines == 0 and 0 or 1
 end
 
