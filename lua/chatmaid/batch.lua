@@ -341,6 +341,7 @@ function _M.send_batch(self, items, o)
         return
       end
       err.attempts, err.idempotency_key, err.index = job.attempt, job.key, job.i
+      base.not_found(err, "sender_phone", job.from_id)   -- a send's 404: fromPhoneId unknown
       local action, wait
       if err.status == 429 then
         summary.rate_limited = summary.rate_limited + 1
