@@ -170,7 +170,6 @@ function _M.send_batch(self, items, o)
   local since = idempotency.iso(core.time())   -- older messages were replayed
   local done = 0
   local keys = batch_id and idempotency.keys(batch_id, items)
-  local job_of = {}       -- index -> job (the unsent ones are reported on an interrupt)
 
   -- ---- stopping: the first cause wins; after it, callbacks run protected and ignored ----
   local stop_reason, stop_cause
@@ -244,11 +243,8 @@ function _M.send_batch(self, items, o)
       elseif known then
         local from = p.from or self.default_from
         local plus = from and from:sub(1, 1) == "+"
-        local err = idempotency.conflict({ to = p.to, content = p.content,
-                                           media_urls = p.media_urls,
-                                           from_id = from and not plus and from or nil,
-                                           from_number = plus and from or nil },
-                                         known, key, { method = "POST", path = PATH })
+        local err = idempotency.conflict(p, known, key, from and not plus and from or nil,
+                                         plus and from or nil, "POST", PATH)
         if err then
           err.index = i
           failures[#failures + 1] = { i, err, key }
@@ -260,7 +256,6 @@ function _M.send_batch(self, items, o)
         local job = { i = i, p = p, attempt = 0, fails = 0, rl = 0, ready_at = -math.huge,
                       key = key or core.uuid4() }
         jobs[#jobs + 1] = job
-        job_of[i] = job
         local f = p.from or by_from
         if senders[f] == nil then senders[f] = false end
       end
@@ -293,7 +288,6 @@ function _M.send_batch(self, items, o)
     end
     table.sort(failures, function(a, b) return a[1] < b[1] end)
     for _, f in ipairs(failures) do
-      job_of[f[1]] = nil
       if f[4] then report(f[1], { message = f[4], idempotency_key = f[3], skipped = true })
       else report(f[1], { err = f[2], idempotency_key = f[3] }) end
     end
@@ -308,6 +302,7 @@ function _M.send_batch(self, items, o)
       error("chatmaid: send_batch: the transport still has transfers in flight", 0)
     end
     local inflight, n_inflight, next_new = {}, 0, 1
+    local last = { method = "POST", path = PATH }
     local retries = {}
     local hold = -math.huge
 
@@ -315,26 +310,23 @@ function _M.send_batch(self, items, o)
       local now = self.now()
       local elapsed = now - job.t0
       local value, err = self:_interpret("POST", PATH, res, kind, msg, code, timeout)
-      self._last = { method = "POST", path = PATH, attempt = job.attempt, elapsed = elapsed,
-                     res = res }
+      -- one table for the batch, filled per exchange (last_response copies from it)
+      last.attempt, last.elapsed, last.res = job.attempt, elapsed, res
+      self._last = last
       if self.on_response then
         callback(self.on_response, { method = "POST", path = PATH, attempt = job.attempt,
                                      status = res and res.status, elapsed = elapsed,
                                      idempotency_key = job.key, kind = err and err.kind })
       end
       if not err then
-        local p = job.p
-        err = idempotency.conflict({ to = p.to, content = p.content, media_urls = p.media_urls,
-                                     from_id = job.from_id, from_number = job.from_number },
-                                   value, job.key, { method = "POST", path = PATH,
-                                                     status = res and res.status })
+        err = idempotency.conflict(job.p, value, job.key, job.from_id, job.from_number,
+                                   "POST", PATH, res and res.status)
       end
       if not err then
         if type(value) == "table" and value.idempotencyKey == nil then
           value.idempotencyKey = job.key
         end
         job.req = nil
-        job_of[job.i] = nil
         if journal then record(journal:ok(job.key, value)) end
         report(job.i, { message = value, idempotency_key = job.key,
                         replayed = idempotency.created_before(value, since) or nil })
@@ -364,7 +356,6 @@ function _M.send_batch(self, items, o)
         retries[#retries + 1] = job
       else
         job.req = nil
-        job_of[job.i] = nil
         if journal then record(journal:fail(job.key, err)) end
         report(job.i, { err = err, idempotency_key = job.key })
       end
@@ -411,7 +402,7 @@ function _M.send_batch(self, items, o)
 
     local slice_ms = should_stop and math.floor(_M.STOP_SLICE * 1000) or 1000
     while true do
-      check_stop()
+      if should_stop then check_stop() end
       local now = self.now()
       local wake = math.huge
       while n_inflight < concurrency and not stop_reason do
@@ -473,6 +464,8 @@ function _M.send_batch(self, items, o)
   if journal then record(journal:close()) end
   summary.elapsed = self.now() - started
   if stop_reason then
+    local job_of = {}
+    for _, job in ipairs(jobs) do job_of[job.i] = job end
     for i = 1, n do
       if results[i] == nil then
         local job = job_of[i]

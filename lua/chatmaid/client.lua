@@ -135,11 +135,8 @@ function _M:_send_from(p, from, key, o, from_number)
   local msg, err = self:_request("POST", path, nil, body, o, key)
   if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
   -- self._last is this request's: nothing yields between base.request's return and here
-  local req = { to = p.to, content = p.content, media_urls = p.media_urls, from_id = from,
-                from_number = from_number or self:_sender_number(from) }
-  err = idempotency.conflict(req, msg, key,
-                             { method = "POST", path = path, status = self._last.res
-                               and self._last.res.status })
+  err = idempotency.conflict(p, msg, key, from, from_number or self:_sender_number(from),
+                             "POST", path, self._last.res and self._last.res.status)
   if err then
     err.attempts = self._last.attempt
     return nil, err

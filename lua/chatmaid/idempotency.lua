@@ -93,9 +93,16 @@ local function text(s)
   return (tostring(s):gsub("\r\n", "\n"):gsub("^%s+", ""):gsub("%s+$", ""))
 end
 
+local NONE = {}
+
 local function same_media(want, got)
-  want = type(want) == "table" and want or {}
+  if type(want) ~= "table" then want = NONE end
   if #want ~= #got then return false end
+  local in_order = true
+  for i = 1, #want do
+    if want[i] ~= got[i] then in_order = false; break end
+  end
+  if in_order then return true end
   local a, b = {}, {}
   for i = 1, #want do a[i] = tostring(want[i]) end
   for i = 1, #got do b[i] = tostring(got[i]) end
@@ -105,45 +112,57 @@ local function same_media(want, got)
   return true
 end
 
--- mismatch(req, msg) -> nil | array of the fields that differ ("to", "from", "content",
--- "media_urls"). req: { to, content, media_urls, from_id (phone id sent as fromPhoneId),
--- from_number (its E.164 number, when known) }. A field the message does not carry is not
--- compared: the check only ever refuses a message that is provably another one.
-function _M.mismatch(req, msg)
+-- mismatch(req, msg, from_id, from_number) -> nil | array of the fields that differ ("to",
+-- "from", "content", "media_urls"). req: the send parameters (to, content, media_urls);
+-- from_id: the phone id sent as fromPhoneId; from_number: its E.164 number, when known.
+-- A field the message does not carry is not compared: the check only ever refuses a
+-- message that is provably another one.
+function _M.mismatch(req, msg, from_id, from_number)
   if type(msg) ~= "table" then return nil end
-  local bad
-  local function differ(name)
-    bad = bad or {}
-    bad[#bad + 1] = name
+  -- the common case, every field equal, allocates nothing
+  local to_bad = msg.to ~= nil and msg.to ~= req.to
+  local from_bad
+  if msg.phoneNumberId ~= nil and from_id ~= nil then
+    from_bad = msg.phoneNumberId ~= from_id
+  else
+    from_bad = msg.from ~= nil and from_number ~= nil and msg.from ~= from_number
   end
-  if msg.to ~= nil and msg.to ~= req.to then differ("to") end
-  if msg.phoneNumberId ~= nil and req.from_id ~= nil then
-    if msg.phoneNumberId ~= req.from_id then differ("from") end
-  elseif msg.from ~= nil and req.from_number ~= nil and msg.from ~= req.from_number then
-    differ("from")
-  end
-  if (msg.content ~= nil or msg.mediaUrls ~= nil) and text(msg.content) ~= text(req.content)
-  then
-    differ("content")
-  end
-  if type(msg.mediaUrls) == "table" and not same_media(req.media_urls, msg.mediaUrls) then
-    differ("media_urls")
-  end
+  local content = msg.content
+  local content_bad = content ~= req.content and (content ~= nil or msg.mediaUrls ~= nil)
+                      and text(content) ~= text(req.content)
+  local media = msg.mediaUrls
+  local media_bad = type(media) == "table" and not same_media(req.media_urls, media)
+  if not (to_bad or from_bad or content_bad or media_bad) then return nil end
+  local bad = {}
+  if to_bad then bad[#bad + 1] = "to" end
+  if from_bad then bad[#bad + 1] = "from" end
+  if content_bad then bad[#bad + 1] = "content" end
+  if media_bad then bad[#bad + 1] = "media_urls" end
   return bad
 end
 
--- conflict(req, msg, key, fields) -> nil | err (kind "idempotency_conflict"): the API
--- answered `key` with a message that is not the one requested. err.idempotency_key,
--- err.message_returned (the message the API returned), err.mismatch (field names).
-function _M.conflict(req, msg, key, fields)
-  local bad = _M.mismatch(req, msg)
+-- conflict(req, msg, key, from_id, from_number, method, path, status) -> nil | err (kind
+-- "idempotency_conflict"): the API answered `key` with a message that is not the one
+-- requested. err.idempotency_key, err.message_returned (the message the API returned),
+-- err.mismatch (field names).
+function _M.conflict(req, msg, key, from_id, from_number, method, path, status)
+  -- fast path (runs per message): everything equal as sent, no media
+  if type(msg) == "table" and msg.content == req.content
+     and (msg.to == nil or msg.to == req.to)
+     and (msg.phoneNumberId == nil or msg.phoneNumberId == from_id or from_id == nil)
+     and (msg.from == nil or from_number == nil or msg.from == from_number
+          or (msg.phoneNumberId ~= nil and from_id ~= nil)) then
+    local media, want = msg.mediaUrls, req.media_urls
+    if media == nil or (#media == 0 and (want == nil or #want == 0)) then return nil end
+  end
+  local bad = _M.mismatch(req, msg, from_id, from_number)
   if not bad then return nil end
-  local f = { idempotency_key = key, message_returned = msg, mismatch = bad }
-  for k, v in pairs(fields or {}) do f[k] = v end
   return errors.new("idempotency_conflict", "idempotency key " .. tostring(key)
     .. " already belongs to another message (" .. tostring(msg.id) .. " to "
     .. tostring(msg.to) .. "): " .. table.concat(bad, ", ") .. " differ"
-    .. (#bad == 1 and "s" or "") .. " from this request; nothing was sent", f)
+    .. (#bad == 1 and "s" or "") .. " from this request; nothing was sent",
+    { idempotency_key = key, message_returned = msg, mismatch = bad, method = method,
+      path = path, status = status })
 end
 
 -- ---- replays ----
@@ -164,7 +183,7 @@ function _M.created_before(msg, since_iso)
   if type(c) ~= "string" then return false end
   if #c == 20 then c = c:sub(1, 19) .. ".000Z" end     -- no fraction: the whole second
   if c >= since_iso then return false end
-  return c:find("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d[%.%d]*Z$") ~= nil
+  return c:byte(-1) == 90     -- ends in "Z": UTC, comparable as text (this runs per message)
 end
 
 return _M

@@ -108,6 +108,8 @@ describe("idempotency conflicts #integration", function()
 end)
 
 describe("idempotency.mismatch()", function()
+  -- the sender is passed apart: from_id (sent as fromPhoneId) and its number, when known
+  local function mm(r, m) return idempotency.mismatch(r, m, r.from_id, r.from_number) end
   local req = { to = "+15557000001", content = "Hi there", from_id = "ph_primary",
                 from_number = "+15551230001",
                 media_urls = { "https://e.example/a.png", "https://e.example/b.png" } }
@@ -122,35 +124,35 @@ describe("idempotency.mismatch()", function()
   end
 
   it("accepts the same message: media in any order, whitespace around the text", function()
-    assert.is_nil(idempotency.mismatch(req, msg))
-    assert.is_nil(idempotency.mismatch(req, with("content", "  Hi there\n")))
-    assert.is_nil(idempotency.mismatch({ to = "+1", content = "a\r\nb" },
+    assert.is_nil(mm(req, msg))
+    assert.is_nil(mm(req, with("content", "  Hi there\n")))
+    assert.is_nil(mm({ to = "+1", content = "a\r\nb" },
                                        { to = "+1", content = "a\nb", mediaUrls = {} }))
-    assert.is_nil(idempotency.mismatch({ to = "+1", media_urls = { "https://e/a" } },
+    assert.is_nil(mm({ to = "+1", media_urls = { "https://e/a" } },
                                        { to = "+1", mediaUrls = { "https://e/a" } }))
   end)
 
   it("compares only what the message carries", function()
     -- the list endpoint shape: no mediaUrls, no phoneNumberId
-    assert.is_nil(idempotency.mismatch(req, { to = "+15557000001", content = "Hi there",
+    assert.is_nil(mm(req, { to = "+15557000001", content = "Hi there",
                                               from = "+15551230001" }))
     -- sender by id only when the number is unknown
-    assert.is_nil(idempotency.mismatch({ to = "+1", content = "a", from_id = "ph_x" },
+    assert.is_nil(mm({ to = "+1", content = "a", from_id = "ph_x" },
                                        { to = "+1", content = "a", from = "+15550001111" }))
   end)
 
   it("names every field that differs", function()
-    assert.are.same({ "to" }, idempotency.mismatch(req, with("to", "+15557000002")))
-    assert.are.same({ "from" }, idempotency.mismatch(req, with("phoneNumberId", "ph_b")))
+    assert.are.same({ "to" }, mm(req, with("to", "+15557000002")))
+    assert.are.same({ "from" }, mm(req, with("phoneNumberId", "ph_b")))
     local no_id = with("phoneNumberId", nil)
     no_id.from = "+15559999999"
-    assert.are.same({ "from" }, idempotency.mismatch(req, no_id))
-    assert.are.same({ "content" }, idempotency.mismatch(req, with("content", "Hi")))
-    assert.are.same({ "content" }, idempotency.mismatch(req, with("content", nil)))
+    assert.are.same({ "from" }, mm(req, no_id))
+    assert.are.same({ "content" }, mm(req, with("content", "Hi")))
+    assert.are.same({ "content" }, mm(req, with("content", nil)))
     assert.are.same({ "media_urls" },
-      idempotency.mismatch(req, with("mediaUrls", { "https://e.example/a.png" })))
+      mm(req, with("mediaUrls", { "https://e.example/a.png" })))
     local all = { id = "m", to = "+2", content = "other", phoneNumberId = "ph_b",
                   mediaUrls = {} }
-    assert.are.same({ "to", "from", "content", "media_urls" }, idempotency.mismatch(req, all))
+    assert.are.same({ "to", "from", "content", "media_urls" }, mm(req, all))
   end)
 end)
