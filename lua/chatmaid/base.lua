@@ -334,6 +334,16 @@ end
 
 -- A transport result -> value | nil, err
 function _M.interpret(self, method, path, res, kind, msg, code, timeout)
+  local ok, data, enveloped
+  if res then
+    -- the common answer first, before anything is allocated for an error
+    local status = res.status
+    ok, data, enveloped = core.decode_envelope(status, res.body)
+    if ok and data ~= nil and (enveloped or self._bare_json_ok) and status >= 200
+       and status < 300 then
+      return data
+    end
+  end
   local f = { method = method, path = path }
   if not res then
     f.reason, f.curl_code = kind, code
@@ -350,7 +360,6 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   end
   local status = res.status
   f.status = status
-  local ok, data, enveloped = core.decode_envelope(status, res.body)
   if status >= 200 and status < 300 then
     if ok and (enveloped or self._bare_json_ok) and data ~= nil then return data end
     -- Every error carries the request id, when the answer has one. The docs name no request
