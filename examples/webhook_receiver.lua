@@ -2,6 +2,8 @@
 -- A plain-Lua Chatmaid webhook receiver on LuaSocket: reads the raw body by Content-Length,
 -- verifies it, drops duplicates, answers 2xx at once and handles the event afterwards.
 --   CHATMAID_WEBHOOK_SECRET=whsec_... lua5.4 examples/webhook_receiver.lua --port 9000
+-- Several receivers (machines) behind a load balancer: add --redis redis://host:6379/0 and
+-- they share one memory of handled deliveries (chatmaid.redis.seen_set).
 -- Rotation: put several secrets in CHATMAID_WEBHOOK_SECRET, separated by commas.
 local socket = require "socket"
 local webhook = require "chatmaid.webhook"
@@ -10,20 +12,23 @@ local MAX_BODY = 1024 * 1024
 local MAX_HEADER_LINES = 100
 
 local function parse_args(argv)
-  local port, path = 9000, "/webhooks/chatmaid"
+  local port, path, redis_url = 9000, "/webhooks/chatmaid", nil
   local i = 1
   while argv[i] do
     if argv[i] == "--port" then
       port = tonumber(argv[i + 1]); i = i + 2
     elseif argv[i] == "--path" then
       path = argv[i + 1]; i = i + 2
+    elseif argv[i] == "--redis" then
+      redis_url = argv[i + 1]; i = i + 2
     else
-      io.stderr:write("usage: webhook_receiver.lua [--port N] [--path /webhooks/chatmaid]\n")
+      io.stderr:write("usage: webhook_receiver.lua [--port N] [--path /webhooks/chatmaid]"
+                      .. " [--redis redis://host:6379/0]\n")
       os.exit(2)
     end
   end
   if not port then io.stderr:write("--port needs a number\n"); os.exit(2) end
-  return port, path
+  return port, path, redis_url
 end
 
 local function load_secrets()
@@ -82,9 +87,10 @@ local function handle(event)
 end
 
 local function main(argv)
-  local port, hook_path = parse_args(argv)
+  local port, hook_path, redis_url = parse_args(argv)
   local secrets = load_secrets()
-  local seen = webhook.seen_set{ size = 10000, ttl = 86400 }
+  local seen = redis_url and require("chatmaid.redis").seen_set{ url = redis_url, ttl = 86400 }
+               or webhook.seen_set{ size = 10000, ttl = 86400 }
   local server = assert(socket.bind("127.0.0.1", port))
   print(("listening on http://127.0.0.1:%d%s"):format(port, hook_path))
   io.stdout:flush()
@@ -106,11 +112,18 @@ local function main(argv)
         if not event then
           io.stderr:write(tostring(err), "\n")     -- never contains the secret
           respond(client, 400, err.reason .. "\n")
-        elseif seen:seen(webhook.dedupe_key(event)) then
-          respond(client, 200, "duplicate\n")        -- a retry of something already handled
-          event = nil
         else
-          respond(client, 200, "ok\n")
+          local dup, serr = seen:seen(webhook.dedupe_key(event))
+          if dup == nil then                         -- Redis unreachable: let the API retry
+            io.stderr:write(tostring(serr), "\n")
+            respond(client, 503, "try again later\n")
+            event = nil
+          elseif dup then
+            respond(client, 200, "duplicate\n")      -- a retry of something already handled
+            event = nil
+          else
+            respond(client, 200, "ok\n")
+          end
         end
       end
       client:close()
