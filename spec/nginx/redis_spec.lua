@@ -10,6 +10,11 @@ local NAME = "chatmaid.redis inside nginx #nginx #redis"
 do
   local ok, why = H.guard(NAME)
   if ok and not rh.binary() then ok, why = false, "no redis-server" end
+  if ok and not (H.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
+                 or H.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
+    ok, why = false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
+  end
+  if not ok and H.required() then error(NAME .. ": required here (CI) but " .. why) end
   if not ok then
     describe(NAME, function() pending("skipped: " .. why) end)
     return
