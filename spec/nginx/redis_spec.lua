@@ -53,6 +53,16 @@ local DOWN = [[
   ngx.log(ngx.WARN, "down: ", event and "event" or (err.kind .. " " .. err.reason))
 ]]
 
+local BAD = [[
+  local resty = require "chatmaid.resty"
+  local _, e1 = pcall(resty.receive_webhook, { secret = "s", redis = 5 })
+  local _, e2 = pcall(resty.receive_webhook, { secret = "s", redis = "${REDIS}",
+                                               shared_dict = "x" })
+  local _, e3 = pcall(resty.rate_limiter, { redis = "${REDIS}", shared_dict = "x",
+                                            per_minute = 5 })
+  ngx.say(e1) ngx.say(e2) ngx.say(e3)
+]]
+
 local function payload(i)
   return '{"event":"message.delivered","timestamp":"2026-01-01T00:00:00Z","data":'
          .. '{"messageId":"msg_redis_' .. i .. '","status":"delivered"}}'
@@ -70,7 +80,8 @@ describe(NAME, function()
         workers = 2,
         server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
           .. "location = /take { content_by_lua_block {" .. LIMITER .. "} }\n"
-          .. "location = /down { content_by_lua_block {" .. DOWN .. "} }",
+          .. "location = /down { content_by_lua_block {" .. DOWN .. "} }\n"
+          .. "location = /bad { content_by_lua_block {" .. BAD .. "} }",
         vars = { SECRET = SECRET, REDIS = redis_srv.url, DEAD = rh.free_port() },
       }
     end
@@ -143,6 +154,17 @@ describe(NAME, function()
     -- the second instance queues behind the first one's two starts
     assert.truthy(tonumber(b1) > 0.1 and tonumber(b1) <= 0.2, b)
     assert.truthy(tonumber(b2) > tonumber(b1), b)
+  end)
+
+  it("raises on a bad redis option, and on redis with shared_dict", function()
+    local _, body = H.raw(nginxes[1].port, "GET", "/bad")
+    assert.truthy(body:find("chatmaid.resty.receive_webhook: option 'redis' must be a "
+                            .. "redis:// URL or a chatmaid.redis.seen_set (got number)", 1, true),
+                  body)
+    assert.truthy(body:find("chatmaid.resty.receive_webhook: give shared_dict or redis, not "
+                            .. "both", 1, true), body)
+    assert.truthy(body:find("chatmaid.resty.rate_limiter: give shared_dict or redis, not both",
+                            1, true), body)
   end)
 
   it("answers 503 (the API delivers again later) when Redis is down", function()

@@ -109,6 +109,9 @@ function _M.receive_webhook(opts)
     o[k] = v
   end
   if o.secret == nil then error("chatmaid.resty.receive_webhook: secret is required", 2) end
+  if o.shared_dict and o.redis then
+    error("chatmaid.resty.receive_webhook: give shared_dict or redis, not both", 2)
+  end
   local dict
   if o.shared_dict then
     dict = ngx.shared[o.shared_dict]
@@ -116,9 +119,6 @@ function _M.receive_webhook(opts)
       error("chatmaid.resty.receive_webhook: no lua_shared_dict named '" .. o.shared_dict
             .. "' (add `lua_shared_dict " .. o.shared_dict .. " 1m;` to the http block)", 2)
     end
-  end
-  if o.shared_dict and o.redis then
-    error("chatmaid.resty.receive_webhook: give shared_dict or redis, not both", 2)
   end
   local seen = o.redis and redis_set(o.redis, o.dedupe_ttl or _M.DEFAULT_DEDUPE_TTL)
   if o.respond == nil then o.respond = true end
