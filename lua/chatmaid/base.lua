@@ -390,7 +390,7 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   local message
   if ok == false then
     f.error, f.messages, f.details = data.error, data.messages, data.details
-    f.retry_after = data.retry_after
+    f.retry_after = retry.server_delay(data.retry_after)
     message = data.message
     if message == nil or message == "" then message = "HTTP " .. status end
   else
@@ -401,6 +401,8 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
     f.retry_after = retry.parse_retry_after(res.headers["retry-after"])
   end
   if self.classify then self:classify(f) end   -- API-specific tweaks (conversations)
+  -- never a negative, zero or NaN delay from the server: err.retry_after is safe to sleep on
+  f.retry_after = retry.server_delay(f.retry_after)
   return nil, errors.new(ekind, message, f)
 end
 

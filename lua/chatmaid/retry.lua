@@ -5,6 +5,21 @@ local _M = {}
 
 _M.BASE_DELAY = 0.5
 _M.MAX_DELAY = 8
+-- Bounds of every delay a server supplies (Retry-After, retryAfter, "try again in N
+-- seconds"): a server that says 0 (or a negative number) is waited for 1 s, so a rate
+-- limited client never turns into a busy loop; one that asks for more than a day is read as a
+-- day (max_retry_wait decides whether the client waits that long by itself).
+_M.MIN_SERVER_DELAY = 1
+_M.MAX_SERVER_DELAY = 86400
+
+-- A delay a server asked for, made safe to sleep on: nil when it is not a number (NaN
+-- included), else clamped to [MIN_SERVER_DELAY, MAX_SERVER_DELAY].
+function _M.server_delay(v)
+  if type(v) ~= "number" or v ~= v then return nil end
+  if v < _M.MIN_SERVER_DELAY then return _M.MIN_SERVER_DELAY end
+  if v > _M.MAX_SERVER_DELAY then return _M.MAX_SERVER_DELAY end
+  return v
+end
 
 -- Exponential backoff with jitter and a cap: attempt 1 waits ~0.5 s, then 1, 2, 4, 8, 8...
 -- The jitter keeps [50%, 100%] of the delay so clients that failed together spread out.
@@ -19,7 +34,7 @@ end
 function _M.decide(err, attempt, max_retries, max_retry_wait, random)
   if not err.retryable then return "stop" end
   if attempt > max_retries then return "stop" end
-  local ra = err.retry_after
+  local ra = _M.server_delay(err.retry_after)
   if ra and (err.status == 429 or err.status == 503) then
     if ra > max_retry_wait then return "give_up_wait" end
     return "retry", ra
