@@ -125,8 +125,9 @@ function _M.send_batch(self, items, o)
     error("chatmaid: send_batch expects an array of send parameter tables (got "
           .. type(items) .. ")", 2)
   end
+  local n, why = validate.sequence(items, "items")
+  if not n then error("chatmaid: send_batch: " .. why, 2) end
   o = check_options(o)
-  local n = #items
   for i = 1, n do
     local it = items[i]
     if type(it) ~= "table" then
@@ -376,7 +377,8 @@ function _M.send_batch(self, items, o)
         local p = job.p
         local body = { fromPhoneId = job.from_id, to = p.to, content = p.content,
                        idempotencyKey = job.key }
-        if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
+        local media = p.media_urls and validate.array_copy(p.media_urls)
+        if media and #media > 0 then body.mediaUrls = media end
         job.req = { method = "POST", url = url, headers = headers, body = json.encode(body),
                     timeout_ms = timeout_ms }
       end

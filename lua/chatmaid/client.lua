@@ -131,7 +131,8 @@ function _M:_send_from(p, from, key, o, from_number)
   local path = "/v1/messages/send"
   local body = { fromPhoneId = from, to = p.to, content = p.content,
                  idempotencyKey = key }
-  if p.media_urls and #p.media_urls > 0 then body.mediaUrls = p.media_urls end
+  local media = p.media_urls and validate.array_copy(p.media_urls)   -- checked: sent as is
+  if media and #media > 0 then body.mediaUrls = media end
   local msg, err = self:_request("POST", path, nil, body, o, key)
   if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
   -- self._last is this request's: nothing yields between base.request's return and here

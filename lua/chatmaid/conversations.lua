@@ -104,13 +104,6 @@ end
 
 -- ---- validation ----
 
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n == #t
-end
-
 local function check_number(v, name, min, max)
   if type(v) ~= "number" or v ~= v or v < min or v > max then
     return name .. " must be a number from " .. min .. " to " .. max .. "; got " .. tostring(v)
@@ -146,31 +139,52 @@ local function check_parameter(p, name, add)
     end
   elseif p[p.type] == nil then
     add(name .. " has type " .. p.type .. " but no " .. p.type .. " field")
-  elseif type(p[p.type]) == "table" and p[p.type].link ~= nil then
-    add(validate.https_url(p[p.type].link, name .. "." .. p.type .. ".link"))
+  end   -- links (p.image.link, ...) are checked by check_links
+end
+
+-- Every "link" or "url" anywhere in a component is a media link: public https only.
+local function check_links(v, name, add)
+  for k, x in next, v do
+    local where = name .. (type(k) == "number" and ("[" .. k .. "]") or ("." .. k))
+    if type(x) == "table" then
+      check_links(x, where, add)
+    elseif k == "link" or k == "url" then
+      add(validate.https_url(x, where))
+    end
   end
 end
 
+-- components: a proper array of component tables, each plain JSON (validate.plain: no
+-- holes, no mixed or extra non-string keys, no functions, finite numbers), with
+-- `parameters` a proper array too. Everything is checked because everything is sent.
 local function check_components(cs, add)
   if cs == nil then return end
-  if not is_array(cs) then return add("components must be an array of component tables") end
-  for i, c in ipairs(cs) do
+  local n, why = validate.sequence(cs, "components")
+  if not n then
+    return add(type(cs) ~= "table" and "components must be an array of component tables" or why)
+  end
+  for i = 1, n do
+    local c = rawget(cs, i)
     local name = "components[" .. i .. "]"
     if type(c) ~= "table" then
       add(name .. " must be a table")
     else
+      local bad = validate.plain(c, name)
+      if bad then return add(bad) end
       if type(c.type) ~= "string" or c.type == "" then
         add(name .. ".type must be a non-empty string (header, body, button)")
       end
       if c.parameters ~= nil then
-        if not is_array(c.parameters) then
-          add(name .. ".parameters must be an array")
+        local m, pwhy = validate.sequence(c.parameters, name .. ".parameters")
+        if not m then
+          add(type(c.parameters) ~= "table" and (name .. ".parameters must be an array") or pwhy)
         else
-          for j, p in ipairs(c.parameters) do
-            check_parameter(p, name .. ".parameters[" .. j .. "]", add)
+          for j = 1, m do
+            check_parameter(rawget(c.parameters, j), name .. ".parameters[" .. j .. "]", add)
           end
         end
       end
+      check_links(c, name, add)
     end
   end
 end

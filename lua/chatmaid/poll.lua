@@ -24,6 +24,8 @@ local OPTS = { timeout = "number", interval = "number", max_interval = "number",
 -- Turns `until` (a status or an array of statuses) into a set; raises on unknown statuses.
 local function status_set(v)
   local list = type(v) == "string" and { v } or v
+  local _, why = validate.sequence(list, "until")
+  if why then error("chatmaid: wait: " .. why, 4) end
   local set, n = {}, 0
   for _, s in ipairs(list) do
     if not validate.statuses[s] then

@@ -164,6 +164,81 @@ function _M.one_of(v, set, name)
   end
 end
 
+local function describe_key(k)
+  if type(k) == "string" then
+    return string.format("%q", #k > 40 and (k:sub(1, 40) .. "...") or k)
+  end
+  return type(k) .. " " .. tostring(k)
+end
+
+-- A proper sequence, read raw as cjson encodes it: keys exactly 1..n and nothing else (no
+-- holes, no string keys, no fractional keys). Returns n, or nil and a problem naming `name`.
+-- ipairs and # would both stop at a hole (or report either border) while cjson encodes
+-- everything, so a list is checked here before its items are.
+function _M.sequence(t, name)
+  if type(t) ~= "table" then return nil, name .. " must be an array" end
+  local n, max = 0, 0
+  for k in next, t do
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) or k == math.huge then
+      return nil, name .. " must be an array (keys 1..n only); it has the key " .. describe_key(k)
+    end
+    n = n + 1
+    if k > max then max = k end
+  end
+  if max ~= n then
+    for i = 1, n + 1 do   -- n keys in 1..max > n: a hole at or before n + 1
+      if rawget(t, i) == nil then
+        return nil, name .. " must be an array without holes: " .. name .. "[" .. i .. "] is nil"
+          .. " but " .. name .. "[" .. max .. "] is set"
+      end
+    end
+  end
+  return n
+end
+
+-- A fresh copy of a proper sequence (what was checked is what is sent, whatever metatable
+-- the caller's table has).
+function _M.array_copy(t)
+  local n = assert(_M.sequence(t, "array"))
+  local out = {}
+  for i = 1, n do out[i] = rawget(t, i) end
+  return out
+end
+
+-- A value that JSON encodes as the caller means it: strings, booleans, finite numbers,
+-- proper arrays and objects with string keys only (no holes, no mixed tables, no functions
+-- or userdata, no NaN or infinity), at most 8 levels deep. Returns nil or a problem.
+function _M.plain(v, name, depth)
+  depth = depth or 0
+  local t = type(v)
+  if t == "string" or t == "boolean" then return nil end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      return name .. " must be a finite number"
+    end
+    return nil
+  end
+  if t ~= "table" then return name .. " must not be a " .. t end
+  if depth >= 8 then return name .. " is nested too deeply (more than 8 levels)" end
+  local strings, others = 0, 0
+  for k in next, v do
+    if type(k) == "string" then strings = strings + 1 else others = others + 1 end
+  end
+  if others > 0 then
+    local n, why = _M.sequence(v, name)
+    if not n then return why end
+    for i = 1, n do
+      local p = _M.plain(rawget(v, i), name .. "[" .. i .. "]", depth + 1)
+      if p then return p end
+    end
+    return nil
+  end
+  for k, x in next, v do
+    local p = _M.plain(x, name .. "." .. k, depth + 1)
+    if p then return p end
+  end
+end
+
 -- Send parameters (already known to be a table). Returns a list of problems (maybe empty).
 function _M.send(p)
   local problems = {}
@@ -171,11 +246,15 @@ function _M.send(p)
   add(_M.e164(p.to, "to"))
   local has_media = false
   if p.media_urls ~= nil then
-    if type(p.media_urls) ~= "table" then
-      add("media_urls must be an array of https:// URLs")
+    local n, why = _M.sequence(p.media_urls, "media_urls")
+    if not n then
+      add(type(p.media_urls) ~= "table" and "media_urls must be an array of https:// URLs"
+          or why)
     else
-      for i, u in ipairs(p.media_urls) do add(_M.https_url(u, "media_urls[" .. i .. "]")) end
-      has_media = #p.media_urls > 0
+      for i = 1, n do
+        add(_M.https_url(rawget(p.media_urls, i), "media_urls[" .. i .. "]"))
+      end
+      has_media = n > 0
     end
   end
   if p.content ~= nil then add(_M.content(p.content)) end
