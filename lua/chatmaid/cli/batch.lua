@@ -54,7 +54,7 @@ Examples:
            .. " with .journal appended).")
   b:flag("--no-journal", "Keep no journal (a re-run then asks the API for every row).")
   b:option("--rate", "Client-side limit in requests per minute (default 100; 0 = off)")
-    :convert(function(v) return require("chatmaid.cli").integer(0)(v) end)
+    :convert(function(v) return require("chatmaid.cli").integer(0, 1000000)(v) end)
   b:option("--redis", "Share --rate through Redis (redis://host:port/db) with every sender "
            .. "on this API key, on any machine.")
 end
@@ -207,9 +207,11 @@ function _M.commands.batch(a, ctx)
   local now = core.monotime
   local t0 = now()
   local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
+  local rate = a.rate          -- 0 turns the limiter off: false, not 0 ("x and false or y"
+  if rate == 0 then rate = false end   -- would give 0 back)
   local results, summary, stopped = send(c, items, {
     concurrency = a.concurrency or 8, batch_id = batch_id, journal = jpath,
-    rate_per_minute = (a.rate == 0) and false or a.rate, rate_limiter = limiter,
+    rate_per_minute = rate, rate_limiter = limiter,
     on_progress = function(done) bar:update(done) end,
   })
   bar:finish()

@@ -11,22 +11,29 @@ _M.EXIT = { ok = 0, api = 1, usage = 2, signature = 3 }
 
 local GROUPS = { "send", "messages", "phones", "account", "webhook", "batch", "sandbox" }
 
+-- Every number option has a range: past it is a usage error (exit 2), never a value the
+-- library refuses later (an internal error, exit 1). Seconds: at most a day.
+_M.MAX_SECONDS = 86400
+_M.MAX_INTEGER = 2 ^ 31 - 1
+
 local function positive(v)
   local n = tonumber(v)
-  if not n or n <= 0 or n ~= n or n == math.huge then
-    return nil, "expected a positive number of seconds, got '" .. v .. "'"
+  if not n or n <= 0 or n ~= n or n > _M.MAX_SECONDS then
+    return nil, "expected a positive number of seconds up to " .. _M.MAX_SECONDS .. ", got '"
+      .. output.one_line(v) .. "'"
   end
   return n
 end
 _M.positive = positive
 
--- Converter for argparse: a whole number >= min.
+-- Converter for argparse: a whole number >= min (and <= max, or 2^31 - 1).
 function _M.integer(min, max)
   return function(v)
     local n = tonumber(v)
-    if not n or n ~= math.floor(n) or n < min or (max and n > max) then
-      return nil, "expected a whole number " .. (max and ("from " .. min .. " to " .. max)
-                  or (">= " .. min)) .. ", got '" .. v .. "'"
+    if not n or n ~= math.floor(n) or n < min or n > (max or _M.MAX_INTEGER) then
+      return nil, "expected a whole number from " .. min .. " to "
+                  .. string.format("%d", max or _M.MAX_INTEGER) .. ", got '"
+                  .. output.one_line(v) .. "'"
     end
     return n
   end
@@ -192,7 +199,7 @@ function _M.main(argv)
     return tostring(e)
   end)
   if not ok then
-    io.stderr:write("chatmaid: internal error: ", tostring(code), "\n")
+    io.stderr:write("chatmaid: internal error: ", output.one_line(code), "\n")
     return _M.EXIT.api
   end
   return code

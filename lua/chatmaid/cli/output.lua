@@ -44,13 +44,37 @@ local function encode(v, out)
   return out
 end
 
-function _M.json(v)
-  return table.concat(encode(v, {}))
+-- cjson escapes the C0 controls; DEL and the C1 controls (U+0080..U+009F, such as U+009B,
+-- an 8-bit CSI) it leaves raw. Escaped here too, so no JSON we print can drive a terminal.
+local function json_safe(s)
+  s = s:gsub("\127", "\\u007f")
+  return (s:gsub("\194([\128-\159])", function(c)
+    return string.format("\\u%04x", c:byte())
+  end))
 end
 
--- One line, whatever the message holds: errors and values stay greppable.
+function _M.json(v)
+  return json_safe(table.concat(encode(v, {})))
+end
+
+-- Text from the network never drives the terminal: every control character (C0 but tab,
+-- DEL, and UTF-8 encoded C1 such as U+009B) is shown as an escape (\x1B, \u009B), so ESC
+-- and OSC sequences in a server's message cannot retitle, clear or recolour the screen.
+-- Lone bytes 0x80..0x9F that are not UTF-8 are left: a UTF-8 terminal shows them as U+FFFD.
+local function escape_controls(s)
+  s = s:gsub("[%z\1-\8\11-\31\127]", function(c)
+    return string.format("\\x%02X", c:byte())
+  end)
+  return (s:gsub("\194([\128-\159])", function(c)
+    return string.format("\\u%04X", c:byte())
+  end))
+end
+_M.escape_controls = escape_controls
+
+-- One line, whatever the message holds: errors and values stay greppable, and control
+-- characters are escaped (escape_controls).
 local function one_line(s)
-  return (tostring(s):gsub("[\r\n]+", " "))
+  return escape_controls((tostring(s):gsub("[\r\n]+", " ")))
 end
 _M.one_line = one_line
 
@@ -103,6 +127,7 @@ end
 -- object(value) -> text: "key   value" lines, nested keys dotted (stats.messages).
 function _M.object(v)
   local rows = flatten(v, "", {})
+  for _, r in ipairs(rows) do r[1] = one_line(r[1]) end   -- keys come from the network too
   local w = 0
   for _, r in ipairs(rows) do if #r[1] > w then w = #r[1] end end
   local lines = {}
