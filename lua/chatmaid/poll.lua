@@ -88,7 +88,9 @@ function _M.last_seen(last, last_err)
   local s = "last status: " .. tostring(last and last.status)
   if last_err then
     local parts = { last_err.kind == "rate_limited" and "rate limited" or last_err.kind }
-    if last_err.retry_after then parts[#parts + 1] = "retry_after " .. last_err.retry_after .. " s" end
+    if last_err.retry_after then
+      parts[#parts + 1] = "retry_after " .. last_err.retry_after .. " s"
+    end
     if last_err.status then parts[#parts + 1] = "HTTP " .. last_err.status end
     s = s .. "; last response: " .. table.concat(parts, ", ")
   end
@@ -124,7 +126,8 @@ function _M.wait(self, id, o)
   local start = self.now()
   local deadline = start + w.timeout
   local interval = w.interval
-  local last, last_err, failures, requests = nil, nil, 0, 0
+  local last, last_err
+  local failures, requests = 0, 0
   local why = " did not reach the awaited status within " .. w.timeout .. " s"
   while true do
     requests = requests + 1
