@@ -55,23 +55,37 @@ local function reject(o, status, kind, message, fields)
   return nil, err
 end
 
-local function read_file(path)
-  local f, ferr = io.open(path, "rb")
-  if not f then return nil, ferr end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- The exact request bytes: in memory, or in nginx's temporary file when the body was larger
--- than client_body_buffer_size (get_body_data() is nil then).
-local function raw_body()
+-- The exact request bytes, at most max_body of them: in memory, or in nginx's temporary file
+-- when the body was larger than client_body_buffer_size (get_body_data() is nil then).
+-- -> body | nil, "too_large", size | nil, message
+-- A chunked body has no Content-Length to check first, and nginx spools all of it to the
+-- file (as much as client_max_body_size allows, which may be 0: no limit). The file's size
+-- is checked before anything is read, so max_body bounds the worker's Lua memory whatever
+-- the client sends.
+local function raw_body(max_body)
   ngx.req.read_body()
   local data = ngx.req.get_body_data()
-  if data then return data end
+  if data then
+    if #data > max_body then return nil, "too_large", #data end
+    return data
+  end
   local file = ngx.req.get_body_file()
-  if file then return read_file(file) end
-  return ""
+  if not file then return "" end
+  local f, ferr = io.open(file, "rb")
+  if not f then return nil, ferr end
+  local size = f:seek("end")
+  if not size then
+    f:close()
+    return nil, "cannot seek in the body file"
+  end
+  if size > max_body then
+    f:close()
+    return nil, "too_large", size
+  end
+  f:seek("set", 0)
+  local s = f:read(size) or ""
+  f:close()
+  return s
 end
 
 -- receive_webhook(opts) -> event | nil, err | nil, "duplicate", event
@@ -140,14 +154,14 @@ function _M.receive_webhook(opts)
     return reject(o, 413, "validation", "body of " .. declared .. " bytes is over max_body ("
                   .. max_body .. ")", { reason = "too_large" })
   end
-  local body, rerr = raw_body()
+  local body, rerr, size = raw_body(max_body)
+  if rerr == "too_large" then
+    return reject(o, 413, "validation", "body of " .. size .. " bytes is over max_body ("
+                  .. max_body .. ")", { reason = "too_large" })
+  end
   if not body then
     return reject(o, 500, "validation", "could not read the buffered request body: "
                   .. tostring(rerr), { reason = "body_unreadable" })
-  end
-  if #body > max_body then
-    return reject(o, 413, "validation", "body of " .. #body .. " bytes is over max_body ("
-                  .. max_body .. ")", { reason = "too_large" })
   end
 
   local event, err = webhook.construct_event(body, sig, o.secret,
