@@ -161,7 +161,9 @@ local function check_components(cs, add)
   if cs == nil then return end
   local n, why = validate.sequence(cs, "components")
   if not n then
-    return add(type(cs) ~= "table" and "components must be an array of component tables" or why)
+    -- not a list at all (one component passed alone, a string, ...): say what is expected
+    return add((type(cs) ~= "table" or rawget(cs, 1) == nil)
+               and "components must be an array of component tables" or why)
   end
   for i = 1, n do
     local c = rawget(cs, i)

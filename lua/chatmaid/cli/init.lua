@@ -31,9 +31,11 @@ function _M.integer(min, max)
   return function(v)
     local n = tonumber(v)
     if not n or n ~= math.floor(n) or n < min or n > (max or _M.MAX_INTEGER) then
-      return nil, "expected a whole number from " .. min .. " to "
-                  .. string.format("%d", max or _M.MAX_INTEGER) .. ", got '"
-                  .. output.one_line(v) .. "'"
+      local range = max and ("from " .. min .. " to " .. max)
+                    or (n and n > _M.MAX_INTEGER) and ("from " .. min .. " to "
+                                                       .. string.format("%d", _M.MAX_INTEGER))
+                    or (">= " .. min)
+      return nil, "expected a whole number " .. range .. ", got '" .. output.one_line(v) .. "'"
     end
     return n
   end
