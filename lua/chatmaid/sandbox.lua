@@ -110,9 +110,15 @@ end
 
 -- request(method, path, body, headers) -> status, decoded body (or raw text), headers
 --   | nil, err. body: table (sent as JSON) or string. Uses LuaSocket, not the SDK.
+-- Requests to /__sandbox/ carry X-Chatmaid-Sandbox: 1 unless headers sets it (false: omit).
 function _M:request(method, path, body, headers)
   local h = {}
   for k, v in pairs(headers or {}) do h[k:lower()] = v end
+  -- control endpoints need the sandbox header (a browser cannot send it cross-origin)
+  if path:sub(1, 11) == "/__sandbox/" and h["x-chatmaid-sandbox"] == nil then
+    h["x-chatmaid-sandbox"] = "1"
+  end
+  if h["x-chatmaid-sandbox"] == false then h["x-chatmaid-sandbox"] = nil end
   local src
   if body ~= nil then
     if type(body) ~= "string" then body = json.encode(body) end

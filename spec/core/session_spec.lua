@@ -69,7 +69,8 @@ describe("chatmaid.core", function()
       local s = core.session{ timeout_ms = 5000 }
       local body = "bin\0ary\r\n\255" .. string.rep("x", 300000)
       local status, got, headers = s:request("POST", sb.url .. "/__sandbox/echo",
-                                             { "Content-Type: application/octet-stream" }, body)
+                                             { "Content-Type: application/octet-stream",
+                                               "X-Chatmaid-Sandbox: 1" }, body)
       assert.equal(200, status)
       assert.equal(#body, #got)
       assert.equal(body, got)

@@ -24,10 +24,17 @@ function _M.connect(port, timeout)
   return s
 end
 
--- build(method, path, headers, body) -> request bytes (Host and Content-Length added)
+-- build(method, path, headers, body) -> request bytes (Host and Content-Length added, and
+-- X-Chatmaid-Sandbox: 1 for the control endpoints unless headers has it; false: omit it)
 function _M.build(method, path, headers, body)
-  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1" }
-  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  local lines = { method .. " " .. path .. " HTTP/1.1" }
+  if (headers or {}).Host == nil then lines[#lines + 1] = "Host: 127.0.0.1" end
+  if path:sub(1, 11) == "/__sandbox/" and (headers or {})["X-Chatmaid-Sandbox"] == nil then
+    lines[#lines + 1] = "X-Chatmaid-Sandbox: 1"
+  end
+  for k, v in pairs(headers or {}) do
+    if v ~= false then lines[#lines + 1] = k .. ": " .. v end
+  end
   if body then lines[#lines + 1] = "Content-Length: " .. #body end
   return table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
 end

@@ -29,7 +29,8 @@ _M.OPTIONS = {
       s.config_file = v
       return true
     end },
-  { "--control", nil, "enable the /__sandbox/ control endpoints", function(s)
+  { "--control", nil, "enable the /__sandbox/ control endpoints (send X-Chatmaid-Sandbox: 1)",
+    function(s)
       s.control = true
       return true
     end },

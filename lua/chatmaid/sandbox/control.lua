@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- The /__sandbox/ control endpoints: stats, faults, reset, seed, phone states, webhook log,
--- runtime config and shutdown. Refused with 404 unless the sandbox runs with control on.
+-- runtime config and shutdown. Refused with 404 unless the sandbox runs with control on, and
+-- with 403 without the X-Chatmaid-Sandbox: 1 header or with a non-loopback Host or Origin.
 local json = require("chatmaid.sandbox.json")
 local util = require("chatmaid.sandbox.util")
 local R = require("chatmaid.sandbox.responses")
@@ -17,11 +18,61 @@ end
 
 local function nn(v) if v == json.null then return nil end return v end
 
+-- The header every control request carries. A browser sends a custom header cross-origin
+-- only after a CORS preflight, which the sandbox never grants, so a web page open in the
+-- developer's browser cannot drive these endpoints with "simple" requests.
+_M.HEADER = "X-Chatmaid-Sandbox"
+_M.MAX_SEED = 10000
+
+local function loopback_host(host)
+  host = host:lower()
+  return host == "localhost" or host == "[::1]" or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- "127.0.0.1:8787", "localhost", "[::1]:8787" -> true; anything else (a DNS name that
+-- resolves to 127.0.0.1 in a rebinding attack, a LAN address) -> false.
+local function loopback_authority(a)
+  local host, port = a:match("^(%[[^%]]*%])(.*)$")
+  if not host then host, port = a:match("^([^:]*)(.*)$") end
+  return loopback_host(host) and (port == "" or port:find("^:%d+$") ~= nil)
+end
+
+-- gate(req) -> nil when the control request may run, else the 403 to answer.
+function _M.gate(req)
+  local h = req.headers
+  if h["x-chatmaid-sandbox"] ~= "1" then
+    return R.error(403, "control endpoints need the header " .. _M.HEADER .. ": 1", req.path)
+  end
+  if not (h.host and loopback_authority(h.host)) then
+    return R.error(403, "control endpoints answer only to a loopback Host (127.0.0.1, "
+      .. "localhost, [::1])", req.path)
+  end
+  local origin = h.origin
+  if origin then
+    local scheme, authority = origin:lower():match("^(https?)://([^/]+)/?$")
+    if not (scheme and loopback_authority(authority)) then
+      return R.error(403, "control endpoints refuse a non-loopback Origin", req.path)
+    end
+  end
+  return nil
+end
+
+-- count -> n | nil, response (1.._M.MAX_SEED; default 1)
+function _M.seed_count(v, path)
+  if v == nil or v == json.null then return 1 end
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) or n < 1 or n > _M.MAX_SEED then
+    return nil, R.error(400, "count must be an integer from 1 to " .. _M.MAX_SEED, path)
+  end
+  return n
+end
+
 local function stats(app)
   local s = app.store.stats
   return R.ok(200, json.obj(
     "sendRequests", s.sendRequests, "messagesCreated", s.messagesCreated,
     "messagesSeeded", s.messagesSeeded, "connectionsAccepted", s.connectionsAccepted,
+    "connectionsRefused", s.connectionsRefused,
     "requests", s.requests, "byPath", s.byPath, "webhookDeliveries", s.webhookDeliveries,
     "faultsApplied", s.faultsApplied, "faultsPending", #app.faults.list,
     "rateLimited", s.rateLimited,
@@ -59,7 +110,8 @@ local function seed(app, req)
   for _, s in ipairs(rules.STATUSES) do if s == status then okstatus = true end end
   if not okstatus then return R.error(400, "status must be one of the following values: "
     .. table.concat(rules.STATUSES, ", "), req.path) end
-  local count = tonumber(b.count) or 1
+  local count, bad = _M.seed_count(b.count, req.path)
+  if not count then return bad end
   local ids = {}
   for i = 1, count do
     local m = store:create{
@@ -136,6 +188,8 @@ function _M.handle(app, req)
   if not app.control then
     return R.error(404, "Cannot " .. req.method .. " " .. req.path, req.path)
   end
+  local refused = _M.gate(req)
+  if refused then return refused end
   local m, p = req.method, req.path:sub(#"/__sandbox" + 1)
   if m == "GET" and p == "/stats" then return stats(app) end
   if m == "POST" and p == "/faults" then return faults(app, req) end

@@ -286,7 +286,9 @@ local function seed(app, req)
     return R.error(400, "tie must be a positive integer", req.path)
   end
   local ids, ts = {}, nil
-  for i = 1, tonumber(b.count) or 1 do
+  local count, bad = require("chatmaid.sandbox.control").seed_count(b.count, req.path)
+  if not count then return bad end
+  for i = 1, count do
     local t = types[(i - 1) % #types + 1]
     if b.timestamps == false then ts = false
     elseif (i - 1) % tie == 0 then ts = util.iso(app.store:next_ms()) end

@@ -59,6 +59,7 @@ function _M.config()
     live_delay = 2,          -- seconds until a live message leaves `pending`
     time_factor = 1,         -- scales live_delay and the webhook retry schedule
     max_body = 1024 * 1024,  -- request body cap in bytes (413 above)
+    max_connections = 512,   -- open client connections at most (503 and close above)
     -- order within a page of GET /api/whatsapp/messages: "asc" as the contract's example
     -- shows (each page is still the newest `limit` messages older than the cursor), "desc"
     conversations_page_order = "asc",

@@ -12,6 +12,11 @@ local util = require("chatmaid.sandbox.util")
 local _M = {}
 local mt = { __index = _M }
 
+-- At most this many client connections at once (config max_connections). Past it a new
+-- connection is answered 503 and closed at once, so the descriptors select() watches stay
+-- far below FD_SETSIZE (1024): idle connections cannot take the sandbox down.
+_M.MAX_CONNECTIONS = 512
+
 -- new(opts) -> server (bound, not yet serving) | nil, err.
 -- opts: port (0 = any free port), config, control, verbose, log (function(line)).
 function _M.new(opts)
@@ -23,8 +28,9 @@ function _M.new(opts)
   sock:settimeout(0)
   local _, port = sock:getsockname()
   return setmetatable({
-    app = app, sock = sock, port = tonumber(port), conns = {}, verbose = opts.verbose,
-    log = log,
+    app = app, sock = sock, port = tonumber(port), conns = {}, nconns = 0,
+    max_conns = tonumber(app.config.max_connections) or _M.MAX_CONNECTIONS,
+    verbose = opts.verbose, log = log,
   }, mt)
 end
 
@@ -53,26 +59,48 @@ local function serve_conn(self, c)
     if not keep then break end
   end
   c:close()
-  self.conns[c] = nil
+  self:_forget(c)
+end
+
+function _M:_forget(c)
+  if self.conns[c] then
+    self.conns[c] = nil
+    self.nconns = self.nconns - 1
+  end
+end
+
+local function refuse(self, s)
+  -- best effort, never blocks: the answer fits in the socket buffer of a new connection
+  s:settimeout(0)
+  pcall(s.send, s, http.serialize(R.error(503, "The sandbox has too many open connections;"
+    .. " close idle ones and retry", "/"), false))
+  s:close()
+  local stats = self.app.store.stats
+  stats.connectionsRefused = stats.connectionsRefused + 1
+end
+
+local function admit(self, s)
+  s:setoption("tcp-nodelay", true)
+  local c = conn_mod.wrap(s, self.app.sched)
+  self.conns[c] = true
+  self.nconns = self.nconns + 1
+  self.app.store.stats.connectionsAccepted = self.app.store.stats.connectionsAccepted + 1
+  self.app.sched:spawn_guarded(function()
+    -- best effort: the task is dead, so answer without yielding, then close
+    if not c.closed then
+      pcall(c.sock.send, c.sock, http.serialize(R.error(500, "Internal server error", "/"),
+        false))
+    end
+    c:close()
+    self:_forget(c)
+  end, serve_conn, self, c)
 end
 
 local function accept(self)
   for _ = 1, 64 do
     local s = self.sock:accept()
     if not s then return end
-    s:setoption("tcp-nodelay", true)
-    local c = conn_mod.wrap(s, self.app.sched)
-    self.conns[c] = true
-    self.app.store.stats.connectionsAccepted = self.app.store.stats.connectionsAccepted + 1
-    self.app.sched:spawn_guarded(function()
-      -- best effort: the task is dead, so answer without yielding, then close
-      if not c.closed then
-        pcall(c.sock.send, c.sock, http.serialize(R.error(500, "Internal server error", "/"),
-          false))
-      end
-      c:close()
-      self.conns[c] = nil
-    end, serve_conn, self, c)
+    if self.nconns >= self.max_conns then refuse(self, s) else admit(self, s) end
   end
 end
 
@@ -95,7 +123,7 @@ end
 
 function _M:close()
   for c in pairs(self.conns) do c:close() end
-  self.conns = {}
+  self.conns, self.nconns = {}, 0
   if self.sock then self.sock:close(); self.sock = nil end
 end
 

@@ -67,6 +67,7 @@ function _M:reset()
   self.last_ms = 0
   self.stats = {
     sendRequests = 0, messagesCreated = 0, messagesSeeded = 0, connectionsAccepted = 0,
+    connectionsRefused = 0,
     requests = 0, byPath = {}, webhookDeliveries = 0, faultsApplied = 0, rateLimited = 0,
   }
   for p, snap in pairs(self.phone_snapshot or {}) do
