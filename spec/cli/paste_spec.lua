@@ -76,7 +76,8 @@ describe("chatmaid CLI (issue 14) #cli", function()
       end)
       assert.truthy(url, tostring(first))
       -- --control: the control endpoints answer; POST /__sandbox/config {} reports the config
-      local out = io.popen("curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
+      local out = io.popen("curl -s -X POST -H 'Content-Type: application/json' "
+                           .. "-H 'X-Chatmaid-Sandbox: 1' -d '{}' "
                            .. url .. "/__sandbox/config"):read("*a")
       local c = cjson.decode(out).data
       assert.are.equal(false, c.rate_limit)
