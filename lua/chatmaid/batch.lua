@@ -125,8 +125,8 @@ function _M.send_batch(self, items, o)
     error("chatmaid: send_batch expects an array of send parameter tables (got "
           .. type(items) .. ")", 2)
   end
-  local n, why = validate.sequence(items, "items")
-  if not n then error("chatmaid: send_batch: " .. why, 2) end
+  local n, not_seq = validate.sequence(items, "items")
+  if not n then error("chatmaid: send_batch: " .. not_seq, 2) end
   o = check_options(o)
   for i = 1, n do
     local it = items[i]
