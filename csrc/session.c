@@ -282,13 +282,15 @@ static void xfer_unprepare(Xfer *x) {
 }
 
 /* libcurl (before 8.6) reports a response header line longer than its CURL_MAX_HTTP_HEADER
- * limit as CURLE_OUT_OF_MEMORY; a failure while the header block is still incomplete is
- * taken as that. */
+ * limit as CURLE_OUT_OF_MEMORY; that failure after the request went out and before the
+ * header block ended is taken as that. */
 static int header_line_too_long(const Xfer *x) {
+  long sent = 0;
 #if LIBCURL_VERSION_NUM >= 0x080600
   if (x->code == CURLE_TOO_LARGE) return !x->head_done;
 #endif
-  return x->code == CURLE_OUT_OF_MEMORY && !x->head_done;
+  if (x->code != CURLE_OUT_OF_MEMORY || x->head_done) return 0;
+  return curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent > 0;
 }
 
 static const char *kind_of(const Xfer *x) {

@@ -48,7 +48,9 @@ http {
 ]]):gsub("DIR", dir):gsub("SBPORT", tostring(sb_port)):gsub("PORT", tostring(port))
   f:write(conf)
   f:close()
-  local p = assert(io.popen(nginx .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -e "
+  -- env -u LD_PRELOAD: under make asan the sanitizer runtimes are preloaded for busted;
+  -- nginx is only scenery here.
+  local p = assert(io.popen("env -u LD_PRELOAD " .. nginx .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -e "
                             .. dir .. "/error.log >/dev/null 2>&1 & echo $!"))
   local pid = p:read("*l")
   p:close()
