@@ -50,8 +50,8 @@ http {
   f:close()
   -- env -u LD_PRELOAD: under make asan the sanitizer runtimes are preloaded for busted;
   -- nginx is only scenery here.
-  local p = assert(io.popen("env -u LD_PRELOAD " .. nginx .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -e "
-                            .. dir .. "/error.log >/dev/null 2>&1 & echo $!"))
+  local p = assert(io.popen("env -u LD_PRELOAD " .. nginx .. " -p " .. dir .. " -c " .. dir
+                            .. "/nginx.conf -e " .. dir .. "/error.log >/dev/null 2>&1 & echo $!"))
   local pid = p:read("*l")
   p:close()
   local up = false
@@ -69,20 +69,31 @@ http {
   return front
 end
 
+-- Under make asan, LeakSanitizer's exit-time scan in the forked host's parent sometimes
+-- crashes on its own ("Tracer caught signal 11" walking a bogus dynamic-TLS entry: GCC 12's
+-- libasan with glibc 2.36; about 1 run in 10 of the batch case). Leak checking is left to
+-- the other specs; ASan's memory checks still run here.
+local ENV = {}
+if os.getenv("ASAN_OPTIONS") then
+  ENV.ASAN_OPTIONS = os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0"
+end
+
+local function run(args) return host.run("spec/host/fork.lua", args, nil, ENV) end
+
 describe("a client used across fork() #integration", function()
   local sb
   setup(function() sb = F.sandbox{ rate_limit = false } end)
   teardown(function() sb:stop() end)
 
   it("gives parent and child their own answers; the parent keeps its connection", function()
-    local out, code = host.run("spec/host/fork.lua", { sb.url, 30 })
+    local out, code = run{ sb.url, 30 }
     assert.equal(0, code, out)
     assert.truthy(out:find("child ok", 1, true), out)
     assert.truthy(out:find("parent ok", 1, true), out)
   end)
 
   it("batches (curl multi) on both sides get their own answers", function()
-    local out, code = host.run("spec/host/fork.lua", { sb.url, 12, "batch" })
+    local out, code = run{ sb.url, 12, "batch" }
     assert.equal(0, code, out)
     assert.truthy(out:find("child ok", 1, true), out)
     assert.truthy(out:find("parent ok", 1, true), out)
@@ -95,14 +106,14 @@ describe("a client used across fork() #integration", function()
 
     it("parent and child get their own answers", function()
       if not front then return pending("skipped: " .. why) end
-      local out, code = host.run("spec/host/fork.lua", { front.url, 20, "share", front.ca_file })
+      local out, code = run{ front.url, 20, "share", front.ca_file }
       assert.equal(0, code, out)
       assert.truthy(out:find("parent ok", 1, true), out)
     end)
 
     it("a child that closes the client leaves the parent's TLS connection alone", function()
       if not front then return pending("skipped: " .. why) end
-      local out, code = host.run("spec/host/fork.lua", { front.url, 10, "close", front.ca_file })
+      local out, code = run{ front.url, 10, "close", front.ca_file }
       assert.equal(0, code, out)
       assert.truthy(out:find("child ok", 1, true), out)
       assert.truthy(out:find("parent ok", 1, true), out)

@@ -14,12 +14,14 @@ local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
--- run(script, args, threads) -> combined output, exit code
-function _M.run(script, args, threads)
+-- run(script, args, threads, env) -> combined output, exit code. env: extra variables.
+function _M.run(script, args, threads, env)
   local build = _M.build_dir()
-  local cmd = { "CHATMAID_HOST_PATH=" .. quote("lua/?.lua;lua/?/init.lua;./?.lua"),
-                "CHATMAID_HOST_CPATH=" .. quote(build .. "/?.so"),
-                quote(build .. "/chatmaid_host") }
+  local cmd = {}
+  for k, v in pairs(env or {}) do cmd[#cmd + 1] = k .. "=" .. quote(v) end
+  cmd[#cmd + 1] = "CHATMAID_HOST_PATH=" .. quote("lua/?.lua;lua/?/init.lua;./?.lua")
+  cmd[#cmd + 1] = "CHATMAID_HOST_CPATH=" .. quote(build .. "/?.so")
+  cmd[#cmd + 1] = quote(build .. "/chatmaid_host")
   if threads then cmd[#cmd + 1] = "-t " .. threads end
   cmd[#cmd + 1] = quote(script)
   for _, a in ipairs(args or {}) do cmd[#cmd + 1] = quote(a) end
