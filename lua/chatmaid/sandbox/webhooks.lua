@@ -45,8 +45,14 @@ local function parse_url(url)
   return host, tonumber(port) or 80, path
 end
 
+-- Deliveries in flight at once. With the server's connection cap (server.MAX_CONNECTIONS)
+-- this keeps every descriptor select() watches below FD_SETSIZE (1024), however many
+-- events a burst of sends emits: the rest wait their turn.
+_M.MAX_IN_FLIGHT = 128
+local in_flight = 0
+
 -- One POST over a fresh non-blocking connection -> status | nil, err
-local function post(url, headers, body, timeout)
+local function post_once(url, headers, body, timeout)
   local host, port, path = parse_url(url)
   if not host then return nil, "unsupported webhook url (http:// only): " .. url end
   local deadline = socket.gettime() + timeout
@@ -94,6 +100,15 @@ local function post(url, headers, body, timeout)
       return nil, "timeout"
     end
   end
+end
+
+local function post(url, headers, body, timeout)
+  while in_flight >= _M.MAX_IN_FLIGHT do scheduler.sleep(0.01) end
+  in_flight = in_flight + 1
+  -- no pcall: it cannot span the yields inside on Lua 5.1; post_once returns its failures
+  local status, err = post_once(url, headers, body, timeout)
+  in_flight = in_flight - 1
+  return status, err
 end
 
 -- emit(event, data): queue a delivery of event with data (an ordered JSON object).
