@@ -17,8 +17,11 @@ function _M.spawn(code, args)
   f:close()
   local parts = {}
   for i, a in ipairs(args or {}) do parts[i] = shq(a) end
-  local p = assert(io.popen("exec " .. lua .. " " .. script .. " " .. table.concat(parts, " ")
-                            .. " 2>&1 & echo $!; wait", "r"))
+  -- The shell prints its pid, then execs the worker under that same pid: the pid line
+  -- always comes first. ("... & echo $!" raced with the worker's own first line: a worker
+  -- printing its port first swapped the two, and the spec hung killing the wrong pid.)
+  local p = assert(io.popen("echo $$; exec " .. lua .. " " .. script .. " "
+                            .. table.concat(parts, " ") .. " 2>&1", "r"))
   local pid = tonumber(p:read("*l"))
   return setmetatable({ pid = pid, pipe = p, script = script }, mt)
 end
