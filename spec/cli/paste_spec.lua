@@ -66,17 +66,23 @@ describe("chatmaid CLI (issue 14) #cli", function()
         "--verbose" }, {}) .. " 2>/dev/null & echo $!")
       -- (not --exit-with-parent here: the shell that started it exits at once; parse() and
       -- from_args() are checked on it below)
-      local pid = h:read("*l")
-      local first = h:read("*l")
-      local url = first and first:match("listening on (http://127%.0%.0%.1:%d+)")
+      -- the shell's pid line and the sandbox's first line race on the pipe: tell them apart
+      local pid, url, first
+      for _ = 1, 2 do
+        local line = h:read("*l")
+        if not line then break end
+        local u = line:match("listening on (http://127%.0%.0%.1:%d+)")
+        if u then url, first = u, line elseif line:match("^%d+$") then pid = line
+        else first = line end
+      end
       finally(function()
-        os.execute("kill " .. pid .. " 2>/dev/null")
+        if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
         h:close()
         os.remove(cfg)
       end)
       assert.truthy(url, tostring(first))
       -- --control: the control endpoints answer; POST /__sandbox/config {} reports the config
-      local out = io.popen("curl -s -X POST -H 'Content-Type: application/json' "
+      local out = io.popen("curl -s --max-time 10 -X POST -H 'Content-Type: application/json' "
                            .. "-H 'X-Chatmaid-Sandbox: 1' -d '{}' "
                            .. url .. "/__sandbox/config"):read("*a")
       local c = cjson.decode(out).data
