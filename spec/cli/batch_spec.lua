@@ -302,7 +302,9 @@ describe("chatmaid batch: resume", function()
   -- exit and returns the exit code
   local function spawn(args)
     local cmd = R.command(args, env) .. " 2>" .. R.quote(dir .. "/stderr")
-    local h = io.popen("sh -c " .. R.quote(cmd .. " & echo $!; wait $!; echo \"=$?\""))
+    -- the inner shell prints its pid (the CLI's, after exec) before the CLI prints anything
+    local inner = "sh -c " .. R.quote("echo $$; exec " .. cmd)
+    local h = io.popen("sh -c " .. R.quote(inner .. " & wait $!; echo \"=$?\""))
     local pid = assert(tonumber(h:read("*l")))
     return pid, function()
       local rest = h:read("*a")

@@ -11,7 +11,8 @@ local socket = require "socket"
 local function start(name, args, env)
   local cmd = "exec " .. run.env_prefix(env) .. " " .. run.LUA .. " " .. run.root
               .. "examples/" .. name .. " " .. args
-  local p = assert(io.popen(cmd .. " 2>&1 & echo $!; wait"))
+  -- the inner shell prints its own pid (the example's, after exec) before anything else
+  local p = assert(io.popen("sh -c " .. run.quote("echo $$; " .. cmd .. " 2>&1") .. " & wait"))
   return p, tonumber(p:read("*l"))
 end
 
