@@ -4,11 +4,15 @@
  *
  *   frame_loop [--blocking] [--messages N] [--press-every FRAMES] [--outlier-ms MS]
  *              [--max-seconds S] [--base-url URL] [--key KEY] [--from PHONE] [--to E164]
+ *              [--ca-file PEM] [--warm-up]
  *
  * Default (task mode): each key press runs client:send as a task (client:spawn) and every frame
  * calls client:step(0), so the frame never waits for the network. --blocking calls client:send
  * directly in the frame instead and shows the freeze. The base URL, key and sender default to
- * CHATMAID_BASE_URL, CHATMAID_API_KEY and CHATMAID_FROM.
+ * CHATMAID_BASE_URL, CHATMAID_API_KEY and CHATMAID_FROM. --ca-file passes a private CA to the
+ * client (a TLS front in tests). --warm-up makes one request as a task while loading
+ * (client:account()), so the first TLS connection and the parsed CA bundle (50-60 ms of CPU
+ * for the system's bundle) are ready before the first frame.
  *
  * Each frame's work (input, the game script, the client) is timed; frames over --outlier-ms
  * (default 4) are printed, and at the end one line:
@@ -40,7 +44,12 @@ static const char game_lua[] =
   "local opts = ...\n"
   "local chatmaid = require 'chatmaid'\n"
   "local client = assert(chatmaid.new{ api_key = opts.key, base_url = opts.base_url,\n"
-  "                                    timeout = 30 })\n"
+  "                                    ca_file = opts.ca_file, timeout = 30 })\n"
+  "if opts.warm_up then   -- at load time, not in a frame: a task, so the connection and the\n"
+  "  local t = client:spawn(function() return client:account() end)   -- CA store it opened\n"
+  "  while client:step(0.05) > 0 do end                                -- are the tasks' own\n"
+  "  assert(t:result())\n"
+  "end\n"
   "if not opts.blocking and type(client.spawn) ~= 'function' then\n"
   "  error('this lua-chatmaid has no client:spawn; run with --blocking', 0)\n"
   "end\n"
@@ -69,9 +78,9 @@ static const char lockdown_lua[] =
   "for i = #package.searchers, 2, -1 do table.remove(package.searchers, i) end\n";
 
 typedef struct {
-  int blocking, messages, press_every;
+  int blocking, messages, press_every, warm_up;
   double outlier_ms, max_seconds;
-  const char *base_url, *key, *from, *to;
+  const char *base_url, *key, *from, *to, *ca_file;
 } options;
 
 static double ms_between(const struct timespec *a, const struct timespec *b) {
@@ -115,6 +124,8 @@ static const char *env_or(const char *name, const char *dflt) {
 static int parse_args(int argc, char **argv, options *o) {
   int i;
   o->blocking = 0;
+  o->warm_up = 0;
+  o->ca_file = NULL;
   o->messages = 10;
   o->press_every = 6;
   o->outlier_ms = 4.0;
@@ -126,7 +137,8 @@ static int parse_args(int argc, char **argv, options *o) {
   for (i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--blocking") == 0) { o->blocking = 1; continue; }
-    if (v == NULL) { fprintf(stderr, "frame_loop: %s needs a value\n", a); return 0; }
+    if (strcmp(a, "--warm-up") == 0) { o->warm_up = 1; continue; }
+    if (v == NULL) { fprintf(stderr, "frame_loop: %s: unknown option, or it needs a value\n", a); return 0; }
     i++;
     if (strcmp(a, "--messages") == 0) o->messages = atoi(v);
     else if (strcmp(a, "--press-every") == 0) o->press_every = atoi(v);
@@ -136,6 +148,7 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (strcmp(a, "--key") == 0) o->key = v;
     else if (strcmp(a, "--from") == 0) o->from = v;
     else if (strcmp(a, "--to") == 0) o->to = v;
+    else if (strcmp(a, "--ca-file") == 0) o->ca_file = v;
     else { fprintf(stderr, "frame_loop: unknown option %s\n", a); return 0; }
   }
   if (o->messages < 1 || o->press_every < 1) {
@@ -146,9 +159,12 @@ static int parse_args(int argc, char **argv, options *o) {
 }
 
 static void push_options(lua_State *L, const options *o) {
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 7);
   lua_pushboolean(L, o->blocking);
   lua_setfield(L, -2, "blocking");
+  lua_pushboolean(L, o->warm_up);
+  lua_setfield(L, -2, "warm_up");
+  if (o->ca_file) { lua_pushstring(L, o->ca_file); lua_setfield(L, -2, "ca_file"); }
   if (o->base_url) { lua_pushstring(L, o->base_url); lua_setfield(L, -2, "base_url"); }
   if (o->key) { lua_pushstring(L, o->key); lua_setfield(L, -2, "key"); }
   if (o->from) { lua_pushstring(L, o->from); lua_setfield(L, -2, "from"); }
