@@ -58,7 +58,11 @@ describe("chatmaid.redis.campaign #integration #redis", function()
                                     window = 1, margin = 0 }
     io.stdout:setvbuf("line")
     print("started")
-    local res, sum = camp:run(c, items, { rate_limiter = lim, concurrency = 4 })
+    local working = false
+    local res, sum = camp:run(c, items, { rate_limiter = lim, concurrency = 4,
+      on_progress = function()
+        if not working then working = true print("working") end
+      end })
     if not res then print("error " .. tostring(sum)) os.exit(1) end
     print(string.format("claimed=%d sent=%d replayed=%d failed=%d taken_over=%d",
                         sum.claimed, sum.sent, sum.replayed or 0, sum.failed, sum.taken_over))
@@ -69,7 +73,12 @@ describe("chatmaid.redis.campaign #integration #redis", function()
     local N, id = 300, "spec-c-" .. os.time()
     local procs = {}
     for w = 1, 3 do procs[w] = workers.spawn(WORKER, { srv.url, sb.url, id, N, "31", 60 }) end
-    -- kill worker 1 once a third of the campaign is done
+    -- kill worker 1 once it is working (it has finished an item, so it holds leases from
+    -- now on: on a loaded machine the others could otherwise do the first third before it
+    -- even starts) and a third of the campaign is done
+    repeat
+      local line = procs[1].pipe:read("*l")
+    until line == nil or line == "working"
     local camp = redis.campaign{ url = srv.url, id = id }
     local deadline = socket.gettime() + 60
     local st
