@@ -99,7 +99,8 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
     local lim = redis.rate_limiter{ url = srv.url, key = fresh_key(), per_minute = 600 }
     assert.equal(0, lim:take())
     local w = lim:take()
-    assert.truthy(w > 0.09 and w <= 0.1, w)     -- 60 s / 600, minus the time between takes
+    assert.truthy(w > 0.05 and w <= 0.1, w)     -- 60 s / 600, minus the time between takes
+    -- (generous: a loaded machine or a sanitizer build can take tens of ms between takes)
   end)
 
   it("never allows more than the limit in a window, whatever burst says", function()
@@ -120,7 +121,7 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
     assert.equal(0, a:take())
     assert.is_true(a:pause_until(core.monotime() + 2))
     local w = b:take()
-    assert.truthy(w > 1.9 and w <= 2, w)
+    assert.truthy(w > 1.5 and w <= 2, w)
   end)
 
   it("wait(n) sleeps for what take(n) says", function()
@@ -129,7 +130,7 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
                                     sleep = function(s) slept[#slept + 1] = s end }
     assert.equal(0, lim:wait())
     local w = lim:wait()
-    assert.truthy(w > 0.9 and w <= 1)
+    assert.truthy(w > 0.5 and w <= 1, w)
     assert.same({ w }, slept)
   end)
 
