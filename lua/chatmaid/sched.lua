@@ -85,14 +85,36 @@ function _M.of(client)
     current = nil,                  -- the task being resumed
     in_step = false,
     done_q = {}, dq_head = 1, dq_tail = 0,  -- { task, fn } on_done calls not made yet
+    pool = {},                      -- idle task coroutines (worker)
   }, Sched)
   client._sched = s
   return s
 end
 
+-- A task's coroutine runs this loop: when fn returns it goes back to the scheduler's pool
+-- and runs the next task's fn (a coroutine costs as much to make as the rest of a task).
+-- A raise ends the coroutine; a cancelled task's coroutine is dropped.
+local DONE = {}
+local POOL_MAX = 64
+local function worker(fn, a)
+  while true do
+    local r = pack(fn(unpack(a, 1, a.n)))
+    fn, a = nil, nil
+    fn, a = co_yield(DONE, r)
+  end
+end
+
 function Sched:spawn(fn, ...)
   self.seq = (self.seq or 0) + 1
-  local t = setmetatable({ sched = self, co = co_create(fn), state = "ready",
+  local pool, co = self.pool, nil
+  local np = #pool
+  if np > 0 then
+    co = pool[np]
+    pool[np] = nil
+  else
+    co = co_create(worker)
+  end
+  local t = setmetatable({ sched = self, co = co, state = "ready", fn = fn,
                            args = pack(...), seq = self.seq }, task_mt)
   self.live[t] = true
   self.n_live = self.n_live + 1
@@ -165,10 +187,27 @@ local function cancelled(self, t, why)
   run_cleanups(t)
 end
 
-local function after(self, t, ok, y, ...)
+local function after(self, t, ok, y, r)
   self.current = nil
+  if y == DONE and ok then
+    if t.state ~= "done" then
+      t.state = "done"
+      self.live[t] = nil
+      self.n_live = self.n_live - 1
+      t.results = r
+      queue_callbacks(self, t)
+      local f = t.on_finish
+      if f then
+        t.on_finish = nil
+        f(t)
+      end
+    end
+    local pool = self.pool
+    if #pool < POOL_MAX then pool[#pool + 1] = t.co end
+    return
+  end
   if co_status(t.co) == "dead" then
-    if t.state ~= "done" then finish(self, t, ok, y, ...) end
+    if t.state ~= "done" then finish(self, t, ok, y) end   -- fn raised: y is the error
   elseif t.state == "done" then
     -- cancelled while it ran (by itself, or by close() from inside): end it at this yield
     drop_wait(self, t)
@@ -197,8 +236,9 @@ local function run_ready(self)
       if t.state == "ready" or (t.state == "waiting" and t.wait == nil) then
         local a = t.args
         if a then
-          t.args = nil
-          resume(self, t, unpack(a, 1, a.n))
+          local fn = t.fn
+          t.args, t.fn = nil, nil
+          resume(self, t, fn, a)
         else
           resume(self, t)
         end
