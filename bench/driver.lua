@@ -453,8 +453,15 @@ local function run()
     "- server: nginx, 1 worker, on the same machine; one kept-alive connection per "
       .. "sequential client.",
   }
+  -- a hand-written analysis kept next to the numbers (bench/batch-cost.md)
+  local notes = io.open("bench/batch-cost.md", "rb")
+  local extra = ""
+  if notes then
+    extra = "\n" .. notes:read("a")
+    notes:close()
+  end
   write_file("bench/RESULTS.md", table.concat(head, "\n") .. "\n" .. table.concat(lines, "\n")
-             .. "\n")
+             .. "\n" .. extra)
   io.write("\nwrote bench/RESULTS.md\n")
 end
 

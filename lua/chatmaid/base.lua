@@ -409,11 +409,14 @@ end
 -- The one request pipeline: hooks, attempts, retries, last_response. Every request of the
 -- library goes through here (sequential calls, tasks and each item of send_batch).
 -- o: per-call options (timeout, max_retries, max_retry_wait, and o.no_replay for a request
--- that must never reach the server twice; o.gate, from send_batch: gate:enter(client) before
--- each attempt (concurrency and pacing; may wait), gate:leave(client) after it,
--- gate:rate_limited(client, action, wait) after a 429, which then has its own budget of
--- gate.rate_limited_retries, and gate:retry(client) / gate:resume(client) around a backoff);
--- idem: the idempotency key.
+-- that must never reach the server twice); idem: the idempotency key.
+-- o.gate (send_batch): gate:enter(client) before each attempt waits for a place and the
+-- pacer, false when the batch is stopping (then -> nil, false: nothing sent);
+-- gate:hook(fn, arg) calls on_request/on_response (protected); gate:abort(client) when the
+-- attempt does not leave after all, gate:leave(client) after the transfer;
+-- gate:rate_limited(client, action, wait) after a 429, which has its own budget of
+-- gate.rate_limited_retries; gate:retry(client, err) before a backoff (false: stopping, the
+-- error is final) and gate:resume(client) after it.
 function _M.request(self, method, path, query, body, o, idem)
   o = o or NO_OPTIONS
   local timeout = o.timeout or self.timeout
@@ -429,10 +432,18 @@ function _M.request(self, method, path, query, body, o, idem)
   local attempt, fails, limited = 0, 0, 0
   while true do
     attempt = attempt + 1
-    if gate then gate:enter(self) end
+    if gate and not gate:enter(self) then return nil, false end
     if self.on_request then
-      self.on_request{ method = method, path = full_path, attempt = attempt,
-                       idempotency_key = idem }
+      local info = { method = method, path = full_path, attempt = attempt,
+                     idempotency_key = idem }
+      if gate then
+        if not gate:hook(self.on_request, info) then
+          gate:abort(self)            -- it raised: this attempt does not leave either
+          return nil, false
+        end
+      else
+        self.on_request(info)
+      end
     end
     local t0 = self.now()
     local res, kind, msg, code = transfer(self, req)
@@ -442,9 +453,10 @@ function _M.request(self, method, path, query, body, o, idem)
     self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
                    res = res }
     if self.on_response then
-      self.on_response{ method = method, path = full_path, attempt = attempt,
-                        status = res and res.status, elapsed = elapsed,
-                        idempotency_key = idem, kind = err and err.kind }
+      local info = { method = method, path = full_path, attempt = attempt,
+                     status = res and res.status, elapsed = elapsed,
+                     idempotency_key = idem, kind = err and err.kind }
+      if gate then gate:hook(self.on_response, info) else self.on_response(info) end
     end
     if not err then return value end
     err.attempts, err.idempotency_key = attempt, idem
@@ -460,8 +472,7 @@ function _M.request(self, method, path, query, body, o, idem)
       fails = fails + 1
       action, wait = retry.decide(err, fails, max_retries, max_retry_wait, self.random)
     end
-    if action ~= "retry" then return nil, err end
-    if gate then gate:retry(self) end
+    if action ~= "retry" or (gate and not gate:retry(self, err)) then return nil, err end
     sleep(self, wait)
     if gate then gate:resume(self) end
   end

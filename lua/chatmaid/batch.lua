@@ -1,16 +1,17 @@
 -- SPDX-License-Identifier: MIT
--- client:send_batch(items, opts): many sends at once over the transport's curl multi handle,
--- bounded by `concurrency`, paced by a client-side limiter, each item with a stable
--- idempotency key, retried on its own schedule without blocking the others.
+-- client:send_batch(items, opts): many sends at once, bounded by `concurrency`, paced by a
+-- client-side limiter, each item with a stable idempotency key, retried on its own schedule
+-- without blocking the others. Each item is a task of the client's scheduler (chatmaid.sched)
+-- running the same send as client:send (base.request: one retry policy), so a batch inside
+-- a task does not block, and outside one it is those tasks stepped until done.
 local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
-local retry = require "chatmaid.retry"
 local validate = require "chatmaid.validate"
 local ratelimit = require "chatmaid.ratelimit"
 local idempotency = require "chatmaid.idempotency"
 local journal_mod = require "chatmaid.journal"
-local json = require("cjson").new()   -- private instance, as in base.lua
+local sched = require "chatmaid.sched"
 -- chatmaid.client is required where it is used: it installs these functions when it loads,
 -- so requiring it at the top would be a cycle.
 
@@ -39,30 +40,6 @@ local ITEM = { from = "string", to = true, content = true, media_urls = true,
 -- exactly these, so a campaign split across processes keeps its keys when each part is sent
 -- with its items' keys set from the whole list.
 _M.keys = idempotency.keys
-
--- A transport without add/poll (OpenResty, a user's own): the same scheduler, one request
--- at a time through transport:request.
-local function sequential(tr)
-  local done = {}
-  return {
-    add = function(_, token, req)
-      local res, kind, msg, code = tr:request(req)
-      if res then
-        res.token = token
-        done[#done + 1] = res
-      else
-        done[#done + 1] = { token = token, kind = kind, message = msg, code = code }
-      end
-      return true
-    end,
-    poll = function()
-      local d = done
-      done = {}
-      return d
-    end,
-    pending = function() return #done end,
-  }, true
-end
 
 local function copy_err(e)
   return errors.new(e.kind, e.message, e)
@@ -136,9 +113,6 @@ function _M.send_batch(self, items, o)
     end
     base.check_table("send_batch: items[" .. i .. "]", it, ITEM, nil, 3)
   end
-  if self._batch_running then
-    error("chatmaid: send_batch: a batch is already running on this client", 2)
-  end
 
   -- the journal: what earlier runs confirmed, and this run's batch id
   local batch_id = o.batch_id
@@ -192,14 +166,14 @@ function _M.send_batch(self, items, o)
   -- sleep(s), in slices when a stop can be requested; returns early once stopping
   local function nap(s)
     if not should_stop then
-      if s > 0 then self.sleep(s) end
+      if s > 0 then sched.sleep(self, s) end
       return
     end
     local deadline = self.now() + s
     while not check_stop() do
       local left = deadline - self.now()
       if left <= 0 then return end
-      self.sleep(math.min(left, _M.STOP_SLICE))
+      sched.sleep(self, math.min(left, _M.STOP_SLICE))
     end
   end
   local function record(ok, problem)
@@ -226,6 +200,8 @@ function _M.send_batch(self, items, o)
 
   local jobs, by_from, senders = {}, {}, {}
   local failures = {}
+  local running = {}      -- item task -> job, while it runs
+  local bug               -- { value } raised by an item or the scheduler: raised again
   local function run()
     -- 1. values, exactly as client:send checks them; items the journal confirmed
     for i = 1, n do
@@ -270,10 +246,6 @@ function _M.send_batch(self, items, o)
       senders[f] = id and { id = id, number = self:_sender_number(id) } or { err = err }
     end
     local ready = {}
-    -- Requests are encoded when launched and dropped when done, so a large batch keeps only
-    -- its in-flight bodies alive (less for the GC to walk); the headers and URL are shared.
-    local url, headers = self.base_url .. PATH, base.request_headers(self, true)
-    local timeout_ms = math.ceil(timeout * 1000)
     for _, job in ipairs(jobs) do
       local s = senders[job.p.from or by_from]
       if not s then
@@ -293,176 +265,146 @@ function _M.send_batch(self, items, o)
       else report(f[1], { err = f[2], idempotency_key = f[3] }) end
     end
 
-    -- 3. the transfers
-    local tr, one_by_one = self.transport, false
-    if type(tr.add) ~= "function" or type(tr.poll) ~= "function" then
-      tr, one_by_one = sequential(tr)
-      concurrency = 1
-    end
-    if tr.pending and tr:pending() > 0 then
-      error("chatmaid: send_batch: the transport still has transfers in flight", 0)
-    end
-    local inflight, n_inflight, next_new = {}, 0, 1
-    local last = { method = "POST", path = PATH }
-    local retries = {}
+    -- 3. the sends: one task per item (made as places free up, so a large batch holds only
+    -- the items in progress), each the same request as client:send (client:_send_from,
+    -- base.request: one retry policy), under one gate of `concurrency` requests in flight
+    -- and one pacer. Inside a task of this client nothing here blocks; outside one, the
+    -- scheduler is stepped until the items are done.
+    local sch = sched.of(self)
+    local slots = sched.gate(concurrency)
+    local pacer = limiter and sched.gate(1)   -- one task at a time asks the limiter
     local hold = -math.huge
-
-    local function finish(job, res, kind, msg, code)
-      local now = self.now()
-      local elapsed = now - job.t0
-      local value, err = self:_interpret("POST", PATH, res, kind, msg, code, timeout)
-      -- one table for the batch, filled per exchange (last_response copies from it)
-      last.attempt, last.elapsed, last.res = job.attempt, elapsed, res
-      self._last = last
-      if self.on_response then
-        callback(self.on_response, { method = "POST", path = PATH, attempt = job.attempt,
-                                     status = res and res.status, elapsed = elapsed,
-                                     idempotency_key = job.key, kind = err and err.kind })
-      end
-      if not err then
-        err = idempotency.conflict(job.p, value, job.key, job.from_id, job.from_number,
-                                   "POST", PATH, res and res.status)
-      end
-      if not err then
-        if type(value) == "table" and value.idempotencyKey == nil then
-          value.idempotencyKey = job.key
-        end
-        job.req = nil
-        if journal then record(journal:ok(job.key, value)) end
-        report(job.i, { message = value, idempotency_key = job.key,
-                        replayed = idempotency.created_before(value, since) or nil })
-        return
-      end
-      err.attempts, err.idempotency_key, err.index = job.attempt, job.key, job.i
-      base.not_found(err, "sender_phone", job.from_id)   -- a send's 404: fromPhoneId unknown
-      local action, wait
-      if err.status == 429 then
-        summary.rate_limited = summary.rate_limited + 1
-        job.rl = job.rl + 1
-        action, wait = retry.decide(err, job.rl, _M.RATE_LIMITED_RETRIES, max_retry_wait,
-                                    self.random)
-        -- everyone waits: the limit is per key, not per item
-        if action == "retry" and now + wait > hold then hold = now + wait end
-        if action == "retry" and limiter and limiter.pause_until then
-          limiter:pause_until(hold)   -- a shared limiter holds the other workers too
-        end
-      else
-        job.fails = job.fails + 1
-        action, wait = retry.decide(err, job.fails, max_retries, max_retry_wait, self.random)
-      end
-      if action == "retry" and not stop_reason then
-        summary.retries = summary.retries + 1
-        job.ready_at = now + wait
-        job.last_err = err
-        retries[#retries + 1] = job
-      else
-        job.req = nil
-        if journal then record(journal:fail(job.key, err)) end
-        report(job.i, { err = err, idempotency_key = job.key })
-      end
-    end
-
-    local function launch(job, now)
-      if self.on_request then
-        callback(self.on_request, { method = "POST", path = PATH, attempt = job.attempt + 1,
-                                    idempotency_key = job.key })
-        if stop_reason then return end      -- it raised: this one does not leave either
-      end
-      job.attempt = job.attempt + 1
-      summary.requests = summary.requests + 1
-      if limiter then limiter:take(now) end
-      if journal then record(journal:launch(job.key)) end
-      job.t0 = now
-      if not job.req then       -- first attempt: encode; retries reuse the same bytes
-        local p = job.p
-        local body = { fromPhoneId = job.from_id, to = p.to, content = p.content,
-                       idempotencyKey = job.key }
-        local media = p.media_urls and validate.array_copy(p.media_urls)
-        if media and #media > 0 then body.mediaUrls = media end
-        job.req = { method = "POST", url = url, headers = headers, body = json.encode(body),
-                    timeout_ms = timeout_ms }
-      end
-      local ok, kind, msg = tr:add(job.i, job.req)
-      if ok then
-        inflight[job.i] = job
-        n_inflight = n_inflight + 1
-      else
-        finish(job, nil, kind, msg, nil)
-      end
-    end
-
-    -- next job allowed to start at `now`: a due retry first, else the next new item.
-    local function due(now)
-      local best
-      for k, job in ipairs(retries) do
-        if job.ready_at <= now and (not best or job.i < retries[best].i) then best = k end
-      end
-      if best then return retries[best], best end
-      if next_new <= #ready then return ready[next_new], nil end
-      return nil
-    end
-
-    local slice_ms = should_stop and math.floor(_M.STOP_SLICE * 1000) or 1000
-    while true do
-      if should_stop then check_stop() end
-      local now = self.now()
-      local wake = math.huge
-      while n_inflight < concurrency and not stop_reason do
-        local job, k = due(now)
-        if not job then break end
+    local feed
+    local active = 0          -- item tasks started and not in a backoff sleep
+    local gate = { rate_limited_retries = _M.RATE_LIMITED_RETRIES }
+    function gate.enter(_, c)
+      if stop_reason then return false end
+      slots:enter(c)
+      if pacer then pacer:enter(c) end
+      while not stop_reason do
+        local now = c.now()
         local t = limiter and limiter:ready_at(now) or now
         if hold > t then t = hold end
-        if t > now then wake = t; break end
-        if k then table.remove(retries, k) else next_new = next_new + 1 end
-        launch(job, now)
-        if one_by_one then break end
-      end
-      -- launch lines reach the file before the requests can complete
-      if journal then record(journal:flush()) end
-      for _, job in ipairs(retries) do
-        if job.ready_at > now and job.ready_at < wake then wake = job.ready_at end
-      end
-      if n_inflight == 0 and (stop_reason or (next_new > #ready and #retries == 0)) then
-        break
-      end
-      local comps
-      if n_inflight > 0 then
-        local ms = slice_ms
-        if wake < math.huge and not stop_reason then
-          ms = math.max(1, math.min(slice_ms, math.ceil((wake - now) * 1000)))
+        if t <= now then
+          if limiter then limiter:take(now) end
+          break
         end
-        comps = tr:poll(ms)
-      else
-        if wake > now and wake < math.huge then nap(wake - now) end
-        comps = tr:poll(0)
+        sched.sleep(c, t - now)
       end
-      for _, c in ipairs(comps) do
-        local job = inflight[c.token]
-        if job then
-          inflight[c.token] = nil
-          n_inflight = n_inflight - 1
-          local res = c.status and c or nil
-          finish(job, res, c.kind, c.message, c.code)
+      if pacer then pacer:leave(c) end
+      if stop_reason then
+        slots:leave(c)
+        return false
+      end
+      local job = running[sched.current(c)]
+      job.attempt = job.attempt + 1
+      if journal then
+        -- the launch line reaches the file before the request can complete
+        record(journal:launch(job.key))
+        record(journal:flush())
+      end
+      return true
+    end
+    function gate.hook(_, fn, arg)
+      callback(fn, arg)
+      return not stop_reason
+    end
+    function gate.abort(_, c) slots:leave(c) end
+    function gate.leave(_, c)
+      summary.requests = summary.requests + 1
+      slots:leave(c)
+    end
+    function gate.rate_limited(_, c, action, wait)
+      summary.rate_limited = summary.rate_limited + 1
+      if action == "retry" then
+        local t = c.now() + wait
+        if t > hold then hold = t end   -- everyone waits: the limit is per key
+        if limiter and limiter.pause_until then
+          limiter:pause_until(hold)       -- a shared limiter holds the other workers too
         end
       end
     end
-    return tr
+    function gate.retry(_, c, err)
+      if stop_reason then return false end
+      summary.retries = summary.retries + 1
+      running[sched.current(c)].last_err = err
+      active = active - 1
+      feed()
+      return true
+    end
+    function gate.resume() active = active + 1 end
+    local call_gate = { timeout = timeout, max_retries = max_retries,
+                        max_retry_wait = max_retry_wait, gate = gate }
+
+    local function send_item(job)
+      local msg, err = self:_send_from(job.p, job.from_id, job.key, call_gate, job.from_number)
+      if msg then
+        if journal then record(journal:ok(job.key, msg)) end
+        report(job.i, { message = msg, idempotency_key = job.key,
+                        replayed = idempotency.created_before(msg, since) or nil })
+      elseif err then
+        err.index = job.i
+        if journal then record(journal:fail(job.key, err)) end
+        report(job.i, { err = err, idempotency_key = job.key })
+      end           -- err == false: stopped before it left (reported as interrupted)
+    end
+
+    local next_new = 1
+    local ev = sched.event()
+    local function finished(t)
+      running[t] = nil
+      active = active - 1
+      if t.raised and not t.cancelled and not bug then bug = { t.results[2] } end
+      feed()
+      sched.notify(self, ev)
+    end
+    function feed()
+      while active < concurrency and next_new <= #ready and not stop_reason and not bug do
+        local job = ready[next_new]
+        local t = sch:spawn(send_item, job)
+        next_new = next_new + 1
+        active = active + 1
+        running[t] = job
+        t.on_finish = finished
+      end
+    end
+    -- stopping: what waits for a place, the pacer or a backoff ends now; the requests in
+    -- flight finish (their answers are reported)
+    local function halt(all)
+      for t in pairs(running) do
+        if all or not sched.in_flight(t) then t:cancel() end
+      end
+    end
+    local forget = sched.on_cancel(self, function()   -- the calling task was cancelled
+      halt(true)
+      if journal then journal:close() end
+    end)
+    feed()
+    -- items left: running, or not started while nothing stops the batch
+    local function left()
+      return next(running) ~= nil or (next_new <= #ready and not stop_reason and not bug)
+    end
+    while left() do
+      if should_stop then check_stop() end
+      if bug then halt(true) elseif stop_reason then halt(false) end
+      if not left() then break end
+      ev = sched.event()
+      sched.wait_event(self, ev, should_stop and _M.STOP_SLICE or nil)
+    end
+    forget()
   end
 
-  self._batch_running = true
-  local ok, e = pcall(run)
-  if not ok then
-    -- a bug or a raising sleep/transport: let what is already on the wire finish, so the
-    -- next batch on this client does not receive stale completions, then raise again
-    local tr = self.transport
-    if type(tr.pending) == "function" and type(tr.poll) == "function" then
-      while tr:pending() > 0 do tr:poll(100) end
-    end
-    self._batch_running = false
-    if journal then journal:close() end
-    error(e, 0)
+  if sched.in_task(self) then
+    run()                 -- no pcall around a task's waits: Lua 5.1 cannot yield through it
+  else
+    local ok, e = pcall(run)
+    if not ok then bug = bug or { e } end
   end
-  self._batch_running = false
+  for t in pairs(running) do t:cancel() end
+  if bug then
+    if journal then journal:close() end
+    error(bug[1], 0)
+  end
   if journal then record(journal:close()) end
   summary.elapsed = self.now() - started
   if stop_reason then

@@ -99,14 +99,15 @@ local POOL_MAX = 64
 local function worker(fn, a)
   while true do
     local r = pack(fn(unpack(a, 1, a.n)))
-    fn, a = nil, nil
+    fn, a = nil, nil   -- luacheck: ignore (let them go while the coroutine idles)
     fn, a = co_yield(DONE, r)
   end
 end
 
 function Sched:spawn(fn, ...)
   self.seq = (self.seq or 0) + 1
-  local pool, co = self.pool, nil
+  local pool = self.pool
+  local co
   local np = #pool
   if np > 0 then
     co = pool[np]
@@ -181,6 +182,7 @@ local function drop_wait(self, t)
 end
 
 local function cancelled(self, t, why)
+  t.cancelled = true
   drop_wait(self, t)
   finish(self, t, false, errors.new("cancelled", why, { retryable = false }))
   if co_close and co_status(t.co) == "suspended" then co_close(t.co) end
@@ -252,7 +254,7 @@ local function run_timers(self, now)
   while h[1] and h[1].at <= now do
     local e = heap_pop(h)
     local t = e.task
-    if t.wait == e then
+    if t and t.wait == e then
       t.wait = nil
       resume(self, t)
     end
@@ -387,6 +389,17 @@ local function in_task(client)
   return s, nil
 end
 
+-- current(client) -> the task of this client that is running now, or nil.
+function _M.current(client)
+  local _, t = in_task(client)
+  return t
+end
+
+-- in_flight(task) -> true while the task waits for a transfer.
+function _M.in_flight(t)
+  return type(t.wait) == "number"
+end
+
 -- in_task(client) -> true when the running code is a task of this client.
 function _M.in_task(client)
   local _, t = in_task(client)
@@ -503,14 +516,18 @@ end
 -- caller loops on its own condition).
 function _M.event() return {} end
 
-function _M.wait_event(client, ev)
-  local _, t = in_task(client)
+function _M.wait_event(client, ev, timeout)
+  local s, t = in_task(client)
   if not t then
-    _M.of(client):step(huge)
+    (s or _M.of(client)):step(timeout or huge)
     return
   end
   ev.task = t
   t.wait = ev
+  if timeout then           -- the same object in the timer heap: whichever comes first
+    ev.at = client.now() + timeout
+    heap_push(s.timers, ev)
+  end
   co_yield(WAIT)
 end
 
@@ -557,6 +574,7 @@ function Task:cancel()
   if self.state == "done" then return false end
   local s = self.sched
   if self.state == "running" then
+    self.cancelled = true
     finish(s, self, false, errors.new("cancelled", "task cancelled", { retryable = false }))
     run_cleanups(self)
   else

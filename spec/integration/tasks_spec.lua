@@ -195,6 +195,66 @@ describe("tasks #integration", function()
       c:close()
     end)
 
+    it("runs send_batch inside a task without blocking, next to other tasks", function()
+      local c = F.client(sb, { sleep = core.sleep })
+      assert(sb:fault{ path = "/v1/messages/send", method = "POST", count = 6, type = "delay",
+                       seconds = 1 })
+      local items = {}
+      for i = 1, 6 do items[i] = send_params("+155576500" .. i .. "0") end
+      local b = c:spawn(function()
+        return c:send_batch(items, { concurrency = 3, rate_per_minute = false })
+      end)
+      local other = c:spawn(function() return c:account() end)
+      local t0 = core.monotime()
+      local worst = drive(c)
+      local took = core.monotime() - t0
+      local results, summary = b:result()
+      assert.equal(6, summary.sent)
+      assert.equal("+15557650060", results[6].message.to)
+      assert.equal("table", type(other:result()))
+      assert.is_true(took >= 1.9 and took < 5, "took " .. took)   -- 2 rounds of 3
+      assert.is_true(worst < 0.25, "worst step " .. worst * 1000 .. " ms")
+      c:close()
+    end)
+
+    it("runs two batches in two tasks side by side", function()
+      local c = F.client(sb, { sleep = core.sleep })
+      local function items(base_no)
+        local t = {}
+        for i = 1, 5 do t[i] = send_params("+15557652" .. base_no .. i .. "0") end
+        return t
+      end
+      local a = c:spawn(c.send_batch, c, items(1), { concurrency = 2, rate_per_minute = false })
+      local b = c:spawn(c.send_batch, c, items(2), { concurrency = 2, rate_per_minute = false })
+      drive(c)
+      local ra, sa = a:result()
+      local rb, sbm = b:result()
+      assert.equal(5, sa.sent)
+      assert.equal(5, sbm.sent)
+      assert.equal("+15557652150", ra[5].message.to)
+      assert.equal("+15557652250", rb[5].message.to)
+      c:close()
+    end)
+
+    it("cancelling a task that runs send_batch cancels its items", function()
+      local c = F.client(sb, { sleep = core.sleep })
+      assert(sb:fault{ path = "/v1/messages/send", method = "POST", count = 4, type = "delay",
+                       seconds = 3 })
+      local items = {}
+      for i = 1, 4 do items[i] = send_params("+155576510" .. i .. "0") end
+      local b = c:spawn(function() return c:send_batch(items, { rate_per_minute = false }) end)
+      local t0 = core.monotime()
+      while (sb:stats().byPath["POST /v1/messages/send"] or 0) < 4
+            and core.monotime() - t0 < 5 do
+        c:step(0.05)
+      end
+      assert.is_true(b:cancel())
+      assert.equal("cancelled", select(2, b:result()).kind)
+      assert.equal(0, c:step(0))
+      assert.equal(0, c.transport:pending())
+      c:close()
+    end)
+
     it("lets a blocking call drive the running tasks", function()
       local c = F.client(sb, { sleep = core.sleep })
       assert(sb:fault{ path = "/v1/account", method = "GET", count = 1, type = "delay",
