@@ -93,8 +93,9 @@ end
 -- Interrupts: should_stop() returning a truthy reason, on_progress or a hook raising, or
 -- the journal failing to write stop new requests at once (waits are sliced); requests in
 -- flight finish; then send_batch raises an error object (errors.is) with kind
--- "interrupted", .reason ("stop" | "callback" | "journal"), .cause (the reason returned,
--- the value raised, or the write error), .results and .summary (the unsent items have
+-- "interrupted", .reason ("stop" | "callback" | "journal" | "closed": client:close() from a
+-- callback, which also aborts the requests in flight), .cause (the reason returned, the
+-- value raised, or the write error), .results and .summary (the unsent items have
 -- err.kind "interrupted" and count in summary.interrupted).
 function _M.send_batch(self, items, o)
   require("chatmaid.client")._check_open(self, "send_batch")
@@ -278,7 +279,7 @@ function _M.send_batch(self, items, o)
     local active = 0          -- item tasks started and not in a backoff sleep
     local gate = { rate_limited_retries = _M.RATE_LIMITED_RETRIES }
     function gate.enter(_, c)
-      if stop_reason then return false end
+      if stop_reason or c.closed then return false end
       slots:enter(c)
       if pacer then pacer:enter(c) end
       while not stop_reason do
@@ -359,7 +360,8 @@ function _M.send_batch(self, items, o)
       sched.notify(self, ev)
     end
     function feed()
-      while active < concurrency and next_new <= #ready and not stop_reason and not bug do
+      while active < concurrency and next_new <= #ready and not stop_reason and not bug
+            and not self.closed do
         local job = ready[next_new]
         local t = sch:spawn(send_item, job)
         next_new = next_new + 1
@@ -382,7 +384,8 @@ function _M.send_batch(self, items, o)
     feed()
     -- items left: running, or not started while nothing stops the batch
     local function left()
-      return next(running) ~= nil or (next_new <= #ready and not stop_reason and not bug)
+      return next(running) ~= nil
+             or (next_new <= #ready and not stop_reason and not bug and not self.closed)
     end
     while left() do
       if should_stop then check_stop() end
@@ -392,6 +395,8 @@ function _M.send_batch(self, items, o)
       sched.wait_event(self, ev, should_stop and _M.STOP_SLICE or nil)
     end
     forget()
+    -- client:close() from a callback cancelled the items: the batch is interrupted
+    if self.closed then stop("closed", "client closed") end
   end
 
   if sched.in_task(self) then
@@ -421,6 +426,7 @@ function _M.send_batch(self, items, o)
     end
     local why = stop_reason == "stop" and ("stop requested (" .. tostring(stop_cause) .. ")")
                 or stop_reason == "journal" and tostring(stop_cause)
+                or stop_reason == "closed" and "the client was closed"
                 or ("a callback raised: " .. tostring(stop_cause))
     error(errors.new("interrupted", why .. "; " .. summary.interrupted .. " of " .. n
                      .. " items not sent (err.results, err.summary)",

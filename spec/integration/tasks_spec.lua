@@ -236,6 +236,20 @@ describe("tasks #integration", function()
       c:close()
     end)
 
+    it("client:close() from a batch callback interrupts the batch (reason closed)", function()
+      local c = F.client(sb, { sleep = core.sleep })
+      local items = {}
+      for i = 1, 10 do items[i] = send_params("+155576530" .. (i - 1) .. "0") end
+      local ok, err = pcall(c.send_batch, c, items, { concurrency = 2, rate_per_minute = false,
+        on_progress = function(done) if done == 2 then c:close() end end })
+      assert.is_false(ok)
+      assert.equal("interrupted", err.kind)
+      assert.equal("closed", err.reason)
+      assert.equal(10, #err.results)
+      assert.equal(10, err.summary.sent + err.summary.interrupted)
+      assert.is_true(err.summary.sent >= 2)
+    end)
+
     it("cancelling a task that runs send_batch cancels its items", function()
       local c = F.client(sb, { sleep = core.sleep })
       assert(sb:fault{ path = "/v1/messages/send", method = "POST", count = 4, type = "delay",
