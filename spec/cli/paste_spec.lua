@@ -82,9 +82,13 @@ describe("chatmaid CLI (issue 14) #cli", function()
       end)
       assert.truthy(url, tostring(first))
       -- --control: the control endpoints answer; POST /__sandbox/config {} reports the config
-      local out = io.popen("curl -s --max-time 10 -X POST -H 'Content-Type: application/json' "
-                           .. "-H 'X-Chatmaid-Sandbox: 1' -d '{}' "
-                           .. url .. "/__sandbox/config"):read("*a")
+      -- (through the core's libcurl, not the curl program: under `make asan` a child curl
+      -- inherits LD_PRELOAD's sanitizer runtime and can deadlock before it connects)
+      local session = require("chatmaid.core").session{ timeout_ms = 10000 }
+      local status, out = session:request("POST", url .. "/__sandbox/config",
+        { "Content-Type: application/json", "X-Chatmaid-Sandbox: 1" }, "{}", 10000)
+      session:close()
+      assert.are.equal(200, status, tostring(out))
       local c = cjson.decode(out).data
       assert.are.equal(false, c.rate_limit)
       assert.are.equal(3, c.live_delay)           -- the flag over the config file's 7
