@@ -89,7 +89,8 @@ function _M:log()
 end
 
 function _M:stop()
-  if self.pid then os.execute("kill " .. self.pid .. " 2>/dev/null") end
+  -- SIGKILL: a test server needs no clean exit, and nothing it inherited can delay it
+  if self.pid then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
   self.pid = nil
   if self.pipe then self.pipe:close() end
   self.pipe = nil
