@@ -68,6 +68,7 @@ build = {
     ["chatmaid.idempotency"] = "lua/chatmaid/idempotency.lua",
     ["chatmaid"] = "lua/chatmaid/init.lua",
     ["chatmaid.journal"] = "lua/chatmaid/journal.lua",
+    ["chatmaid.options"] = "lua/chatmaid/options.lua",
     ["chatmaid.paginate"] = "lua/chatmaid/paginate.lua",
     ["chatmaid.poll"] = "lua/chatmaid/poll.lua",
     ["chatmaid.ratelimit"] = "lua/chatmaid/ratelimit.lua",

@@ -39,6 +39,10 @@ describe("chatmaid.redis.seen_set #integration #redis", function()
   it("raises on bad options and keys", function()
     assert.has_error(function() redis.seen_set{ url = srv.url, size = 5 } end,
                      "chatmaid.redis.seen_set: unknown option 'size'")
+    assert.has_error(function() redis.seen_set{ url = srv.url, tll = 5 } end,
+                     "chatmaid.redis.seen_set: unknown option 'tll' (did you mean 'ttl'?)")
+    assert.has_error(function() redis.seen_set{ url = srv.url, ttl = "5" } end,
+                     "chatmaid.redis.seen_set: option 'ttl' must be a number (got string)")
     assert.has_error(function() redis.seen_set{ ttl = 5 } end,
                      "chatmaid.redis.seen_set: url is required (redis://host:port/db)")
     assert.has_error(function() redis.seen_set{ url = srv.url, ttl = 0.5 } end,

@@ -12,6 +12,7 @@
 -- another worker sends them with the same keys. The API answers a key it already has with
 -- the message it created, so an item the dead worker had sent is not sent twice.
 local conn = require "chatmaid.redis.conn"
+local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
 local batch = require "chatmaid.batch"
 local core = require "chatmaid.core"
@@ -116,13 +117,7 @@ local OPTS = { url = "string", id = "string", lease = "number", timeout = "numbe
 -- id and the same items. Raises on bad options.
 function _M.new(o)
   local W = "chatmaid.redis.campaign"
-  if type(o) ~= "table" then error(W .. ": opts must be a table (got " .. type(o) .. ")", 3) end
-  for k, v in pairs(o) do
-    if not OPTS[k] then error(W .. ": unknown option '" .. tostring(k) .. "'", 3) end
-    if type(v) ~= OPTS[k] then
-      error(W .. ": option '" .. k .. "' must be a " .. OPTS[k] .. " (got " .. type(v) .. ")", 3)
-    end
-  end
+  options.check(W, o, OPTS, 3)
   if o.url == nil then error(W .. ": url is required (redis://host:port/db)", 3) end
   if o.id == nil or o.id == "" then error(W .. ": id is required (the campaign's name)", 3) end
   local lease = o.lease or _M.DEFAULT_LEASE
@@ -229,13 +224,7 @@ function _M:run(client, items, opts)
     error(W .. ": items must be a non-empty array of send parameter tables", 2)
   end
   opts = opts or {}
-  for k, v in pairs(opts) do
-    if not RUN_OPTS[k] then error(W .. ": unknown option '" .. tostring(k) .. "'", 2) end
-    if not RUN_OPTS[k]:find(type(v), 1, true) then
-      error(W .. ": option '" .. k .. "' must be a " .. RUN_OPTS[k] .. " (got " .. type(v)
-            .. ")", 2)
-    end
-  end
+  options.check(W, opts, RUN_OPTS, 2)
   local keys = _M.keys(self.id, items)
   local fp = core.webhook_sign(table.concat(keys, "\n"), "chatmaid.campaign", 0):sub(1, 32)
   local k, c = self.k, self.conn

@@ -12,6 +12,7 @@
 -- Times are Redis server time (TIME inside the script), never the callers' clocks: machines
 -- whose clocks disagree still share one timeline. take() returns a relative wait.
 local conn = require "chatmaid.redis.conn"
+local options = require "chatmaid.options"
 local ratelimit = require "chatmaid.ratelimit"
 
 local _M = { WINDOW = 60, MARGIN = ratelimit.MARGIN, MAX_RETRY_WAIT = 5 }
@@ -73,14 +74,7 @@ local OPTS = { url = "string", key = "string|number", per_minute = "number", lim
 
 local function check(o)
   local W = "chatmaid.redis.rate_limiter"
-  if type(o) ~= "table" then error(W .. ": opts must be a table (got " .. type(o) .. ")", 4) end
-  for k, v in pairs(o) do
-    local spec = OPTS[k]
-    if not spec then error(W .. ": unknown option '" .. tostring(k) .. "'", 4) end
-    if not spec:find(type(v), 1, true) then
-      error(W .. ": option '" .. k .. "' must be a " .. spec .. " (got " .. type(v) .. ")", 4)
-    end
-  end
+  options.check(W, o, OPTS, 4)
   if o.url == nil then error(W .. ": url is required (redis://host:port/db)", 4) end
   if o.per_minute ~= nil and o.limit ~= nil then
     error(W .. ": give per_minute or limit, not both (they are the same number)", 4)

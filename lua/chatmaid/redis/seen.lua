@@ -3,6 +3,7 @@
 -- machine behind a load balancer shares one memory of handled webhook deliveries. seen() is
 -- one SET key 1 NX EX ttl: of concurrent identical deliveries, exactly one gets false.
 local conn = require "chatmaid.redis.conn"
+local options = require "chatmaid.options"
 
 local _M = { DEFAULT_TTL = 86400, DEFAULT_PREFIX = "chatmaid:seen:" }
 local mt = { __index = _M }
@@ -18,13 +19,7 @@ local OPTS = { url = "string", ttl = "number", prefix = "string", timeout = "num
 -- handled, possibly twice. Raises on bad options.
 function _M.new(o)
   local W = "chatmaid.redis.seen_set"
-  if type(o) ~= "table" then error(W .. ": opts must be a table (got " .. type(o) .. ")", 3) end
-  for k, v in pairs(o) do
-    if not OPTS[k] then error(W .. ": unknown option '" .. tostring(k) .. "'", 3) end
-    if type(v) ~= OPTS[k] then
-      error(W .. ": option '" .. k .. "' must be a " .. OPTS[k] .. " (got " .. type(v) .. ")", 3)
-    end
-  end
+  options.check(W, o, OPTS, 3)
   if o.url == nil then error(W .. ": url is required (redis://host:port/db)", 3) end
   local ttl = o.ttl or _M.DEFAULT_TTL
   if ttl ~= ttl or ttl < 1 or ttl ~= math.floor(ttl) then
