@@ -245,8 +245,14 @@ describe("send_batch with a journal #integration", function()
     assert.are.equal("late", err.cause)
     assert.is_true(took < 2.2, "took " .. took)
     local r = err.results[1]
-    assert.are.equal("interrupted", r.err.kind)
-    assert.are.equal("server", r.err.last.kind)    -- what the last attempt got
+    -- stopped in a retry sleep: interrupted, with what the last attempt got; on a slow run
+    -- (ASan) the stop can land while an attempt is in flight: that attempt finishes and is
+    -- the item's outcome
+    if r.err.kind == "interrupted" then
+      assert.are.equal("server", r.err.last.kind)
+    else
+      assert.are.equal("server", r.err.kind)
+    end
     c:close()
   end)
 
