@@ -85,13 +85,23 @@ for _ = 1, n do
   c:settimeout(5)
   if c:connect("127.0.0.1", port) then conns[#conns + 1] = c else failed = failed + 1 c:close() end
 end
-socket.sleep(1)
-local refused = 0
-for _, c in ipairs(conns) do
-  c:settimeout(0.05)
-  local data, _, partial = c:receive("*a")
-  if (data or partial or ""):find("^HTTP/1%.1 503") then refused = refused + 1 end
-end
+-- The refused ones get their 503 and a close at once; the admitted ones stay silent. Poll
+-- without blocking (0.05 s on each silent one cost 25 s) until every connection the sandbox
+-- could not have admitted has its 503, or 20 s have passed.
+local want = n - 512 - 8
+local got, refused = {}, 0
+local deadline = socket.gettime() + 20
+repeat
+  socket.sleep(0.1)
+  for i, c in ipairs(conns) do
+    if got[i] ~= true then
+      c:settimeout(0)
+      local data, _, partial = c:receive("*a")
+      got[i] = (got[i] or "") .. (data or partial or "")
+      if got[i]:find("^HTTP/1%.1 503") then got[i] = true; refused = refused + 1 end
+    end
+  end
+until refused >= want or socket.gettime() > deadline
 io.write(#conns, " ", failed, " ", refused, "\n")
 io.stdout:flush()
 local deadline = socket.gettime() + 120

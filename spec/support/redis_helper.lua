@@ -94,16 +94,26 @@ function _M.silent()
   return { port = port, stop = function() w:kill9() w:reap() end }
 end
 
+-- alive(pid) -> true while the process runs. The server was started in the background of a
+-- shell that exited: its parent is init, which may reap it a second or more after it exited,
+-- so a zombie counts as gone (kill -0 would still succeed on it).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local s = f:read("*l") or ""
+  f:close()
+  return not s:match("^%d+ %b() Z")
+end
+
 -- stop(): TERM the server by pid, wait, remove its dir.
 function _M:stop()
   if self.pid then
     os.execute("kill " .. self.pid .. " 2>/dev/null")
     local deadline = socket.gettime() + 5
-    while socket.gettime() < deadline
-          and sh("kill -0 " .. self.pid .. " 2>/dev/null && echo alive"):find("alive") do
+    while socket.gettime() < deadline and alive(self.pid) do
       socket.sleep(0.02)
     end
-    os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
+    if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
     self.pid = nil
   end
   if self.dir then os.execute("rm -rf '" .. self.dir .. "'") end

@@ -110,7 +110,8 @@ function _M:run(on_tick)
   sched:listen(self.sock, function() accept(self) end)
   local stop_at
   while true do
-    sched:step(0.25)
+    -- idle rounds wake every 0.25 s; once stopping, no later than the stop time
+    sched:step(stop_at and math.max(0, math.min(0.25, stop_at - util.now())) or 0.25)
     if on_tick and on_tick() == false then break end
     if self.app.stopping then
       -- let the shutdown response (and anything in flight) go out first
