@@ -4,6 +4,7 @@
 -- An API client is a class made with base.class(); it adds its endpoint methods.
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
+local options = require "chatmaid.options"
 local retry = require "chatmaid.retry"
 local sched = require "chatmaid.sched"
 local transport_mod = require "chatmaid.transport"
@@ -48,18 +49,6 @@ local transfer, sleep = sched.transfer, sched.sleep
 -- Per-call options accepted by every method that takes a parameter table.
 _M.CALL_OPTIONS = { timeout = "number", max_retries = "number", max_retry_wait = "number" }
 
--- "string|boolean" -> { string = true, boolean = true }, parsed once per spec string.
-local type_sets = setmetatable({}, { __mode = "k" })
-local function type_ok(v, spec)
-  local set = type_sets[spec]
-  if not set then
-    set = {}
-    for want in spec:gmatch("[^|]+") do set[want] = true end
-    type_sets[spec] = set
-  end
-  return set[type(v)] == true
-end
-
 -- os.getenv that reads an empty variable (`CHATMAID_BASE_URL=`) as unset.
 function _M.getenv(name)
   local v = os.getenv(name)
@@ -67,61 +56,16 @@ function _M.getenv(name)
   return v
 end
 
--- Edit distance (Levenshtein) between two short strings.
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    local ca = a:sub(i, i)
-    for j = 1, #b do
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1,
-                        prev[j - 1] + (ca == b:sub(j, j) and 0 or 1))
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
--- The known name nearest to an unknown one, or nil: the same name but for case and
--- underscores (mediaUrls -> media_urls), else the closest within 1 edit (2 from 5 letters).
-function _M.suggest(name, ...)
-  if type(name) ~= "string" then return nil end
-  local function norm(s) return (s:lower():gsub("[_%-]", "")) end
-  local n, lname = norm(name), name:lower()
-  local best, best_d = nil, (#name >= 5 and 2 or 1) + 1
-  for i = 1, select("#", ...) do
-    local set = select(i, ...)
-    for k in pairs(set or {}) do
-      if type(k) == "string" then
-        local d = norm(k) == n and 0 or distance(lname, k:lower())
-        if d < best_d or (d == best_d and best and k < best) then best, best_d = k, d end
-      end
-    end
-  end
-  return best
-end
+-- The known name nearest to an unknown one, or nil (chatmaid.options).
+_M.suggest = options.suggest
+local check_names, PARAMETERS = options.check_table, options.PARAMETERS
 
 -- Raises at `level` (default: the caller of the public method) naming the bad or unknown
 -- parameter (with the nearest known name, if one is close). A spec of `true` accepts any
--- type (the validator reports the value).
+-- type (the validator reports the value). chatmaid.options words and checks the names.
 function _M.check_table(where, t, allowed, extra, level)
   level = level or 3
-  if type(t) ~= "table" then
-    error("chatmaid: " .. where .. " expects a table of parameters (got " .. type(t) .. ")", level)
-  end
-  for k, v in pairs(t) do
-    local spec = allowed[k] or (extra and extra[k])
-    if not spec then
-      local near = _M.suggest(k, allowed, extra)
-      error("chatmaid: " .. where .. ": unknown parameter '" .. tostring(k) .. "'"
-            .. (near and (" (did you mean '" .. near .. "'?)") or ""), level)
-    end
-    if spec ~= true and not type_ok(v, spec) then
-      error("chatmaid: " .. where .. ": parameter '" .. k .. "' must be a " .. spec
-            .. " (got " .. type(v) .. ")", level)
-    end
-  end
+  check_names(PARAMETERS, where, t, allowed, extra, level)
   if t.max_retries ~= nil and (t.max_retries < 0 or t.max_retries ~= math.floor(t.max_retries)) then
     error("chatmaid: " .. where .. ": max_retries must be a non-negative integer", level)
   end

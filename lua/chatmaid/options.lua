@@ -1,33 +1,90 @@
 -- SPDX-License-Identifier: MIT
--- Option tables of the helper objects (chatmaid.redis's limiter, seen set and campaign):
--- unknown names and wrong types are programmer mistakes and raise, naming the option.
--- Client methods use base.check_table, which words the same checks for API parameters.
+-- Tables of named arguments: unknown names and wrong types are programmer mistakes and raise,
+-- naming the argument and, if one is close, the nearest known name. One check, two wordings:
+--   PARAMETERS  the client methods' API parameters (base.check_table):
+--               "chatmaid: send: unknown parameter 'too' (did you mean 'to'?)"
+--   OPTIONS     the helper objects' option tables (chatmaid.redis's limiter, seen set and
+--               campaign: options.check): "chatmaid.redis.seen_set: unknown option 'ttl_s'"
+-- No requires: the Redis modules also load in nginx phases, where the C core may not.
 local _M = {}
 
--- check(where, o, allowed, level): allowed maps each name to "type" or "type|type".
--- Raises at `level`, counted from the caller of check (as error() counts from its caller).
-function _M.check(where, o, allowed, level)
-  level = (level or 2) + 1
-  if type(o) ~= "table" then
-    error(where .. ": opts must be a table (got " .. type(o) .. ")", level)
+-- "string|boolean" -> { string = true, boolean = true }, parsed once per spec string.
+local type_sets = setmetatable({}, { __mode = "k" })
+local function type_ok(v, spec)
+  local set = type_sets[spec]
+  if not set then
+    set = {}
+    for want in spec:gmatch("[^|]+") do set[want] = true end
+    type_sets[spec] = set
   end
-  for k, v in pairs(o) do
-    local spec = allowed[k]
+  return set[type(v)] == true
+end
+
+-- Edit distance (Levenshtein) between two short strings.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    local ca = a:sub(i, i)
+    for j = 1, #b do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1,
+                        prev[j - 1] + (ca == b:sub(j, j) and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The known name nearest to an unknown one, or nil: the same name but for case and
+-- underscores (mediaUrls -> media_urls), else the closest within 1 edit (2 from 5 letters).
+function _M.suggest(name, ...)
+  if type(name) ~= "string" then return nil end
+  local function norm(s) return (s:lower():gsub("[_%-]", "")) end
+  local n, lname = norm(name), name:lower()
+  local best, best_d = nil, (#name >= 5 and 2 or 1) + 1
+  for i = 1, select("#", ...) do
+    local set = select(i, ...)
+    for k in pairs(set or {}) do
+      if type(k) == "string" then
+        local d = norm(k) == n and 0 or distance(lname, k:lower())
+        if d < best_d or (d == best_d and best and k < best) then best, best_d = k, d end
+      end
+    end
+  end
+  return best
+end
+
+-- The two wordings: what an entry is called, what heads a message (before "where"), and the
+-- message for something that is not a table at all (format: where, type).
+_M.PARAMETERS = { noun = "parameter", head = "chatmaid: ",
+                  not_table = "chatmaid: %s expects a table of parameters (got %s)" }
+_M.OPTIONS = { noun = "option", head = "", not_table = "%s: opts must be a table (got %s)" }
+
+-- check_table(words, where, t, allowed, extra, level): allowed (and extra, if given) map each
+-- name to "type", "type|type" or true (any type). Raises as error(msg, level) would in the
+-- function that called check_table.
+function _M.check_table(words, where, t, allowed, extra, level)
+  level = level + 1
+  if type(t) ~= "table" then error(words.not_table:format(where, type(t)), level) end
+  for k, v in pairs(t) do
+    local spec = allowed[k] or (extra and extra[k])
     if not spec then
-      -- base (and so the C core) only on this path: these modules also load in nginx phases
-      local near = require("chatmaid.base").suggest(k, allowed)
-      error(where .. ": unknown option '" .. tostring(k) .. "'"
+      local near = _M.suggest(k, allowed, extra)
+      error(words.head .. where .. ": unknown " .. words.noun .. " '" .. tostring(k) .. "'"
             .. (near and (" (did you mean '" .. near .. "'?)") or ""), level)
     end
-    local ok = false
-    for want in spec:gmatch("[^|]+") do
-      if type(v) == want then ok = true break end
-    end
-    if not ok then
-      error(where .. ": option '" .. k .. "' must be a " .. spec .. " (got " .. type(v) .. ")",
-            level)
+    if spec ~= true and not type_ok(v, spec) then
+      error(words.head .. where .. ": " .. words.noun .. " '" .. k .. "' must be a " .. spec
+            .. " (got " .. type(v) .. ")", level)
     end
   end
+end
+
+-- check(where, o, allowed, level): an option table. Raises at `level`, counted from the
+-- caller of check (as error() counts from its caller).
+function _M.check(where, o, allowed, level)
+  _M.check_table(_M.OPTIONS, where, o, allowed, nil, (level or 2) + 1)
 end
 
 return _M
