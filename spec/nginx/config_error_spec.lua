@@ -5,21 +5,12 @@ local H = require "spec.nginx.harness"
 local F = require "spec.support.fixtures"
 
 local NAME = "chatmaid.resty configuration errors #nginx"
-do
-  local ok, why = H.guard(NAME)
-  if not ok then
-    describe(NAME, function() pending("skipped: " .. why) end)
-    return
-  end
-end
+if H.skip(NAME) then return end
 
 describe(NAME, function()
-  local srv
-
-  setup(function()
-    srv = H.start{
-      -- no thread_pool line
-      server = [[
+  local srv = H.serve{
+    -- no thread_pool line
+    server = [[
 location = /send { content_by_lua_block {
   local attempts = 0
   local c = require("chatmaid").new{ api_key = "${KEY}", base_url = "http://127.0.0.1:1",
@@ -30,12 +21,8 @@ location = /send { content_by_lua_block {
           err.attempts, "|", attempts, "|", err.message)
 } }
 ]],
-      vars = { KEY = F.TEST_KEY },
-    }
-  end)
-  teardown(function()
-    if srv then srv:stop() end
-  end)
+    vars = { KEY = F.TEST_KEY },
+  }
 
   it("no thread_pool: kind transport, reason config, one attempt, the line to add", function()
     local status, body = H.raw(srv.port, "GET", "/send")

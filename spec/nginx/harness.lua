@@ -79,6 +79,22 @@ function _M.guard(name)
   return false, reason
 end
 
+-- skip(name, extra) -> true when the spec file must stop here: nginx (or what extra() ->
+-- false, reason says) is missing, so a pending describe(name) was registered. Under CI a
+-- missing piece raises instead. At the top of a spec file:
+--   if H.skip(NAME) then return end
+function _M.skip(name, extra)
+  local ok, why = _M.guard(name)
+  if ok and extra then
+    ok, why = extra()
+    if not ok and _M.required() then error(name .. ": required here (CI) but " .. why) end
+  end
+  if ok then return false end
+  local busted = require "busted"
+  busted.describe(name, function() busted.pending("skipped: " .. why) end)
+  return true
+end
+
 function _M.free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()
@@ -113,7 +129,7 @@ Server.__index = Server
 --        server = "<directives of the one server block>", vars = { NAME = value } }
 -- -> server { port, prefix, url(path), stop(), error_log() }. ${PORT}, ${ROOT} and
 -- ${NAME} (from vars) are substituted in the config.
-function _M.start(o)
+local function launch(self, o)
   assert(_M.available())
   local prefix = mkdtemp()
   assert(os.execute("mkdir -p " .. shq(prefix .. "/conf") .. " " .. shq(prefix .. "/logs")))
@@ -144,7 +160,7 @@ function _M.start(o)
   conf = conf:gsub("%${([%w_]+)}", function(k) return vars[k] or ("${" .. k .. "}") end)
   write(prefix .. "/conf/nginx.conf", conf)
   local out, ok = sh(shq(_M.bin) .. " -p " .. shq(prefix) .. " -c conf/nginx.conf")
-  local self = setmetatable({ port = port, prefix = prefix, conf = conf }, Server)
+  self.port, self.prefix, self.conf = port, prefix, conf
   if not ok then
     error("nginx failed to start: " .. out .. "\n" .. self:error_log() .. "\n" .. conf)
   end
@@ -156,6 +172,32 @@ function _M.start(o)
     if c then c:close() break end
     socket.sleep(0.02)
   end
+  return self
+end
+
+function _M.start(o) return launch(setmetatable({}, Server), o) end
+
+-- serve(o) inside a describe block: the block's nginx, started in its setup and stopped in
+-- its teardown. o: start's options, or a function returning them (called in setup, after
+-- the setups registered before serve). With o.sandbox (a table of chatmaid.sandbox.start
+-- options) a sandbox is started first: ${SANDBOX} is its url, server.sandbox the sandbox,
+-- stopped after nginx. -> the server (its fields are there once the setup ran).
+function _M.serve(o)
+  local busted = require "busted"
+  local self = setmetatable({}, Server)
+  busted.setup(function()
+    local opts = type(o) == "function" and o() or o
+    if opts.sandbox then
+      self.sandbox = require("chatmaid.sandbox").start(opts.sandbox)
+      opts.vars = opts.vars or {}
+      opts.vars.SANDBOX = self.sandbox.url
+    end
+    launch(self, opts)
+  end)
+  busted.teardown(function()
+    if self.prefix then self:stop() end
+    if self.sandbox then self.sandbox:stop() end
+  end)
   return self
 end
 

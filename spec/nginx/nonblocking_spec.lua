@@ -6,16 +6,8 @@ local H = require "spec.nginx.harness"
 local F = require "spec.support.fixtures"
 local socket = require "socket"
 
-local function pending_reason(name)
-  local ok, why = H.guard(name)
-  if not ok then
-    describe(name, function() pending("skipped: " .. why) end)
-    return true
-  end
-end
-
 local NAME = "chatmaid in nginx (non-blocking) #nginx"
-if pending_reason(NAME) then return end
+if H.skip(NAME) then return end
 
 local SEND = [[
   local c = assert(require("chatmaid").new{ api_key = "${KEY}", base_url = "${SANDBOX}",
@@ -29,37 +21,29 @@ local SEND = [[
 ]]
 
 describe(NAME, function()
-  local sandbox = require "chatmaid.sandbox"
-  local sb, ngx_srv, tmp
+  local ngx_srv = H.serve{
+    sandbox = { rate_limit = false },
+    main = "thread_pool chatmaid threads=4;",
+    server = table.concat({
+      "location = /send { content_by_lua_block {", SEND:format(""), "} }",
+      "location = /send_blocking { content_by_lua_block {",
+      SEND:format(', transport = require("chatmaid.transport").new{ timeout_ms = 10000 }'),
+      "} }",
+      'location = /fast { content_by_lua_block { ngx.say("fast") } }',
+    }, "\n"),
+    vars = { KEY = F.TEST_KEY },
+  }
+  local tmp
 
-  setup(function()
-    sb = sandbox.start{ rate_limit = false }
-    ngx_srv = H.start{
-      main = "thread_pool chatmaid threads=4;",
-      server = table.concat({
-        "location = /send { content_by_lua_block {", SEND:format(""), "} }",
-        "location = /send_blocking { content_by_lua_block {",
-        SEND:format(', transport = require("chatmaid.transport").new{ timeout_ms = 10000 }'),
-        "} }",
-        'location = /fast { content_by_lua_block { ngx.say("fast") } }',
-      }, "\n"),
-      vars = { KEY = F.TEST_KEY, SANDBOX = sb.url },
-    }
-    tmp = os.tmpname()
-  end)
-
-  teardown(function()
-    if ngx_srv then ngx_srv:stop() end
-    if sb then sb:stop() end
-    if tmp then os.remove(tmp) end
-  end)
+  setup(function() tmp = os.tmpname() end)
+  teardown(function() if tmp then os.remove(tmp) end end)
 
   -- Starts /path in the background, then 20 parallel GET /fast while it runs.
   -- -> per-request seconds (array), the slow request's output, whether it was still running
   --    when the 20 had all been answered.
   local function race(path)
     os.remove(tmp)
-    assert(sb:fault{ type = "delay", path = "/v1/messages/send", method = "POST",
+    assert(ngx_srv.sandbox:fault{ type = "delay", path = "/v1/messages/send", method = "POST",
                      seconds = 2, count = 1 })
     os.execute("curl -sS --max-time 30 -o " .. H.shq(tmp) .. " "
                .. H.shq(ngx_srv:url(path)) .. " &")

@@ -6,24 +6,14 @@ local F = require "spec.support.fixtures"
 local socket = require "socket"
 
 local NAME = "chatmaid.resty phases and rate limiter #nginx"
-do
-  local ok, why = H.guard(NAME)
-  if not ok then
-    describe(NAME, function() pending("skipped: " .. why) end)
-    return
-  end
-end
+if H.skip(NAME) then return end
 
 describe(NAME, function()
-  local sandbox = require "chatmaid.sandbox"
-  local sb, srv
-
-  setup(function()
-    sb = sandbox.start{ rate_limit = false }
-    srv = H.start{
-      workers = 2,
-      main = "thread_pool chatmaid threads=2;",
-      http = [[
+  local srv = H.serve{
+    sandbox = { rate_limit = false },
+    workers = 2,
+    main = "thread_pool chatmaid threads=2;",
+    http = [[
 lua_shared_dict results 1m;
 lua_shared_dict chatmaid_ratelimit 1m;
 init_by_lua_block {
@@ -41,7 +31,7 @@ init_worker_by_lua_block {
   end)
 }
 ]],
-      server = [[
+    server = [[
 location = /content { content_by_lua_block {
   local a, err = shared_client:account()
   ngx.say(a and ("ok " .. a.name) or tostring(err))
@@ -65,13 +55,8 @@ location = /take { content_by_lua_block {
   ngx.say(string.format("W=%.3f", lim:take(1)))
 } }
 ]],
-      vars = { KEY = F.TEST_KEY, SANDBOX = sb.url },
-    }
-  end)
-  teardown(function()
-    if srv then srv:stop() end
-    if sb then sb:stop() end
-  end)
+    vars = { KEY = F.TEST_KEY },
+  }
 
   local function result(k)
     local deadline = socket.gettime() + 5

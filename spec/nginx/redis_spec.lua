@@ -7,19 +7,14 @@ local rh = require "spec.support.redis_helper"
 local webhook = require "chatmaid.webhook"
 
 local NAME = "chatmaid.redis inside nginx #nginx #redis"
-do
-  local ok, why = H.guard(NAME)
-  if ok and not rh.binary() then ok, why = false, "no redis-server" end
-  if ok and not (H.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
-                 or H.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
-    ok, why = false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
+if H.skip(NAME, function()
+  if not rh.binary() then return false, "no redis-server" end
+  if not (H.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
+          or H.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
+    return false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
   end
-  if not ok and H.required() then error(NAME .. ": required here (CI) but " .. why) end
-  if not ok then
-    describe(NAME, function() pending("skipped: " .. why) end)
-    return
-  end
-end
+  return true
+end) then return end
 
 local SECRET = "whsec_nginx_redis_spec_000000000"
 
@@ -75,8 +70,10 @@ describe(NAME, function()
   setup(function()
     redis_srv = rh.start()
     dir = H.sh("mktemp -d /tmp/chatmaid-whredis.XXXXXX"):match("([^\n]+)")
-    for i = 1, 3 do
-      nginxes[i] = H.start{
+  end)
+  for i = 1, 3 do
+    nginxes[i] = H.serve(function()
+      return {
         workers = 2,
         server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
           .. "location = /take { content_by_lua_block {" .. LIMITER .. "} }\n"
@@ -84,10 +81,9 @@ describe(NAME, function()
           .. "location = /bad { content_by_lua_block {" .. BAD .. "} }",
         vars = { SECRET = SECRET, REDIS = redis_srv.url, DEAD = rh.free_port() },
       }
-    end
-  end)
-  teardown(function()
-    for _, n in ipairs(nginxes) do n:stop() end
+    end)
+  end
+  teardown(function()     -- after the nginx instances' teardowns
     if redis_srv then redis_srv:stop() end
     if dir then os.execute("rm -rf " .. H.shq(dir)) end
   end)

@@ -8,13 +8,7 @@ local socket = require "socket"
 local webhook = require "chatmaid.webhook"
 
 local NAME = "chatmaid.resty.receive_webhook, chunked bodies #nginx"
-do
-  local ok, why = H.guard(NAME)
-  if not ok then
-    describe(NAME, function() pending("skipped: " .. why) end)
-    return
-  end
-end
+if H.skip(NAME) then return end
 
 local SECRET = "whsec_nginx_spec_0000000000000000"
 
@@ -57,15 +51,11 @@ local function post_chunked(port, total, headers)
 end
 
 describe(NAME, function()
-  local srv
-  setup(function()
-    srv = H.start{
-      http = "client_body_buffer_size 8k; client_max_body_size 0;",
-      server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }",
-      vars = { SECRET = SECRET },
-    }
-  end)
-  teardown(function() if srv then srv:stop() end end)
+  local srv = H.serve{
+    http = "client_body_buffer_size 8k; client_max_body_size 0;",
+    server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }",
+    vars = { SECRET = SECRET },
+  }
 
   it("answers 413 to a 48 MiB chunked body without reading it into Lua", function()
     local status, body = post_chunked(srv.port, 48 * 1024 * 1024,

@@ -5,13 +5,7 @@ local H = require "spec.nginx.harness"
 local webhook = require "chatmaid.webhook"
 
 local NAME = "chatmaid.resty.receive_webhook #nginx"
-do
-  local ok, why = H.guard(NAME)
-  if not ok then
-    describe(NAME, function() pending("skipped: " .. why) end)
-    return
-  end
-end
+if H.skip(NAME) then return end
 
 local SECRET = "whsec_nginx_spec_0000000000000000"
 
@@ -38,19 +32,14 @@ local function payload(id, pad)
 end
 
 describe(NAME, function()
-  local srv
-
-  setup(function()
-    srv = H.start{
-      http = "lua_shared_dict chatmaid_webhooks 1m; client_body_buffer_size 8k;"
-             .. " client_max_body_size 2m;",
-      server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
-        .. "location = /log { content_by_lua_block { local v = "
-        .. 'ngx.shared.chatmaid_webhooks:lpop("log") ngx.print(v or "") } }',
-      vars = { SECRET = SECRET },
-    }
-  end)
-  teardown(function() if srv then srv:stop() end end)
+  local srv = H.serve{
+    http = "lua_shared_dict chatmaid_webhooks 1m; client_body_buffer_size 8k;"
+           .. " client_max_body_size 2m;",
+    server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
+      .. "location = /log { content_by_lua_block { local v = "
+      .. 'ngx.shared.chatmaid_webhooks:lpop("log") ngx.print(v or "") } }',
+    vars = { SECRET = SECRET },
+  }
 
 
   local function post(body, headers)
