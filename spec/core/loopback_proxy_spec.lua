@@ -15,10 +15,8 @@ local PROXY = [[
 ]]
 
 describe("loopback and proxies #integration", function()
-  local sb, proxy
-
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local proxy
   before_each(function() proxy = raw_script.start(PROXY) end)
   after_each(function() proxy:stop() end)
 

@@ -61,9 +61,7 @@ describe("chatmaid.core", function()
   end)
 
   describe("requests #integration", function()
-    local sb
-    setup(function() sb = F.sandbox{ rate_limit = false } end)
-    teardown(function() sb:stop() end)
+    local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
 
     it("returns status, exact body bytes and lowercase headers", function()
       local s = core.session{ timeout_ms = 5000 }

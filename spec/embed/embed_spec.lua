@@ -158,10 +158,7 @@ describe("static embed build #embed", function()
   end)
 
   describe("against the sandbox", function()
-    local sb
-    setup(function() sb = F.sandbox{ rate_limit = false } end)
-    teardown(function() if sb then sb:stop() end end)
-    before_each(function() sb:reset() end)
+    local sb = F.block_sandbox{ rate_limit = false }
 
     local function sends() return sb:stats().byPath["POST " .. SEND] or 0 end
 

@@ -17,9 +17,7 @@ end
 local function run(args) return host.run("spec/host/fork.lua", args, nil, ENV) end
 
 describe("a client used across fork() #integration", function()
-  local sb
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
 
   it("gives parent and child their own answers; the parent keeps its connection", function()
     local out, code = run{ sb.url, 30 }

@@ -5,9 +5,7 @@ local F = require "spec.support.fixtures"
 local host = require "spec.support.host"
 
 describe("chatmaid on 8 threads of one process #integration", function()
-  local sb
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
 
   it("loads and works in 8 lua_States at once; every thread gets its own answers", function()
     local out, code = host.run("spec/host/threads.lua", { sb.url, 15 }, 8)

@@ -5,11 +5,7 @@ local F = require "spec.support.fixtures"
 local idempotency = require "chatmaid.idempotency"
 
 describe("idempotency conflicts #integration", function()
-  local sb
-
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() if sb then sb:stop() end end)
-  before_each(function() assert(sb:reset()) end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   it("client:send: a key held for another recipient returns idempotency_conflict", function()
     local c = F.client(sb)

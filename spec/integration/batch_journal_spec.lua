@@ -45,19 +45,17 @@ local function census(c)
 end
 
 describe("send_batch with a journal #integration", function()
-  local sb, dir
+  local sb = F.block_sandbox{ rate_limit = false }
+  local dir
 
   setup(function()
-    sb = F.sandbox{ rate_limit = false }
     dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir))
   end)
   teardown(function()
-    if sb then sb:stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
-  before_each(function() assert(sb:reset()) end)
 
   it("a re-run makes no request for the items the journal confirmed", function()
     local path = dir .. "/again.journal"

@@ -3,10 +3,7 @@
 local F = require "spec.support.fixtures"
 
 describe("send_batch rate_limiter #integration", function()
-  local sb
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
-  before_each(function() sb:reset() end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   -- A stand-in for the shared-dict bucket: one start every 0.5 s on a fake clock.
   local function fake_limiter(clock)

@@ -38,19 +38,7 @@ end
 local function sends(sb) return sb:stats().byPath["POST /v1/messages/send"] or 0 end
 
 describe("client:send_batch() #integration", function()
-  local sb
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
-
-  before_each(function()
-    assert(sb:reset())
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   it("sends every valid item once, in input order, with invalid items failing alone",
      function()
@@ -520,10 +508,7 @@ end)
 
 -- Against the sandbox's own limit (a 60 s sliding window per key, real time).
 describe("send_batch against a rate-limited key #integration", function()
-  local sb
-  setup(function() sb = F.sandbox{ rate_limit = 20 } end)
-  teardown(function() if sb then sb:stop() end end)
-  before_each(function() assert(sb:reset()) end)
+  local sb = F.block_sandbox{ rate_limit = 20 }
 
   local function count_429(c)
     local n = { 0 }

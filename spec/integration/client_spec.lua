@@ -3,19 +3,14 @@ local chatmaid = require "chatmaid"
 local F = require "spec.support.fixtures"
 
 describe("chatmaid client #integration", function()
-  local sb, c
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
+  local c
 
   teardown(function()
     if c then c:close() end
-    sb:stop()
   end)
 
   before_each(function()
-    sb:reset()
     c = F.client(sb)
   end)
 

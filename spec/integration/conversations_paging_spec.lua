@@ -4,7 +4,7 @@
 -- first), with ties, missing timestamps, no hasNext, and a raw server repeating one page.
 -- Requests are counted at the sandbox (its stats), or by the client's hook for the raw server.
 local conversations = require "chatmaid.conversations"
-local sandbox = require "chatmaid.sandbox"
+local F = require "spec.support.fixtures"
 local raw_server = require "spec.support.raw_server"
 local cjson = require "cjson"
 
@@ -12,16 +12,15 @@ local KEY = "sk_test_sandbox_0000000000000001"
 local LIST = "GET /api/whatsapp/messages"
 
 describe("chatmaid.conversations messages() cursor walk #integration", function()
-  local sb, c
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local c
 
   setup(function()
-    sb = sandbox.start{ rate_limit = false }
     c = assert(conversations.new{ base_url = sb.url, api_key = KEY, timeout = 20 })
   end)
 
   teardown(function()
     if c then c:close() end
-    if sb then sb:stop() end
   end)
 
   local function config(order, extra)

@@ -1,7 +1,6 @@
 -- SPDX-License-Identifier: MIT
 -- chatmaid.conversations against the sandbox's /api/whatsapp/ emulation, over real sockets.
-local conversations = require "chatmaid.conversations"
-local sandbox = require "chatmaid.sandbox"
+local F = require "spec.support.fixtures"
 local transport_mod = require "chatmaid.transport"
 local cjson = require "cjson"
 
@@ -11,30 +10,14 @@ local SEND = "POST /api/whatsapp/messages/send"
 local LIST = "GET /api/whatsapp/messages"
 
 describe("chatmaid.conversations against the sandbox #integration", function()
-  local sb
-
-  setup(function()
-    sb = sandbox.start{ rate_limit = false }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   before_each(function()
-    assert(sb:reset())
     assert(sb:config{ rate_limit = false, conversations_page_order = "asc" })
   end)
 
-  -- A client on the sandbox; sleeps are recorded, not slept.
-  local function client(opts)
-    local sleeps = {}
-    local o = { base_url = sb.url, api_key = KEY, timeout = 10,
-                sleep = function(s) sleeps[#sleeps + 1] = s end }
-    for k, v in pairs(opts or {}) do o[k] = v end
-    local c = assert(conversations.new(o))
-    return c, sleeps
-  end
+  -- A client on the sandbox; sleeps are recorded, not slept. -> client, sleeps
+  local function client(opts) return F.conversations_client(sb, opts) end
 
   local function seed(spec)
     local status, body = sb:request("POST", "/__sandbox/conversations/seed", spec)

@@ -26,16 +26,11 @@ local function params_of(err)
 end
 
 describe("error details #integration", function()
-  local sb, c
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local c
 
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-    c = F.client(sb)
-  end)
-  teardown(function()
-    c:close()
-    sb:stop()
-  end)
+  setup(function() c = F.client(sb) end)
+  teardown(function() c:close() end)
 
   describe("err.fields on validation errors", function()
     it("names every failing parameter of a send, with its message", function()

@@ -17,16 +17,15 @@ local function start(name, args, env)
 end
 
 describe("the many-machines examples #integration #redis", function()
-  local sb, srv, dir
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local srv, dir
   setup(function()
-    sb = F.sandbox{ rate_limit = false }
     srv = rh.start()
     dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. run.quote(dir)))
   end)
   teardown(function()
-    sb:stop()
     srv:stop()
     os.execute("rm -rf " .. run.quote(dir))
   end)

@@ -16,18 +16,9 @@ local function example(sb, name)
 end
 
 describe("the event loop examples #integration", function()
-  local sb
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   before_each(function()
-    assert(sb:reset())
     assert(sb:fault{ path = "/v1/messages/send", method = "POST", count = 3, type = "delay",
                      seconds = 2 })
   end)

@@ -7,11 +7,7 @@ local SEND = "/v1/messages/send"
 local ACCOUNT = "/v1/account"
 
 describe("fault matrix #integration", function()
-  local sb
-
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
-  before_each(function() sb:reset() end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   local function count(method, path)
     return sb:stats().byPath[method .. " " .. path] or 0

@@ -17,20 +17,18 @@ local function reversed(ids)
 end
 
 describe("chatmaid pagination #integration", function()
-  local sb, c, seeded
+  local sb = F.block_sandbox{ rate_limit = false }
+  local c, seeded
 
   setup(function()
-    sb = F.sandbox{ rate_limit = false }
     c = F.client(sb, { max_retries = 0 })
   end)
 
   teardown(function()
     if c then c:close() end
-    if sb then sb:stop() end
   end)
 
   before_each(function()
-    assert(sb:reset())
     local r = assert(sb:seed{ count = 1000 })
     seeded = reversed(r.ids)
   end)

@@ -23,18 +23,9 @@ local function send(c, to)
 end
 
 describe("client:wait() #integration", function()
-  local sb
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false, live_delay = 0.3 }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
+  local sb = F.block_sandbox{ rate_limit = false, live_delay = 0.3 }
 
   before_each(function()
-    assert(sb:reset())
     assert(sb:config{ live_delay = 0.3 })
   end)
 

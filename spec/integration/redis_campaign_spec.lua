@@ -31,16 +31,10 @@ local function by_recipient(sb)
 end
 
 describe("chatmaid.redis.campaign #integration #redis", function()
-  local srv, sb
-  setup(function()
-    srv = rh.start()
-    sb = F.sandbox{ rate_limit = false }
-  end)
-  teardown(function()
-    sb:stop()
-    srv:stop()
-  end)
-  before_each(function() sb:reset() end)
+  local srv
+  setup(function() srv = rh.start() end)
+  teardown(function() srv:stop() end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   local WORKER = [[
     local chatmaid = require "chatmaid"

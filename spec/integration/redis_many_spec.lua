@@ -37,9 +37,8 @@ describe("many machines through Redis #integration #redis", function()
 
   describe("(a) one rate limiter shared by 4 worker processes", function()
     local LIMIT, WINDOW, PER_WORKER = 8, 3, 5
-    local sb
-    setup(function() sb = F.sandbox{ config = { rate_limit = LIMIT, rate_window = WINDOW } } end)
-    teardown(function() sb:stop() end)
+    local sb = F.block_sandbox({ config = { rate_limit = LIMIT, rate_window = WINDOW } },
+                               { reset = false })
 
     local WORKER = [[
       local chatmaid = require "chatmaid"

@@ -16,19 +16,7 @@ local function send(c, from, to)
 end
 
 describe("sender lookup #integration", function()
-  local sb
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
-
-  before_each(function()
-    assert(sb:reset())
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   it("resolves an E.164 sender once per client, for many sends", function()
     local c = F.client(sb)

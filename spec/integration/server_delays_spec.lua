@@ -31,10 +31,7 @@ local function checked_clock_client(sb, opts)
 end
 
 describe("server-supplied delays are clamped #integration", function()
-  local sb
-  setup(function() sb = F.sandbox{ rate_limit = false } end)
-  teardown(function() sb:stop() end)
-  before_each(function() sb:reset() end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   for _, ra in ipairs{ 0, -5 } do
     it("429 with retryAfter " .. ra .. ": retried after 1 s", function()

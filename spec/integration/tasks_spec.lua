@@ -26,19 +26,7 @@ local function send_params(to)
 end
 
 describe("tasks #integration", function()
-  local sb
-
-  setup(function()
-    sb = F.sandbox{ rate_limit = false }
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
-  end)
-
-  before_each(function()
-    assert(sb:reset())
-  end)
+  local sb = F.block_sandbox{ rate_limit = false }
 
   describe("client:spawn() and client:step()", function()
     it("runs fn(...) inside step and keeps what it returned", function()

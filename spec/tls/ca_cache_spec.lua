@@ -6,10 +6,10 @@ local F = require "spec.support.fixtures"
 local tls_front = require "spec.support.tls_front"
 
 describe("TLS CA store reuse #integration", function()
-  local sb, front, why, bundle
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local front, why, bundle
 
   setup(function()
-    sb = F.sandbox{ rate_limit = false }
     front, why = tls_front.start(sb.port)
     if front then
       -- a trust store as large as the system's, plus the front's own certificate
@@ -23,7 +23,6 @@ describe("TLS CA store reuse #integration", function()
   end)
   teardown(function()
     if front then front.stop() end
-    sb:stop()
   end)
 
   -- n requests as tasks at once (each on its own new connection while the sandbox holds
