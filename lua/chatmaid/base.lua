@@ -394,8 +394,15 @@ function _M.request(self, method, path, query, body, o, idem)
     if gate then gate:leave(self) end
     local elapsed = self.now() - t0
     local value, err = self:_interpret(method, full_path, res, kind, msg, code, timeout)
-    self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
-                   res = res }
+    -- one record per client, updated in place (last_response() copies it out)
+    local last = self._last
+    if last then
+      last.method, last.path, last.attempt, last.elapsed, last.res =
+        method, full_path, attempt, elapsed, res
+    else
+      self._last = { method = method, path = full_path, attempt = attempt, elapsed = elapsed,
+                     res = res }
+    end
     if self.on_response then
       local info = { method = method, path = full_path, attempt = attempt,
                      status = res and res.status, elapsed = elapsed,

@@ -61,15 +61,9 @@ function _M:add(token, req)
 end
 
 -- Completions: { token, status, body, headers (lazy) } or { token, kind, message, code }.
+-- The core gives the ones with a status the lazy response metatable itself.
 function _M:poll(wait_ms)
-  local comps = self.session:multi_poll(wait_ms)
-  for _, c in ipairs(comps) do
-    if c.status then
-      c.raw_headers, c.headers = c.headers, nil
-      setmetatable(c, response_mt)
-    end
-  end
-  return comps
+  return self.session:multi_poll(wait_ms, response_mt)
 end
 function _M:pending() return self.session:multi_pending() end
 -- cancel(token): abort a transfer in flight; its completion is never reported.
