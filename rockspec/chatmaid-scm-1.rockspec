@@ -41,6 +41,7 @@ build = {
         "csrc/redis.c",
         "csrc/session.c",
         "csrc/sigwatch.c",
+        "csrc/text.c",
         "csrc/webhook.c",
         "csrc/webhook_core.c",
       },
