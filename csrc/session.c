@@ -641,7 +641,8 @@ static int header_list_equal(lua_State *L, int idx, const HeaderList *h, int n, 
     lua_rawgeti(L, idx, i);
     v = lua_tolstring(L, -1, &len);
     lua_pop(L, 1);   /* the string stays alive: the array holds it */
-    if (strncmp(l->data, v, len) != 0 || l->data[len] != '\0') return 0;
+    /* by length first: a string with a NUL inside must not match (nor be read past) */
+    if (strlen(l->data) != len || memcmp(l->data, v, len) != 0) return 0;
   }
   return 1;
 }

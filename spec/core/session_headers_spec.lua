@@ -61,6 +61,17 @@ describe("session header lists #integration", function()
     s:close()
   end)
 
+  it("never takes a header with a NUL inside for the cached list it starts like", function()
+    local s = core.session{ timeout_ms = 5000 }
+    assert.equal(200, (s:request("GET", srv.url .. "/x", { "X-H1: a" })))
+    assert.equal(200, (s:request("GET", srv.url .. "/x", { "X-H1: a\0b" })))
+    assert.equal(200, (s:request("GET", srv.url .. "/x", { "X-H1: a", "X-H2: z" })))
+    local log = wait_log(3)
+    assert.equal("GET h=a,nil,nil expect=nil ae=gzip len=0", log[1])
+    assert.equal("GET h=a,z,nil expect=nil ae=gzip len=0", log[3])
+    s:close()
+  end)
+
   it("keeps the Expect: line of large bodies apart from the same list without it", function()
     local s = core.session{ timeout_ms = 10000 }
     local h = { "X-H1: big", "Content-Type: application/json" }
