@@ -624,7 +624,11 @@ static void check_request_args(lua_State *L, int base) {
   luaL_argcheck(L, n <= MAX_REQ_HEADERS, base + 2, "too many headers");
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, base + 2, i);
+    size_t len;
     if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, base + 2, "headers must be strings");
+    /* libcurl would cut the line at the NUL and send the rest of the request as if fine */
+    if (strlen(lua_tolstring(L, -1, &len)) != len)
+      luaL_argerror(L, base + 2, "a header must not contain a NUL byte");
     lua_pop(L, 1);
   }
 }
