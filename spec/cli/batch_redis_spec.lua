@@ -1,15 +1,16 @@
 -- SPDX-License-Identifier: MIT
 -- chatmaid batch --redis URL: the batch's starts are booked in the shared Redis limiter.
 local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
 local rh = require "spec.support.redis_helper"
 local redis = require "chatmaid.redis"
 
 describe("chatmaid batch --redis #redis", function()
-  local sb, env, dir, srv
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local srv = rh.serve()
+  local env, dir
 
   setup(function()
-    sb = require("chatmaid.sandbox").start{ rate_limit = false }
-    srv = rh.start()
     env = R.env(sb)
     dir = os.tmpname()
     os.remove(dir)
@@ -17,8 +18,6 @@ describe("chatmaid batch --redis #redis", function()
   end)
 
   teardown(function()
-    if sb then sb:stop() end
-    if srv then srv:stop() end
     if dir then os.execute("rm -rf " .. R.quote(dir)) end
   end)
 

@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local socket = require "socket"
 local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
 
 local function json_lines(s)
   local out = {}
@@ -20,10 +21,10 @@ local function csv_of(n, first)
 end
 
 describe("chatmaid batch", function()
-  local sb, env, dir
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local env, dir
 
   setup(function()
-    sb = require("chatmaid.sandbox").start{ rate_limit = false }
     env = R.env(sb)
     dir = os.tmpname()
     os.remove(dir)
@@ -31,7 +32,6 @@ describe("chatmaid batch", function()
   end)
 
   teardown(function()
-    if sb then sb:stop() end
     if dir then os.execute("rm -rf " .. R.quote(dir)) end
   end)
 
@@ -207,10 +207,10 @@ end)
 
 -- Issue 15: edited files, Ctrl-C during a rate-limit wait.
 describe("chatmaid batch: resume", function()
-  local sb, env, dir, c
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local env, dir, c
 
   setup(function()
-    sb = require("chatmaid.sandbox").start{ rate_limit = false }
     env = R.env(sb)
     dir = os.tmpname()
     os.remove(dir)
@@ -220,7 +220,6 @@ describe("chatmaid batch: resume", function()
 
   teardown(function()
     if c then c:close() end
-    if sb then sb:stop() end
     if dir then os.execute("rm -rf " .. R.quote(dir)) end
   end)
 

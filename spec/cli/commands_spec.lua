@@ -3,6 +3,7 @@
 -- parsed back, exit codes 0/1/2, terminal and pipe output.
 local cjson = require "cjson"
 local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
 
 local run, pty = R.run, R.pty
 
@@ -13,15 +14,11 @@ local function json_lines(s)
 end
 
 describe("chatmaid CLI", function()
-  local sb, env
+  local sb = F.block_sandbox({ rate_limit = false, live_delay = 0.3 }, { reset = false })
+  local env
 
   setup(function()
-    sb = require("chatmaid.sandbox").start{ rate_limit = false, live_delay = 0.3 }
     env = R.env(sb)
-  end)
-
-  teardown(function()
-    if sb then sb:stop() end
   end)
 
   describe("send", function()

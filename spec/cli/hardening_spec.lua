@@ -2,6 +2,7 @@
 -- Issue 13 item 10: --rate 0 turns the limiter off; out-of-range numbers are usage errors
 -- (exit 2); text from the network never reaches the terminal with its control characters.
 local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
 local raw_server = require "spec.support.raw_server"
 
 local HOSTILE = "pwn\027]0;owned\007\027[2J\027[31mred\194\155\0631h\r\nnext\127"
@@ -61,9 +62,7 @@ describe("chatmaid CLI hardening", function()
   end)
 
   describe("batch --rate 0", function()
-    local sb
-    setup(function() sb = require("chatmaid.sandbox").start{ rate_limit = false } end)
-    teardown(function() if sb then sb:stop() end end)
+    local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
 
     it("turns the limiter off and sends", function()
       local file = os.tmpname()

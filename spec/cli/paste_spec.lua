@@ -6,16 +6,14 @@ local cjson = require "cjson"
 local webhook = require "chatmaid.webhook"
 local sbcli = require "chatmaid.sandbox.cli"
 local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
 
 local run = R.run
 
 describe("chatmaid CLI (issue 14) #cli", function()
-  local sb, env
-  setup(function()
-    sb = require("chatmaid.sandbox").start{ rate_limit = false }
-    env = R.env(sb, R.LIVE)
-  end)
-  teardown(function() if sb then sb:stop() end end)
+  local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
+  local env
+  setup(function() env = R.env(sb, R.LIVE) end)
 
   describe("messages --environment", function()
     it("filters test or live messages (default: the key's environment)", function()

@@ -4,9 +4,7 @@ local core = require "chatmaid.core"
 local rh = require "spec.support.redis_helper"
 
 describe("chatmaid.core redis #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
 
   local function connect()
     return assert(core.redis_connect("127.0.0.1", srv.port, 1000, 1000))

@@ -4,9 +4,7 @@ local host = require "spec.support.host"
 local rh = require "spec.support.redis_helper"
 
 describe("a Redis connection used across fork() #integration #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
 
   it("gives parent and child their own answers; the parent keeps its connection", function()
     local out, code = host.run("spec/host/redis_fork.lua", { srv.url, 200 })

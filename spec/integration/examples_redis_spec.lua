@@ -18,15 +18,14 @@ end
 
 describe("the many-machines examples #integration #redis", function()
   local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
-  local srv, dir
+  local srv = rh.serve()
+  local dir
   setup(function()
-    srv = rh.start()
     dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. run.quote(dir)))
   end)
   teardown(function()
-    srv:stop()
     os.execute("rm -rf " .. run.quote(dir))
   end)
 

@@ -31,9 +31,7 @@ local function by_recipient(sb)
 end
 
 describe("chatmaid.redis.campaign #integration #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
   local sb = F.block_sandbox{ rate_limit = false }
 
   local WORKER = [[

@@ -8,9 +8,7 @@ local socket = require "socket"
 local rh = require "spec.support.redis_helper"
 
 describe("chatmaid.redis.rate_limiter #integration #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
 
   local n = 0
   local function fresh_key() n = n + 1 return "spec-" .. n .. "-" .. core.uuid4() end
@@ -196,9 +194,7 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
   end)
 
   describe("with a password", function()
-    local secured
-    setup(function() secured = rh.start{ password = "s3cret-pw" } end)
-    teardown(function() secured:stop() end)
+    local secured = rh.serve{ password = "s3cret-pw" }
 
     it("authenticates from the URL", function()
       local lim = redis.rate_limiter{ url = secured.url, key = fresh_key(), per_minute = 60 }

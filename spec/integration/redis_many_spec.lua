@@ -31,9 +31,7 @@ local function max_in_window(times, ms)
 end
 
 describe("many machines through Redis #integration #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
 
   describe("(a) one rate limiter shared by 4 worker processes", function()
     local LIMIT, WINDOW, PER_WORKER = 8, 3, 5

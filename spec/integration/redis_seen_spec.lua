@@ -3,9 +3,7 @@ local redis = require "chatmaid.redis"
 local rh = require "spec.support.redis_helper"
 
 describe("chatmaid.redis.seen_set #integration #redis", function()
-  local srv
-  setup(function() srv = rh.start() end)
-  teardown(function() srv:stop() end)
+  local srv = rh.serve()
 
   it("seen() is false the first time and true after, across set objects", function()
     local a = redis.seen_set{ url = srv.url, prefix = "t1:" }

@@ -5,6 +5,7 @@
 -- Where nginx or the lua module is missing the specs are skipped with a printed reason,
 -- unless CI (or CHATMAID_NGINX=required) is set: then they fail.
 local socket = require "socket"
+local proc = require "spec.support.proc"
 
 local _M = {}
 
@@ -205,28 +206,12 @@ function Server:url(path) return "http://127.0.0.1:" .. self.port .. (path or "/
 
 function Server:error_log() return read(self.prefix .. "/logs/error.log") end
 
--- alive(pid) -> true while the process runs. The master daemonized: its parent is init,
--- which may reap it a second or more after it exited, so a zombie counts as gone.
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local s = f:read("*l") or ""
-  f:close()
-  return not s:match("^%d+ %b() Z")
-end
-
 -- stop(): QUIT the master by pid (graceful), wait for it, remove the prefix.
 function Server:stop()
   if self.stopped then return end
   self.stopped = true
-  if self.pid then
-    os.execute("(kill -QUIT " .. self.pid .. ") 2>/dev/null")
-    local deadline = socket.gettime() + 5
-    while socket.gettime() < deadline and alive(self.pid) do
-      socket.sleep(0.02)
-    end
-    if alive(self.pid) then os.execute("(kill -KILL " .. self.pid .. ") 2>/dev/null") end
-  end
+  -- the master daemonized: a zombie left for init to reap counts as gone (spec.support.proc)
+  if self.pid then proc.stop(self.pid, "QUIT") end
   if not os.getenv("CHATMAID_NGINX_KEEP") then os.execute("rm -rf " .. shq(self.prefix)) end
 end
 

@@ -2,6 +2,7 @@
 -- A throwaway redis-server for specs: a free 127.0.0.1 port, its own data dir, no
 -- persistence, never the system service. local r = redis_helper.start(); r.url; r:stop()
 local socket = require "socket"
+local proc = require "spec.support.proc"
 
 local _M = {}
 local mt = { __index = _M }
@@ -32,7 +33,7 @@ end
 
 -- start{ password = nil, port = nil (a free one) }
 --   -> server { port, url, dir, pid, stop(), cli(...) }
-function _M.start(opts)
+local function launch(self, opts)
   opts = opts or {}
   local bin = assert(_M.binary(), "redis-server is not installed (apt-get install redis-server)")
   local dir = sh("mktemp -d /tmp/chatmaid-redis.XXXXXX"):match("([^\n]+)")
@@ -44,9 +45,9 @@ function _M.start(opts)
   local p = assert(io.popen("exec " .. bin .. " " .. args .. " >/dev/null 2>&1 & echo $!"))
   local pid = tonumber(p:read("*l"))
   p:close()
-  local self = setmetatable({ port = port, dir = dir, pid = pid, password = opts.password,
-                              url = "redis://" .. (opts.password and (":" .. opts.password
-                                    .. "@") or "") .. "127.0.0.1:" .. port .. "/0" }, mt)
+  self.port, self.dir, self.pid, self.password = port, dir, pid, opts.password
+  self.url = "redis://" .. (opts.password and (":" .. opts.password .. "@") or "")
+             .. "127.0.0.1:" .. port .. "/0"
   local deadline = socket.gettime() + 10
   while socket.gettime() < deadline do
     local c = socket.connect("127.0.0.1", port)
@@ -62,6 +63,19 @@ function _M.start(opts)
   end
   self:stop()
   error("redis-server did not start on port " .. port)
+end
+
+function _M.start(opts) return launch(setmetatable({}, mt), opts) end
+
+-- serve(opts) inside a describe block: the block's redis-server (start's options), started
+-- in its setup and stopped in its teardown. -> the server (its fields are there once the
+-- setup ran).
+function _M.serve(opts)
+  local busted = require "busted"
+  local self = setmetatable({}, mt)
+  busted.setup(function() launch(self, opts) end)
+  busted.teardown(function() self:stop() end)
+  return self
 end
 
 -- cli(...) -> the raw reply line(s) of one command through redis-cli (for assertions)
@@ -94,26 +108,10 @@ function _M.silent()
   return { port = port, stop = function() w:kill9() w:reap() end }
 end
 
--- alive(pid) -> true while the process runs. The server was started in the background of a
--- shell that exited: its parent is init, which may reap it a second or more after it exited,
--- so a zombie counts as gone (kill -0 would still succeed on it).
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local s = f:read("*l") or ""
-  f:close()
-  return not s:match("^%d+ %b() Z")
-end
-
 -- stop(): TERM the server by pid, wait, remove its dir.
 function _M:stop()
   if self.pid then
-    os.execute("kill " .. self.pid .. " 2>/dev/null")
-    local deadline = socket.gettime() + 5
-    while socket.gettime() < deadline and alive(self.pid) do
-      socket.sleep(0.02)
-    end
-    if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
+    proc.stop(self.pid, "TERM")   -- a zombie left for init to reap counts as gone
     self.pid = nil
   end
   if self.dir then os.execute("rm -rf '" .. self.dir .. "'") end
