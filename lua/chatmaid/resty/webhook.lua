@@ -4,6 +4,7 @@
 -- lua_shared_dict, and answers the sender before the handler does its slow work.
 local webhook = require "chatmaid.webhook"
 local errors = require "chatmaid.errors"
+local options = require "chatmaid.options"
 
 local ngx = ngx   -- luacheck: ignore (nginx global)
 
@@ -107,21 +108,9 @@ end
 -- Runs in rewrite/access/content phases. Raises on programmer errors (bad options, unknown
 -- shared_dict).
 function _M.receive_webhook(opts)
-  if type(opts) ~= "table" then
-    error("chatmaid.resty.receive_webhook: opts must be a table (got " .. type(opts) .. ")", 2)
-  end
+  options.check("chatmaid.resty.receive_webhook", opts, OPTS)
   local o = {}
-  for k, v in pairs(opts) do
-    local spec = OPTS[k]
-    if not spec then
-      error("chatmaid.resty.receive_webhook: unknown option '" .. tostring(k) .. "'", 2)
-    end
-    if spec ~= true and type(v) ~= spec then
-      error("chatmaid.resty.receive_webhook: option '" .. k .. "' must be a " .. spec
-            .. " (got " .. type(v) .. ")", 2)
-    end
-    o[k] = v
-  end
+  for k, v in pairs(opts) do o[k] = v end
   if o.secret == nil then error("chatmaid.resty.receive_webhook: secret is required", 2) end
   if o.shared_dict and o.redis then
     error("chatmaid.resty.receive_webhook: give shared_dict or redis, not both", 2)
