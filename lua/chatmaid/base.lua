@@ -63,9 +63,10 @@ local check_names, PARAMETERS = options.check_table, options.PARAMETERS
 -- Raises at `level` (default: the caller of the public method) naming the bad or unknown
 -- parameter (with the nearest known name, if one is close). A spec of `true` accepts any
 -- type (the validator reports the value). chatmaid.options words and checks the names.
-function _M.check_table(where, t, allowed, extra, level)
+-- index: t is the item where[index] of a list (named so only in a message).
+function _M.check_table(where, t, allowed, extra, level, index)
   level = level or 3
-  check_names(PARAMETERS, where, t, allowed, extra, level)
+  check_names(PARAMETERS, where, t, allowed, extra, level, index)
   if t.max_retries ~= nil and (t.max_retries < 0 or t.max_retries ~= math.floor(t.max_retries)) then
     error("chatmaid: " .. where .. ": max_retries must be a non-negative integer", level)
   end

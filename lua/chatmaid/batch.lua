@@ -41,17 +41,6 @@ local ITEM = { from = "string", to = true, content = true, media_urls = true,
 -- with its items' keys set from the whole list.
 _M.keys = idempotency.keys
 
--- The common case of the per-item parameter check (every name known, from a string), without
--- building base.check_table's `where` text for each item; anything else goes to check_table,
--- which raises with the full message.
-local function item_names_ok(it)
-  for k, v in next, it do
-    local spec = ITEM[k]
-    if not spec or (spec ~= true and type(v) ~= spec) then return false end
-  end
-  return true
-end
-
 local function copy_err(e)
   return errors.new(e.kind, e.message, e)
 end
@@ -123,9 +112,7 @@ function _M.send_batch(self, items, o)
       error("chatmaid: send_batch: items[" .. i .. "] must be a table of send parameters (got "
             .. type(it) .. ")", 2)
     end
-    if not item_names_ok(it) then
-      base.check_table("send_batch: items[" .. i .. "]", it, ITEM, nil, 3)
-    end
+    base.check_table("send_batch: items", it, ITEM, nil, 3, i)
   end
 
   -- the journal: what earlier runs confirmed, and this run's batch id

@@ -61,22 +61,32 @@ _M.PARAMETERS = { noun = "parameter", head = "chatmaid: ",
                   not_table = "chatmaid: %s expects a table of parameters (got %s)" }
 _M.OPTIONS = { noun = "option", head = "", not_table = "%s: opts must be a table (got %s)" }
 
--- check_table(words, where, t, allowed, extra, level): allowed (and extra, if given) map each
--- name to "type", "type|type" or true (any type). Raises as error(msg, level) would in the
--- function that called check_table.
-function _M.check_table(words, where, t, allowed, extra, level)
+-- "where", or "where[index]" for an item of a list: made only for a message, so checking
+-- each item of a long list builds no text.
+local function place(where, index)
+  if index == nil then return where end
+  return where .. "[" .. index .. "]"
+end
+
+-- check_table(words, where, t, allowed, extra, level, index): allowed (and extra, if given)
+-- map each name to "type", "type|type" or true (any type). Raises as error(msg, level) would
+-- in the function that called check_table. index: t is the item where[index] of a list.
+function _M.check_table(words, where, t, allowed, extra, level, index)
   level = level + 1
-  if type(t) ~= "table" then error(words.not_table:format(where, type(t)), level) end
+  if type(t) ~= "table" then
+    error(words.not_table:format(place(where, index), type(t)), level)
+  end
   for k, v in pairs(t) do
     local spec = allowed[k] or (extra and extra[k])
     if not spec then
       local near = _M.suggest(k, allowed, extra)
-      error(words.head .. where .. ": unknown " .. words.noun .. " '" .. tostring(k) .. "'"
-            .. (near and (" (did you mean '" .. near .. "'?)") or ""), level)
+      error(words.head .. place(where, index) .. ": unknown " .. words.noun .. " '"
+            .. tostring(k) .. "'" .. (near and (" (did you mean '" .. near .. "'?)") or ""),
+            level)
     end
     if spec ~= true and not type_ok(v, spec) then
-      error(words.head .. where .. ": " .. words.noun .. " '" .. k .. "' must be a " .. spec
-            .. " (got " .. type(v) .. ")", level)
+      error(words.head .. place(where, index) .. ": " .. words.noun .. " '" .. k
+            .. "' must be a " .. spec .. " (got " .. type(v) .. ")", level)
     end
   end
 end

@@ -225,11 +225,11 @@ function _M.plain(v, name, depth)
   end
 end
 
--- Send parameters (already known to be a table). Returns a list of problems (maybe empty).
 local function add(problems, msg)
   if msg then problems[#problems + 1] = msg end
 end
 
+-- Send parameters (already known to be a table). Returns a list of problems (maybe empty).
 function _M.send(p)
   local problems = {}
   add(problems, _M.e164(p.to, "to"))
