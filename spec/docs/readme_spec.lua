@@ -1,13 +1,15 @@
 -- SPDX-License-Identifier: MIT
--- Every README block runs as pasted (issue 14). Blocks are found by the HTML comment before
--- their fence (`<!-- doc-test: NAME ... -->`):
---   install      the luarocks line (into a temporary tree) and the last line, the require check
---   quickstart   run against a sandbox with the environment its `quickstart-env` block sets
---   nginx        `nginx -t -p <tmp>`, then started with handler.lua / webhook.lua (the blocks
---                of those names) and one request through /notify to the sandbox
--- and every other ```lua block must compile (load()), except the ones marked
--- `doc-test: listing` (the API summary of "The client", which is not Lua).
+-- The special blocks of the docs run as pasted (issues 14 and 25). They are found by the HTML
+-- comment before their fence (`<!-- doc-test: NAME ... -->`, spec/docs/blocks.lua):
+--   install      (README.md) the luarocks line (into a temporary tree) and the last line, the
+--                require check
+--   quickstart   (README.md) run against a sandbox with the environment its `quickstart-env`
+--                block sets
+--   nginx        (docs/openresty.md) `nginx -t -p <tmp>`, then started with handler.lua /
+--                webhook.lua (the blocks of those names) and one request through /notify
+-- Every other block: spec/docs/guides_spec.lua.
 local F = require "spec.support.fixtures"
+local B = require "spec.docs.blocks"
 
 local root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/readme_spec%.lua$") or "./"
 if root == "" then root = "./" end
@@ -37,42 +39,8 @@ local function sh(cmd)
   return body, tonumber(code)
 end
 
--- blocks of README.md: { lang, text, marker, line }
-local function blocks()
-  local list, marker, cur = {}, nil, nil
-  local n = 0
-  for line in (read(root .. "README.md") .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if cur then
-      if line:match("^```%s*$") then
-        cur.text = table.concat(cur.lines, "\n") .. "\n"
-        list[#list + 1] = cur
-        cur = nil
-      else
-        cur.lines[#cur.lines + 1] = line
-      end
-    else
-      local m = line:match("^<!%-%- doc%-test: ([%w%.%-]+)")
-      if m then
-        marker = m
-      else
-        local lang = line:match("^```(%w*)")
-        if lang then
-          cur = { lang = lang, lines = {}, marker = marker, line = n + 1 }
-        end
-        if line ~= "" then marker = nil end
-      end
-    end
-  end
-  return list
-end
-
-local function block(name)
-  for _, b in ipairs(blocks()) do
-    if b.marker == name then return b end
-  end
-  error("README.md has no block marked doc-test: " .. name)
-end
+-- the one block marked `doc-test: name` in the published docs (spec/docs/blocks.lua)
+local function block(name) return B.special(name) end
 
 local function lines(text)
   local t = {}
@@ -88,25 +56,7 @@ end
 
 local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
 
-describe("README.md #docs", function()
-  it("every Lua block compiles, except the API listing", function()
-    local n, listings = 0, 0
-    local compile = loadstring or load   -- luacheck: ignore (loadstring on 5.1)
-    for _, b in ipairs(blocks()) do
-      if b.lang == "lua" then
-        if b.marker == "listing" then
-          listings = listings + 1
-        else
-          local fn, err = compile(b.text, "=README.md:" .. b.line)
-          assert.truthy(fn, err)
-          n = n + 1
-        end
-      end
-    end
-    assert.equal(1, listings)
-    assert.is_true(n >= 15, n .. " Lua blocks")
-  end)
-
+describe("README.md and docs/openresty.md special blocks #docs", function()
   it("Install: no sudo for root, 5.4 on purpose, offline deps; the require check passes",
      function()
     local l = lines(block("install").text)
