@@ -9,8 +9,8 @@
 --   (none)         lua, sh, c: run (see guides_spec.lua); json: decoded; other languages and
 --                  plain ``` fences are output or listings and are not run
 --   run            the same as no marker, written out
---   continue       lua: run after the lua blocks before it in the same chain (the previous
---                  `run` block and the `continue` blocks since)
+--   continue       lua: run after the last lua block of the page that is not a `continue`
+--                  (a page's set-up block, whose `client` the examples use)
 --   redis          lua or sh: run with a throwaway redis-server at REDIS_URL
 --   file NAME      the block is the file NAME in the sh blocks' directory (not run itself)
 --   in-checkout    sh: run in the checkout (a build command such as `make embed`)

@@ -7,7 +7,9 @@
 --   sh    `bash -e` in the page's directory (one per page, kept between its blocks, holding
 --         links to the checkout's bin/, lua/, examples/ and build/ and the page's `file`
 --         blocks), with the same environment and bin/ on PATH; background jobs are killed
---         when the block ends. The sandbox port the docs use, 8787, becomes a free port.
+--         when the block ends. The ports the docs use become free ones: 8787 (the sandbox)
+--         this spec's sandbox, or a free port when the block starts its own; 9000 (a
+--         receiver) a free port. `lua5.4 ` becomes the Lua under test.
 --   json  decodes (one document, or JSON lines)
 --   c     only as a `file` block, compiled and run by the sh block after it
 -- Each block must exit 0 within 60 s.
@@ -128,10 +130,11 @@ describe("documentation blocks #docs", function()
             local text = b.text
             if b.lang == "lua" then
               if b.kind == "continue" then
-                assert(chain, where .. ": continue without a block before it")
+                assert(chain, where .. ": continue without a `run` lua block before it")
                 text = chain .. text
+              else
+                chain = text
               end
-              chain = text
             end
             it(where .. " (" .. b.lang .. ") runs", function()
               local extra = {}
@@ -151,8 +154,9 @@ describe("documentation blocks #docs", function()
                 -- that starts its own
                 local own = text:find("chatmaid%-sandbox") or text:find("chatmaid sandbox")
                 local port = own and free_port() or sb.port
-                text = text:gsub("8787", tostring(port))
-                write(dir .. "/block.sh", "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" .. text)
+                text = text:gsub("8787", tostring(port)):gsub("9000", tostring(free_port()))
+                           :gsub("lua5%.4 ", LUA .. " ")
+                write(dir .. "/block.sh", "trap 'rc=$?; kill $(jobs -p) 2>/dev/null || true; exit $rc' EXIT\n" .. text)
                 out, code = sh("cd " .. q(cwd) .. " && " .. env(extra) .. " timeout 60 bash -e "
                                .. q(dir .. "/block.sh"))
               end
