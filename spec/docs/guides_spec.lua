@@ -96,7 +96,11 @@ describe("documentation blocks #docs", function()
             assert(os.execute("ln -s " .. q(root .. d) .. " " .. q(dir .. "/" .. d)))
           end
           for _, b in ipairs(blocks) do
-            if b.kind == "file" then write(dir .. "/" .. b.name, b.text) end
+            if b.kind == "file" then
+              local sub = b.name:match("^(.*)/[^/]*$")
+              if sub then assert(os.execute("mkdir -p " .. q(dir .. "/" .. sub))) end
+              write(dir .. "/" .. b.name, b.text)
+            end
           end
         end)
         teardown(function() if dir then os.execute("rm -rf " .. q(dir)) end end)
