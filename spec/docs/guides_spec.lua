@@ -159,7 +159,7 @@ describe("documentation blocks #docs", function()
                 local own = text:find("chatmaid%-sandbox") or text:find("chatmaid sandbox")
                 local port = own and free_port() or sb.port
                 text = text:gsub("8787", tostring(port)):gsub("9000", tostring(free_port()))
-                           :gsub("lua5%.4 ", LUA .. " ")
+                           :gsub("%f[%w]lua5%.4 ", LUA .. " ")
                 write(dir .. "/block.sh", "trap 'rc=$?; kill $(jobs -p) 2>/dev/null || true; exit $rc' EXIT\n" .. text)
                 out, code = sh("cd " .. q(cwd) .. " && " .. env(extra) .. " timeout 60 bash -e "
                                .. q(dir .. "/block.sh"))
