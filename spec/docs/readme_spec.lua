@@ -147,7 +147,7 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       return
     end
 
-    it("passes nginx -t as a -p instance and sends one message through handler.lua",
+    it("passes nginx -t as a -p instance, sends through handler.lua, receives with webhook.lua",
        function()
       local sb = F.sandbox{ rate_limit = false }
       local dir = tmpdir()
@@ -155,6 +155,7 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       local port = H.free_port()
       local function nginx(args)
         return sh("env CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL=" .. sb.url
+                  .. " CHATMAID_WEBHOOK_SECRET=" .. F.WEBHOOK_SECRET
                   .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -c nginx.conf " .. args)
       end
       finally(function()
@@ -194,6 +195,23 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       assert.truthy(body:match("^msg_%x+ sent\n$"),
                     body .. "\n" .. (read(dir .. "/logs/error.log") or ""))
       assert.equal(1, sb:stats().messagesCreated)
+      -- webhook.lua: a signed delivery is answered 200, the same again as a duplicate, and
+      -- a wrong signature 401
+      local wh = require "chatmaid.webhook"
+      local payload = '{"event":"message.sent","timestamp":"2026-01-01T10:00:00.000Z",'
+                      .. '"data":{"messageId":"msg_1","status":"sent"}}'
+      write(dir .. "/body.json", payload)
+      local function deliver(sig)
+        return H.curl("-X POST --data-binary @" .. q(dir .. "/body.json")
+                      .. " -H 'Content-Type: application/json' -H "
+                      .. q("X-Chatmaid-Signature: " .. sig) .. " -w ' %{http_code}' "
+                      .. q("http://127.0.0.1:" .. port .. "/webhooks/chatmaid"))
+      end
+      local sig = wh.sign(payload, F.WEBHOOK_SECRET, os.time())
+      assert.equal('{"received":true}\n 200', deliver(sig))
+      assert.equal('{"received":true,"duplicate":true}\n 200', deliver(sig))
+      local bad = deliver(wh.sign(payload, "whsec_wrong", os.time()))
+      assert.truthy(bad:match(" 401$"), bad)
     end)
   end)
 end)
