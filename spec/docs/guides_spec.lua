@@ -3,7 +3,8 @@
 -- their markers: spec/docs/blocks.lua. How a block runs:
 --   lua   a script in the page's directory, run by the Lua under test, with the checkout's
 --         lua/ and core on its paths and CHATMAID_BASE_URL / CHATMAID_API_KEY /
---         CHATMAID_WEBHOOK_SECRET naming the page's sandbox (test key, default phones)
+--         CHATMAID_WEBHOOK_SECRET naming the page's sandbox (test key, default phones), and
+--         CHATMAID_CONVERSATIONS_BASE_URL / _API_KEY the same sandbox
 --   sh    `bash -e` in the page's directory (one per page, kept between its blocks, holding
 --         links to the checkout's bin/, lua/, examples/ and build/ and the page's `file`
 --         blocks), with the same environment and bin/ on PATH; background jobs are killed
@@ -73,6 +74,10 @@ describe("documentation blocks #docs", function()
       if b.kind == "file" then assert.truthy(b.name, where .. ": file NAME") end
       if B.SPECIAL[b.kind] then specials[b.kind] = (specials[b.kind] or 0) + 1 end
       if b.lang == "c" then assert.equal("file", b.kind, where .. ": a C block is a file") end
+      if b.lang == "nginx" then
+        assert.truthy(b.kind == "nginx" or b.kind == "skip", where .. ": an nginx block is the "
+                      .. "doc-tested nginx.conf or a justified skip")
+      end
     end
     assert.is_true(#skips <= 3, "too many skipped blocks: " .. table.concat(skips, ", "))
     for k in pairs(B.SPECIAL) do assert.equal(1, specials[k], "doc-test: " .. k) end
@@ -111,6 +116,8 @@ describe("documentation blocks #docs", function()
             LUA_CPATH = cpath(), PATH = root .. "bin:" .. os.getenv("PATH"),
             CHATMAID_BASE_URL = sb.url, CHATMAID_API_KEY = F.TEST_KEY,
             CHATMAID_WEBHOOK_SECRET = F.WEBHOOK_SECRET, CHATMAID_LUA = LUA,
+            CHATMAID_CONVERSATIONS_BASE_URL = sb.url,
+            CHATMAID_CONVERSATIONS_API_KEY = F.TEST_KEY,
           }
           for k, v in pairs(extra or {}) do e[k] = v end
           local parts = {}
@@ -119,7 +126,7 @@ describe("documentation blocks #docs", function()
           return "env " .. table.concat(parts, " ")
         end
 
-        local chain = nil
+        local chain, chain_redis = nil, false
         for _, b in ipairs(blocks) do
           local where = B.where(b)
           if b.lang == "json" and b.kind ~= "file" then
@@ -137,12 +144,13 @@ describe("documentation blocks #docs", function()
                 assert(chain, where .. ": continue without a `run` lua block before it")
                 text = chain .. text
               else
-                chain = text
+                chain, chain_redis = text, b.kind == "redis"
               end
             end
+            local needs_redis = b.kind == "redis" or (b.kind == "continue" and chain_redis)
             it(where .. " (" .. b.lang .. ") runs", function()
               local extra = {}
-              if b.kind == "redis" then
+              if needs_redis then
                 local r = require("spec.support.redis_helper").start()
                 finally(function() r:stop() end)
                 extra.REDIS_URL = r.url
