@@ -168,7 +168,8 @@ describe("documentation blocks #docs", function()
                 local port = own and free_port() or sb.port
                 text = text:gsub("8787", tostring(port)):gsub("9000", tostring(free_port()))
                            :gsub("%f[%w]lua5%.4 ", LUA .. " ")
-                write(dir .. "/block.sh", "trap 'rc=$?; kill $(jobs -p) 2>/dev/null || true; exit $rc' EXIT\n" .. text)
+                write(dir .. "/block.sh", "trap 'rc=$?; kill $(jobs -p) 2>/dev/null || true; "
+                                          .. "exit $rc' EXIT\n" .. text)
                 out, code = sh("cd " .. q(cwd) .. " && " .. env(extra) .. " timeout 60 bash -e "
                                .. q(dir .. "/block.sh"))
               end
