@@ -4,7 +4,7 @@
 --   lua   a script in the page's directory, run by the Lua under test, with the checkout's
 --         lua/ and core on its paths and CHATMAID_BASE_URL / CHATMAID_API_KEY /
 --         CHATMAID_WEBHOOK_SECRET naming the page's sandbox (test key, default phones), and
---         CHATMAID_CONVERSATIONS_BASE_URL / _API_KEY the same sandbox
+--         CHATMAID_CONVERSATIONS_BASE_URL / _API_KEY the same sandbox (live_delay 0.3 s)
 --   sh    `bash -e` in the page's directory (one per page, kept between its blocks, holding
 --         links to the checkout's bin/, lua/, examples/ and build/ and the page's `file`
 --         blocks), with the same environment and bin/ on PATH; background jobs are killed
@@ -45,11 +45,15 @@ local function free_port()
   return tonumber(port)
 end
 
--- the checkout's core for the Lua under test, as absolute cpath entries
+-- the checkout's core for the Lua under test (the relative entries busted's --cpath added),
+-- made absolute, then the interpreter's default path (;;): never this interpreter's system
+-- directories, which a `lua5.4` started by a block (bin/chatmaid) would load from otherwise
 local function cpath()
-  return (package.cpath:gsub("([^;]+)", function(e)
-    if e:sub(1, 1) ~= "/" then return root .. e:gsub("^%./", "") end
-  end))
+  local own = {}
+  for e in package.cpath:gmatch("[^;]+") do
+    if e:sub(1, 1) ~= "/" then own[#own + 1] = root .. e:gsub("^%./", "") end
+  end
+  return table.concat(own, ";") .. ";;"
 end
 
 local CODE = { lua = true, sh = true, c = true, json = true }
@@ -93,7 +97,7 @@ describe("documentation blocks #docs", function()
     end
     if runnable then
       describe(file, function()
-        local sb = F.block_sandbox{ rate_limit = false }
+        local sb = F.block_sandbox{ rate_limit = false, live_delay = 0.3 }
         local dir
         setup(function()
           dir = sh("mktemp -d /tmp/chatmaid-docs.XXXXXX"):match("([^\n]+)")
