@@ -6,9 +6,10 @@
 --            errors.new("kind", ...) literal
 --   reasons  Lua: `reason = "x"`, the first argument's string literals of fail(...) /
 --            conn.fail(...) (webhook, Redis) and stop(...) (send_batch's interrupts), and
---            `return nil, "x"` of the transports; C: the kind strings of the core's
---            transport, Redis and webhook results (`return "x";`, `fail(L, "x"`,
---            `lua_pushliteral(L, "x")`), which the Lua layer passes on as err.reason
+--            `return nil, "x"` of the transports, `return nil, kind, "x"`; C: the kind
+--            strings of the core's transport, Redis, webhook and file-lock results
+--            (`return "x";`, `fail(L, "x"`, `lua_pushliteral(L, "x")`), which the Lua
+--            layer passes on as err.reason
 -- The doc's tables: the rows of the table under "## Kinds" and under "## Reasons", each
 -- starting with the name in backticks.
 local B = require "spec.docs.blocks"
@@ -44,7 +45,9 @@ local function from_code()
     for arg in s:gmatch('[^%w_]fail%(([^,]-),') do
       for r in arg:gmatch('"([%w_]+)"') do add(reasons, r, f) end
     end
-    if f:match("batch%.lua$") then
+    -- a helper's problem kind passed on as the reason: return nil, kind, "reason"
+    for r in s:gmatch('return nil, [%w_]+, "([%w_]+)"') do add(reasons, r, f) end
+    if f:match("/batch[%./]") then
       for r in s:gmatch('[^%w_]stop%(%s*"([%w_]+)"') do add(reasons, r, f) end
     end
     if f:match("transport%.lua$") then
@@ -55,8 +58,11 @@ local function from_code()
       end
     end
   end
-  for _, f in ipairs{ "csrc/session.c", "csrc/redis.c", "csrc/webhook.c" } do
-    local s = strip_c_comments(B.read(B.root .. f))
+  -- the C files whose results carry an error kind (a file not in this tree is skipped)
+  for _, f in ipairs{ "csrc/session.c", "csrc/redis.c", "csrc/webhook.c", "csrc/filelock.c" } do
+    local fh = io.open(B.root .. f, "rb")
+    local s = fh and strip_c_comments(fh:read("*a")) or ""
+    if fh then fh:close() end
     for r in s:gmatch('return "([%w_]+)";') do add(reasons, r, f) end
     for r in s:gmatch('fail%(L, "([%w_]+)"') do add(reasons, r, f) end
     for r in s:gmatch('lua_pushliteral%(L, "([%w_]+)"%)') do add(reasons, r, f) end
