@@ -368,4 +368,23 @@ end
 -- @function client:close
 -- @treturn boolean true
 
+--- Whether the task has finished (returned, raised or was cancelled).
+-- @function task:done
+-- @treturn boolean
+
+--- What the task returned; if it raised, nil and the raised value.
+-- @function task:result
+-- @return the task's return values
+-- @raise when called before task:done()
+
+--- Cancel the task: aborts its request in flight or its sleep; it ends with nil, err of kind
+--   "cancelled".
+-- @function task:cancel
+-- @treturn boolean true (cancelled) or false (already done)
+
+--- Call f(task) once the task is done, from inside a later client:step().
+-- @function task:on_done
+-- @tparam function f the callback
+-- @treturn table the task
+
 return _M
