@@ -8,8 +8,8 @@
 --            conn.fail(...) (webhook, Redis) and stop(...) (send_batch's interrupts), and
 --            `return nil, "x"` of the transports, `return nil, kind, "x"`; C: the kind
 --            strings of the core's transport, Redis, webhook and file-lock results
---            (`return "x";`, `fail(L, "x"`, `lua_pushliteral(L, "x")`), which the Lua
---            layer passes on as err.reason
+--            (`return "x";`, `fail(L, "x"`, `lua_pushliteral(L, "x")` after the nil it
+--            goes with), which the Lua layer passes on as err.reason
 -- The doc's tables: the rows of the table under "## Kinds" and under "## Reasons", each
 -- starting with the name in backticks.
 local B = require "spec.docs.blocks"
@@ -42,7 +42,7 @@ local function from_code()
     local s = strip_lua_comments(B.read(B.root .. f))
     for k in s:gmatch('errors%.new%(%s*"([%w_]+)"') do add(kinds, k, f) end
     for r in s:gmatch('[^%w_]reason%s*=%s*"([%w_]+)"') do add(reasons, r, f) end
-    for arg in s:gmatch('[^%w_]fail%(([^,]-),') do
+    for arg in s:gmatch('[^%w_]fail%(([^,\n]-),') do
       for r in arg:gmatch('"([%w_]+)"') do add(reasons, r, f) end
     end
     -- a helper's problem kind passed on as the reason: return nil, kind, "reason"
@@ -65,7 +65,10 @@ local function from_code()
     if fh then fh:close() end
     for r in s:gmatch('return "([%w_]+)";') do add(reasons, r, f) end
     for r in s:gmatch('fail%(L, "([%w_]+)"') do add(reasons, r, f) end
-    for r in s:gmatch('lua_pushliteral%(L, "([%w_]+)"%)') do add(reasons, r, f) end
+    -- a literal pushed as the kind of a `nil, kind` (or fail) result, not any literal
+    for r in s:gmatch('push[%w_]-%(L%);%s*lua_pushliteral%(L, "([%w_]+)"%)') do
+      add(reasons, r, f)
+    end
   end
   return kinds, reasons
 end
