@@ -298,5 +298,25 @@ describe("chatmaid.loop.luv #integration", function()
       assert.has_error(function() luv_loop(c, uv) end, "chatmaid.loop.luv: the client is closed")
       assert.equal(luv_loop, require("chatmaid").loop.luv)
     end)
+
+    it("uv defaults to require \"luv\", with a clear error where luv is missing", function()
+      local c = F.client(sb)
+      local loop = luv_loop(c)                    -- the default: the same module as `uv`
+      assert.is_false(uv.loop_alive())
+      send(c, 1)
+      assert.is_true(uv.loop_alive())             -- armed on the default loop
+      run_loop(5)
+      loop:stop()
+      local saved = package.loaded.luv
+      package.loaded.luv = nil
+      package.preload.luv = function() error("module 'luv' not found") end
+      local ok, err = pcall(luv_loop, c)
+      package.preload.luv, package.loaded.luv = nil, saved
+      assert.is_false(ok)
+      assert.equal("chatmaid.loop.luv: luv is not installed (Debian: lua-luv; LuaRocks: luv); "
+                   .. "pass the uv module as the second argument (Neovim: vim.uv)",
+                   (tostring(err):gsub("^.-:%d+: ", "")))
+      c:close()
+    end)
   end)
 end)

@@ -128,13 +128,12 @@ local function drive(self)
   self.in_step = true
   local ok, err = pcall(self.client.step, self.client, 0)
   self.in_step = false
-  if self.stopped then       -- closed or stopped from inside the step (an on_done callback)
-    if not ok then error(err, 0) end
-    return
-  end
-  local problem = arm(self)
-  if ok and problem then
-    ok, err = false, "chatmaid.loop.luv: " .. tostring(problem)
+  -- not after a close or stop() from inside the step (an on_done callback)
+  if not self.stopped then
+    local problem = arm(self)
+    if ok and problem then
+      ok, err = false, "chatmaid.loop.luv: " .. tostring(problem)
+    end
   end
   if not ok then
     if self.on_error then self.on_error(err) else error(err, 0) end
@@ -170,31 +169,39 @@ local OPTS = { watch = true, on_error = true }
 local function start(client, uv, opts)
   if type(client) ~= "table" or type(client.spawn) ~= "function"
      or type(client.step_timeout) ~= "function" then
-    error("chatmaid.loop.luv expects a chatmaid client (got " .. type(client) .. ")", 2)
+    error("chatmaid.loop.luv expects a chatmaid client (got " .. type(client) .. ")", 3)
   end
-  if client.closed then error("chatmaid.loop.luv: the client is closed", 2) end
+  if client.closed then error("chatmaid.loop.luv: the client is closed", 3) end
   opts = opts or {}
   if type(opts) ~= "table" then
-    error("chatmaid.loop.luv expects opts as a table (got " .. type(opts) .. ")", 2)
+    error("chatmaid.loop.luv expects opts as a table (got " .. type(opts) .. ")", 3)
   end
   for k in pairs(opts) do
     if not OPTS[k] then
-      error("chatmaid.loop.luv: unknown option '" .. tostring(k) .. "' (watch, on_error)", 2)
+      error("chatmaid.loop.luv: unknown option '" .. tostring(k) .. "' (watch, on_error)", 3)
     end
   end
   local backend = opts.watch or (core.fdwatch and "epoll" or "sockets")
   if not BACKENDS[backend] or (backend == "epoll" and not core.fdwatch) then
     error("chatmaid.loop.luv: watch must be \"sockets\"" .. (core.fdwatch and " or \"epoll\"" or
-          " (no epoll here)") .. " (got " .. tostring(backend) .. ")", 2)
+          " (no epoll here)") .. " (got " .. tostring(backend) .. ")", 3)
   end
   if opts.on_error ~= nil and type(opts.on_error) ~= "function" then
-    error("chatmaid.loop.luv: on_error must be a function", 2)
+    error("chatmaid.loop.luv: on_error must be a function", 3)
   end
-  uv = uv or require "luv"
+  if uv == nil then
+    -- optional: only this adapter needs luv, and Neovim passes its own (vim.uv)
+    local ok, m = pcall(require, "luv")
+    if not ok then
+      error("chatmaid.loop.luv: luv is not installed (Debian: lua-luv; LuaRocks: luv); "
+            .. "pass the uv module as the second argument (Neovim: vim.uv)", 3)
+    end
+    uv = m
+  end
   local s = sched.of(client)
   if s.wake then
     error("chatmaid.loop.luv: this client is already driven by an event loop "
-          .. "(stop that one first)", 2)
+          .. "(stop that one first)", 3)
   end
   local self = setmetatable({ client = client, uv = uv, backend = backend,
                               be = BACKENDS[backend], on_error = opts.on_error,
@@ -203,8 +210,12 @@ local function start(client, uv, opts)
   if backend == "epoll" then
     local fw, msg = core.fdwatch()
     if not fw then return nil, "chatmaid.loop.luv: " .. msg end
-    self.fw = fw
-    self.poll = assert(uv.new_poll(fw:fd()))
+    local poll, why = uv.new_poll(fw:fd())
+    if not poll then
+      fw:close()
+      return nil, "chatmaid.loop.luv: " .. tostring(why)
+    end
+    self.fw, self.poll = fw, poll
   end
   self.timer = uv.new_timer()
   self.on_event = function() return drive(self) end
@@ -213,4 +224,11 @@ local function start(client, uv, opts)
   return self
 end
 
-return start
+-- A module table called like a function: chatmaid.loop.luv(client, uv). Not a tail call, so
+-- start's errors at level 3 name the caller on every Lua (5.1 drops a tail call's position).
+return setmetatable({}, {
+  __call = function(_, client, uv, opts)
+    local loop, err = start(client, uv, opts)
+    return loop, err
+  end,
+})
