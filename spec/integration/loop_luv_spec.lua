@@ -8,6 +8,7 @@ local F = require "spec.support.fixtures"
 local run = require "spec.cli.run"
 local core = require "chatmaid.core"
 local sched = require "chatmaid.sched"
+local fd_reuse = require "spec.support.fd_reuse"
 
 local has_luv, uv = pcall(require, "luv")
 if not has_luv then
@@ -96,17 +97,7 @@ describe("chatmaid.loop.luv #integration", function()
          function()
         local c = F.client(sb, { random = function() return 0 end })  -- shortest backoff
         local loop = luv_loop(c, uv, { watch = watch })
-        local seen, reused = {}, 0
-        local fds = c.fds
-        c.fds = function(self)
-          local want = fds(self)
-          for fd in pairs(want) do
-            local st = uv.fs_fstat(fd)
-            if seen[fd] and seen[fd] ~= st.ino then reused = reused + 1 end
-            seen[fd] = st.ino
-          end
-          return want
-        end
+        local reused = fd_reuse(c, uv)
         local results = {}
         local function chain(i)
           if i > 4 then return end
@@ -124,7 +115,7 @@ describe("chatmaid.loop.luv #integration", function()
         local secs = run_loop(10)
         assert.equal(4, #results)
         for _, r in ipairs(results) do assert.is_not_nil(r:match("^%a+$"), r) end
-        assert.is_true(reused > 0, "no descriptor number was reused")
+        assert.is_true(reused() > 0, "no descriptor number was reused")
         assert.is_true(secs < 5, secs)
         assert.equal(8, sb:stats().byPath["POST /v1/messages/send"])
         loop:stop()

@@ -11,20 +11,7 @@ local count, watch = tonumber(arg[1]) or 5, arg[2]
 local client = assert(chatmaid.new{ timeout = 10 })
 local loop = chatmaid.loop.luv(client, uv, { watch = watch })
 
--- fd number -> socket inode seen: a number seen with two inodes was reused
-local seen, reused = {}, 0
-local fds = client.fds
-client.fds = function(self)
-  local want = fds(self)
-  for fd in pairs(want) do
-    local st = uv.fs_fstat(fd)
-    if st then
-      if seen[fd] and seen[fd] ~= st.ino then reused = reused + 1 end
-      seen[fd] = st.ino
-    end
-  end
-  return want
-end
+local reused = require "spec.support.fd_reuse"(client, uv)
 
 local sent, failed = 0, 0
 local function one(i)
@@ -38,7 +25,7 @@ local function one(i)
 end
 one(1)
 uv.run()
-print(string.format("sent %d failed %d reused %d", sent, failed, reused))
+print(string.format("sent %d failed %d reused %d", sent, failed, reused()))
 loop:stop()
 uv.run("nowait")
 client:close()
