@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "redis.h"
 #include "sigwatch.h"
+#include "fdwatch.h"
 #include "text.h"
 
 #define CM_VERSION "0.1.0"
@@ -51,6 +52,7 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_clock_open(L);
   cm_redis_open(L);
   cm_sigwatch_open(L);
+  cm_fdwatch_open(L);
   cm_text_open(L);
   return 1;
 }

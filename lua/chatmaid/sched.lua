@@ -120,7 +120,20 @@ function Sched:spawn(fn, ...)
   self.live[t] = true
   self.n_live = self.n_live + 1
   self.ready[#self.ready + 1] = t
+  local wake = self.wake
+  if wake then wake("spawn") end
   return t
+end
+
+-- on_wake(client, fn | nil): fn(why) is called when work changes outside the loop's own
+-- step: why = "spawn" (after), "cancel" or "close" (before the transfers are aborted, so an
+-- event loop can stop watching sockets libcurl is about to close). One hook per client: the
+-- event loop adapter that drives it (chatmaid.loop.luv). -> the previous hook.
+function _M.on_wake(client, fn)
+  local s = _M.of(client)
+  local prev = s.wake
+  s.wake = fn
+  return prev
 end
 
 local function queue_callbacks(self, t)
@@ -367,6 +380,7 @@ end
 
 -- close(why): every running task ends as cancelled; their on_done callbacks run now.
 function Sched:close(why)
+  if self.wake then self.wake("close") end
   local list = {}
   for t in pairs(self.live) do list[#list + 1] = t end
   table.sort(list, function(a, b) return a.seq < b.seq end)
@@ -573,6 +587,7 @@ end
 function Task:cancel()
   if self.state == "done" then return false end
   local s = self.sched
+  if s.wake then s.wake("cancel") end
   if self.state == "running" then
     self.cancelled = true
     finish(s, self, false, errors.new("cancelled", "task cancelled", { retryable = false }))
