@@ -16,6 +16,7 @@
 #include "redis.h"
 #include "sigwatch.h"
 #include "text.h"
+#include "filelock.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -52,5 +53,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_redis_open(L);
   cm_sigwatch_open(L);
   cm_text_open(L);
+  cm_filelock_open(L);
   return 1;
 }

@@ -37,6 +37,7 @@ build = {
         "csrc/chatmaid.c",
         "csrc/clock.c",
         "csrc/envelope.c",
+        "csrc/filelock.c",
         "csrc/random.c",
         "csrc/redis.c",
         "csrc/session.c",
