@@ -39,8 +39,8 @@ unchanged row is never sent twice after rows are fixed, deleted, inserted or reo
 batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
 a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine or
 with --no-journal, where the API answers the rows it already has (replayed).
-A different list under the name of an earlier campaign is not merged silently: when fewer
-than 3 in 4 of its rows are rows of the earlier run(s), nothing is sent and the run stops
+A different list under the name of an earlier campaign is not merged silently: unless more
+than 2 in 3 of its rows are rows of the earlier run(s), nothing is sent and the run stops
 (exit 2) naming the earlier run (date, counts). Then --continue sends the rows not sent yet
 as part of that campaign, --new starts a new campaign under the name (the old journal is
 kept as NAME.journal.<date>), or pick another --campaign. --batch-id NEW sends the file
@@ -197,13 +197,14 @@ local function shared(st, keys)
   return n, count(known)
 end
 
--- same_campaign(st, keys) -> true when this list continues the journal's campaign: at
--- least 3 in 4 of the smaller of (this list, the rows the journal knows) are in both.
--- Edits, deletions and appended rows continue it; another list under the same name does not.
+-- same_campaign(st, keys) -> true when this list continues the journal's campaign: more
+-- than 2 in 3 of the smaller of (this list, the rows the journal knows) are in both. Edits of
+-- a few rows, deletions and appended rows continue it; another list under the same name,
+-- even one repeating some earlier rows, does not.
 function _M.same_campaign(st, keys)
   local both, known = shared(st, keys)
   if known == 0 then return true end
-  return both * 4 >= math.min(#keys, known) * 3, both
+  return both * 3 > math.min(#keys, known) * 2, both
 end
 
 -- acquire(path, ctx) -> journal | nil, exit code: the journal taken (its lock before it is
