@@ -162,13 +162,23 @@ end
 -- Exit codes after SIGINT / SIGTERM, as a shell reports a process killed by them.
 _M.SIGNAL_EXIT = { INT = 130, TERM = 143 }
 
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
 -- journal_path(a, name) -> path | nil: --journal, else NAME.journal beside the CSV file;
--- nil with --no-journal.
+-- nil with --no-journal. A journal where versions before 0.2 put it (the --out file, else
+-- the CSV file, with ".journal" appended) is used while NAME.journal does not exist: it
+-- holds that campaign's batch id, so an upgrade never sends its rows again.
 function _M.journal_path(a, name)
   if a.no_journal then return nil end
   if a.journal then return a.journal end
-  local dir = a.file:match("^(.*/)") or ""
-  return dir .. name .. ".journal"
+  local path = (a.file:match("^(.*/)") or "") .. name .. ".journal"
+  local old = (a.out or a.file) .. ".journal"
+  if not exists(path) and exists(old) then return old end
+  return path
 end
 
 local function count(t)
