@@ -4,7 +4,6 @@
 -- without blocking the others. Each item is a task of the client's scheduler (chatmaid.sched)
 -- running the same send as client:send (base.request: one retry policy), so a batch inside
 -- a task does not block, and outside one it is those tasks stepped until done.
-local core = require "chatmaid.core"
 local idempotency = require "chatmaid.idempotency"
 local ratelimit = require "chatmaid.ratelimit"
 local sched = require "chatmaid.sched"

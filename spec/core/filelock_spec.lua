@@ -39,8 +39,10 @@ describe("core.lock_file", function()
     assert.is_true(k:close())
     assert.are.equal("chatmaid.filelock (closed)", tostring(k))
     assert.has_error(function() k:read() end, "attempt to use a closed file lock")
-    local again = assert(core.lock_file(path))     -- released by close
-    again = nil  -- luacheck: ignore
+    do
+      local again = assert(core.lock_file(path))   -- released by close
+      assert.are.equal("chatmaid.filelock (held)", tostring(again))
+    end
     collectgarbage()
     collectgarbage()
     assert.is_truthy(core.lock_file(path))          -- released by __gc

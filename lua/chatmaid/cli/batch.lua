@@ -270,8 +270,9 @@ local function identity(a, ctx, items)
   local api_key = a.api_key or os.getenv("CHATMAID_API_KEY") or ""
   local derived = _M.default_batch_id(name, a.from, api_key)
   local jpath = _M.journal_path(a, name)
-  local j, code = false, nil
+  local j = false
   if jpath then
+    local code
     j, code = acquire(jpath, ctx)
     if j and a.new then j, code = start_new(j, ctx) end
     if not j then return nil, code end
