@@ -6,11 +6,7 @@ local socket = require "socket"
 local R = require "spec.cli.run"
 local F = require "spec.support.fixtures"
 
-local function json_lines(s)
-  local out = {}
-  for _, l in ipairs(R.lines(s)) do out[#out + 1] = cjson.decode(l) end
-  return out
-end
+local json_lines = R.json_lines
 
 local function csv_of(n, first)
   local rows = { "to,content" }

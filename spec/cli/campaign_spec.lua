@@ -4,16 +4,12 @@
 -- under an earlier campaign's name stops before sending (exit 2) naming that run, until
 -- --continue or --new decides; one writer per journal (a second process exits 2 naming the
 -- first); the journal is 0600 and never a symbolic link.
-local cjson = require "cjson"
 local socket = require "socket"
 local R = require "spec.cli.run"
 local F = require "spec.support.fixtures"
 
-local function json_lines(s)
-  local out = {}
-  for _, l in ipairs(R.lines(s)) do out[#out + 1] = cjson.decode(l) end
-  return out
-end
+local files = require "spec.support.files"
+local json_lines, exists = R.json_lines, files.exists
 
 local function csv(rows)
   local t = { "to,content" }
@@ -21,23 +17,13 @@ local function csv(rows)
   return table.concat(t, "\n") .. "\n"
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
 describe("chatmaid batch: a campaign is its name", function()
   local sb = F.block_sandbox{ rate_limit = false }
   local env, dir
-
-  setup(function()
-    env = R.env(sb)
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. R.quote(dir)))
+  local get_dir = files.block_dir()
+  before_each(function()
+    env, dir = R.env(sb), get_dir()
   end)
-  teardown(function() os.execute("rm -rf " .. R.quote(dir)) end)
 
   local function created() return sb:stats().messagesCreated end
 
@@ -182,9 +168,7 @@ describe("chatmaid batch: a campaign is its name", function()
     local file = R.write(dir .. "/priv.csv", csv(rows_of(1, "priv")))
     local _, err, code = R.run({ "batch", file, "--from", "ph_primary" }, { env = env })
     assert.are.equal(0, code, err)
-    local p = io.popen("stat -c %a " .. R.quote(dir .. "/priv.journal"))
-    assert.are.equal("600", p:read("*l"))
-    p:close()
+    assert.are.equal("600", files.mode(dir .. "/priv.journal"))
     os.execute("ln -s " .. R.quote(dir .. "/priv.journal") .. " " .. R.quote(dir .. "/l.j"))
     local _, err2, code2 = R.run({ "batch", file, "--from", "ph_primary", "--journal",
                                    dir .. "/l.j" }, { env = env })

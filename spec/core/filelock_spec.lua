@@ -3,22 +3,13 @@
 -- second process, the file created 0600, a symbolic link or a non-regular file refused, I/O
 -- through the lock's descriptor, and close/__gc releasing it.
 local core = require "chatmaid.core"
-
-local function mode(path)
-  local p = io.popen("stat -c %a " .. path)
-  local m = p:read("*l")
-  p:close()
-  return m
-end
+local files = require "spec.support.files"
+local mode = files.mode
 
 describe("core.lock_file", function()
   local dir
-  setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-  end)
-  teardown(function() os.execute("rm -rf " .. dir) end)
+  local get_dir = files.block_dir()
+  before_each(function() dir = get_dir() end)
 
   it("creates the file 0600, holds it once, reads and appends through its descriptor",
      function()

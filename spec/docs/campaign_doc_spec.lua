@@ -27,8 +27,8 @@ describe("the campaign doc's code blocks", function()
     env = R.env(sb)
     local bin = dir .. "/bin"
     assert(os.execute("mkdir -p " .. R.quote(bin)))
-    R.write(bin .. "/chatmaid", "#!/bin/sh\nexec " .. R.quote(R.LUA) .. " " .. R.quote(ROOT .. "bin/chatmaid")
-            .. ' "$@"\n')
+    R.write(bin .. "/chatmaid", "#!/bin/sh\nexec " .. R.quote(R.LUA) .. " "
+            .. R.quote(ROOT .. "bin/chatmaid") .. ' "$@"\n')
     os.execute("chmod +x " .. R.quote(bin .. "/chatmaid"))
     env.PATH = bin .. ":" .. os.getenv("PATH")
     local function absolute(paths)     -- the block runs in dir: the checkout's paths in full

@@ -19,22 +19,14 @@ local function until_created(sb, n)
   return created(sb)
 end
 
-local function mode(path)
-  local p = io.popen("stat -c %a " .. path)
-  local m = p:read("*l")
-  p:close()
-  return m
-end
+local files = require "spec.support.files"
+local mode = files.mode
 
 describe("campaign integrity #integration", function()
   local sb = F.block_sandbox{ rate_limit = false }
   local dir
-  setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-  end)
-  teardown(function() os.execute("rm -rf " .. dir) end)
+  local get_dir = files.block_dir()
+  before_each(function() dir = get_dir() end)
 
   describe("one writer per journal", function()
     it("a second process on the journal gets nil, err naming the first's pid; nothing is"
