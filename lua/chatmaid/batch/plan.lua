@@ -76,7 +76,7 @@ function _M.journal(o)
   if type(j) == "string" then j, problem, kind = journal_mod.acquire(j) end
   if j then
     local batch_id = o.batch_id or j.batch_id or j.state.batch_id or journal_mod.new_batch_id()
-    if j.batch_id == nil then problem = select(2, j:start(batch_id)) end
+    if j.batch_id ~= batch_id then problem = select(2, j:start(batch_id)) end  -- its header
     if not problem then return j, batch_id end
     if j ~= o.journal then j:close() end
     kind = "io"
