@@ -17,6 +17,7 @@
 #include "sigwatch.h"
 #include "fdwatch.h"
 #include "text.h"
+#include "filelock.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -54,5 +55,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_sigwatch_open(L);
   cm_fdwatch_open(L);
   cm_text_open(L);
+  cm_filelock_open(L);
   return 1;
 }
