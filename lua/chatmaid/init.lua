@@ -14,7 +14,7 @@ local _M = {
 }
 
 local lazy = { webhook = "chatmaid.webhook", sandbox = "chatmaid.sandbox",
-               conversations = "chatmaid.conversations" }
+               conversations = "chatmaid.conversations", loop = "chatmaid.loop" }
 
 return setmetatable(_M, {
   __index = function(t, k)

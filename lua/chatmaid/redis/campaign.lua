@@ -213,8 +213,9 @@ local RUN_OPTS = { concurrency = "number", rate_per_minute = "number|boolean",
 -- results[i] for the items this worker sent (send_batch's result shape); summary =
 -- { sent (new messages), replayed (the API had the key: sent before, e.g. by a worker that
 --   died), failed, claimed, taken_over (expired leases this worker put back), requests,
---   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed
--- (err.results holds what was sent; leased items go back to the others after the lease).
+--   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed;
+-- "interrupted": send_batch stopped (err.reason). err.results holds what was sent; leased
+-- items go back to the others after the lease.
 function _M:run(client, items, opts)
   local W = "chatmaid.redis.campaign:run"
   if type(client) ~= "table" or type(client.send_batch) ~= "function" then
@@ -302,6 +303,15 @@ function _M:run(client, items, opts)
         end
       end
       local res, s = client:send_batch(sub, send_opts)
+      if not res then
+        -- stopped (a callback raised, client:close()): the items it answered are recorded;
+        -- the unsent ones go back to the others when their lease expires
+        for j, i in ipairs(idx) do
+          local e = s.results[j]
+          if e and not (e.err and e.err.kind == "interrupted") then record(i, e) end
+        end
+        return fail(s)
+      end
       for j, i in ipairs(idx) do record(i, res[j]) end
       for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
                           "retries" } do
