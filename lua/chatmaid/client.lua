@@ -332,10 +332,12 @@ end
 -- @tparam table items send parameters, one table per message
 -- @tparam[opt] table opts batch_id, journal, concurrency (8), rate_per_minute (100), rate_limiter,
 -- on_progress, should_stop, and the per-call options (docs/reference/options.md)
--- @treturn table results, one per item in input order: { message = ... } or { err = ... }
--- @treturn table summary: sent, replayed, skipped, failed, interrupted, requests, elapsed, ...
--- @raise an error object of kind "interrupted" (err.results, err.summary) when stopped early;
--- a wrong argument type or an unknown parameter in any item
+-- @treturn ?table results, one per item in input order: { message = ... } or { err = ... };
+--   nil when the batch stopped early or its journal cannot be used
+-- @treturn table summary: sent, replayed, skipped, already_sent, failed, interrupted, requests,
+--   elapsed, ...; or, after nil, err: kind "interrupted" (err.reason, err.results,
+--   err.summary) or "validation" (the journal: err.reason busy, symlink, ...)
+-- @raise a wrong argument type or an unknown parameter in any item
 
 --- Run fn(...) as a task of this client: its calls on the client do not block
 --   (docs/games-and-apps.md).
