@@ -233,7 +233,8 @@ end
 --- Start driving a client from a libuv loop (the module is called as a function).
 -- @function chatmaid.loop.luv
 -- @tparam table client a chatmaid client
--- @tparam[opt] table uv the luv module (default require "luv"; Neovim: vim.uv or vim.loop)
+-- @tparam[opt] table uv the luv module (default: luv, loaded if installed; Neovim: vim.uv or
+--   vim.loop)
 -- @tparam[opt] table opts on_error (function(err): what an on_done callback raised), watch ("epoll"
 --   on Linux, else "sockets")
 -- @treturn ?table the loop (loop:stop()), or nil
