@@ -87,6 +87,43 @@ describe("documentation blocks #docs", function()
     for k in pairs(B.SPECIAL) do assert.equal(1, specials[k], "doc-test: " .. k) end
   end)
 
+  it("every relative link names a file of the repository, and its #anchor a heading there",
+     function()
+    -- GitHub's heading ids: lowercase, punctuation dropped (not - and _), spaces to hyphens
+    local function slug(h)
+      return (h:lower():gsub("[^%w%s%-_]", ""):gsub("%s", "-"))
+    end
+    local function anchors(path)
+      local set = {}
+      for line in (B.read(root .. path) .. "\n"):gmatch("([^\n]*)\n") do
+        local h = line:match("^#+%s+(.-)%s*$")
+        if h then set[slug(h)] = true end
+      end
+      return set
+    end
+    local bad = {}
+    for _, file in ipairs(B.files()) do
+      local dir = file:match("^(.*/)") or ""
+      for target in B.read(root .. file):gmatch("%]%(([^)%s]+)%)") do
+        if not target:match("^%a+:") then
+          local path, frag = target:match("^([^#]*)#?(.*)$")
+          local full = path == "" and file or dir .. path
+          while full:find("[^/]+/%.%./") do full = full:gsub("[^/]+/%.%./", "", 1) end
+          local fh = io.open(root .. full, "rb")
+          if not fh then
+            bad[#bad + 1] = file .. ": " .. target .. " (no such file)"
+          else
+            fh:close()
+            if frag ~= "" and full:match("%.md$") and not anchors(full)[frag] then
+              bad[#bad + 1] = file .. ": " .. target .. " (no such heading)"
+            end
+          end
+        end
+      end
+    end
+    assert.same({}, bad)
+  end)
+
   for _, file in ipairs(B.files()) do
     local blocks = B.parse(file)
     local runnable = false
