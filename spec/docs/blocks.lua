@@ -36,6 +36,24 @@ function _M.read(path)
   return s
 end
 
+function _M.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- q(s) -> s quoted for sh
+function _M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- sh(cmd) -> output (stdout and stderr), exit code
+function _M.sh(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local body, code = out:match("^(.*)=(%d+)%s*$")
+  return body, tonumber(code)
+end
+
 -- files() -> the published markdown files, relative to the root, sorted
 function _M.files()
   local p = io.popen("cd '" .. _M.root .. "' && { ls README.md; find docs -name '*.md' "

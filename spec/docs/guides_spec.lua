@@ -21,29 +21,8 @@ local cjson = require "cjson"
 local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
 local root = B.root
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.*)=(%d+)%s*$")
-  return body, tonumber(code)
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function free_port()
-  local socket = require "socket"
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local q, sh, write = B.q, B.sh, B.write
+local free_port = require("spec.support.redis_helper").free_port
 
 -- the checkout's core for the Lua under test (the relative entries busted's --cpath added),
 -- made absolute, then the interpreter's default path (;;): never this interpreter's system

@@ -11,33 +11,8 @@
 local F = require "spec.support.fixtures"
 local B = require "spec.docs.blocks"
 
-local root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/readme_spec%.lua$") or "./"
-if root == "" then root = "./" end
-if root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- sh(cmd) -> output (stdout and stderr), exit code
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.*)=(%d+)%s*$")
-  return body, tonumber(code)
-end
+local root = B.root
+local read, write, q, sh = B.read, B.write, B.q, B.sh
 
 -- the one block marked `doc-test: name` in the published docs (spec/docs/blocks.lua)
 local function block(name) return B.special(name) end
