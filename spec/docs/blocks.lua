@@ -29,21 +29,10 @@ _M.SPECIAL = { install = true, quickstart = true, ["quickstart-env"] = true, ngi
 _M.KINDS = { run = true, continue = true, redis = true, file = true, ["in-checkout"] = true,
              ci = true, skip = true }
 
-function _M.read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-function _M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- q(s) -> s quoted for sh
-function _M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+-- file helpers of the CLI specs (spec/cli/run.lua); read raises on a missing file
+local R = require "spec.cli.run"
+function _M.read(path) return (assert(R.read(path), "cannot read " .. path)) end
+_M.write, _M.q = R.write, R.quote
 
 -- sh(cmd) -> output (stdout and stderr), exit code
 function _M.sh(cmd)
