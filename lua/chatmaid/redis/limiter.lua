@@ -1,6 +1,4 @@
 -- SPDX-License-Identifier: MIT
-
---- A request-rate limiter shared through Redis by every process on every machine.
 -- A request-rate limiter shared through Redis by every process on every machine that uses
 -- one API key. Same interface as chatmaid.resty's limiter (take(n) -> seconds to wait,
 -- wait(n), pause_until(t)), so send_batch{ rate_limiter = ... } uses it unchanged.
@@ -13,7 +11,6 @@
 --     window/limit seconds after `burst` back-to-back ones.
 -- Times are Redis server time (TIME inside the script), never the callers' clocks: machines
 -- whose clocks disagree still share one timeline. take() returns a relative wait.
--- @module chatmaid.redis.limiter
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local ratelimit = require "chatmaid.ratelimit"
@@ -105,15 +102,10 @@ local function check(o)
   return limit, burst, window, margin, failmode
 end
 
---- Make a limiter (chatmaid.redis.rate_limiter).
 -- new{ url, key = "default", per_minute (or limit) = starts per window, burst = 1,
 --      window = 60, margin = 1, timeout = 1, fail = "closed", on_error = fn(err),
 --      now = clock of pause_until's t, time = test clock replacing Redis TIME }
 -- Raises on bad options (no I/O until the first take).
--- @tparam table o url, key, per_minute or limit, burst, window, margin, timeout, connect_timeout,
---   fail, on_error, sleep, now, time
--- @treturn table the limiter
--- @raise on a bad option
 function _M.new(o)
   local limit, burst, window, margin, failmode = check(o)
   local c = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
@@ -152,13 +144,8 @@ local function check_n(n)
   return n
 end
 
---- One attempt to reserve n starts.
 -- limiter:try_take(n) -> wait_seconds | nil, err (kind "transport")
 -- One attempt: reserves n starts (default 1) at one time; the caller waits wait_seconds.
--- @tparam[opt=1] number n starts
--- @treturn ?number seconds to wait before starting, or nil
--- @treturn ?table err (docs/reference/errors.md) when the first value is nil (kind "transport")
--- @raise when n is not a positive integer or is over per_minute
 function _M:try_take(n)
   n = check_n(n)
   if n > self.limit then
@@ -182,15 +169,10 @@ local function fallback(self, n)
   return t - now
 end
 
---- Reserve n starts; retries (fail = "closed") or paces locally (fail = "open") while Redis is
---   down.
 -- limiter:take(n) -> wait_seconds (>= 0). Never blocks by itself, except while Redis is
 -- unreachable and fail = "closed" (the default): it then retries (backoff up to 5 s) until
 -- Redis answers, calling on_error(err) after each failure (raise there to give up). With
 -- fail = "open" it paces locally (this process alone at the full rate) until Redis is back.
--- @tparam[opt=1] number n starts
--- @treturn number seconds (>= 0) to wait before starting
--- @raise as try_take, or what on_error raises
 function _M:take(n)
   n = check_n(n)
   local backoff = 0.05
@@ -207,23 +189,16 @@ function _M:take(n)
   end
 end
 
---- take(n), then sleep for it.
 -- limiter:wait(n) -> waited_seconds: take(n), then sleep for it.
--- @tparam[opt=1] number n starts
--- @treturn number the seconds waited
 function _M:wait(n)
   local w = self:take(n)
   if w > 0 then self.sleep(w) end
   return w
 end
 
---- No start before t on any machine (after a 429).
 -- limiter:pause_until(t) -> true | nil, err
 -- The API answered 429: no start before t (on the `now` clock: the client's clock by
 -- default) on any machine. Sent to Redis as a delay, so clocks need not agree.
--- @tparam number t a time on the limiter's `now` clock
--- @treturn ?boolean true, or nil
--- @treturn ?table err (docs/reference/errors.md) when the first value is nil (kind "transport")
 function _M:pause_until(t)
   local delay = t - self.now()
   if delay <= 0 then return true end
@@ -236,9 +211,7 @@ function _M:pause_until(t)
   return true
 end
 
---- Drop the connection (reopened on next use).
 -- limiter:close(): drops the connection (reopened on next use).
--- @treturn boolean true
 function _M:close() return self.conn:close() end
 
 return _M
