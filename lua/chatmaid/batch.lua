@@ -73,7 +73,7 @@ end
 -- chatmaid.journal.acquire (the caller's to close).
 -- Interrupts: should_stop() returning a truthy reason, on_progress or a hook raising, or
 -- the journal failing to write stop new requests at once (waits are sliced); requests in
--- flight finish; then send_batch returns nil and an error object (errors.is) with kind
+-- flight finish; then send_batch raises an error object (errors.is) with kind
 -- "interrupted", .reason ("stop" | "callback" | "journal" | "closed": client:close() from a
 -- callback, which also aborts the requests in flight), .cause (the reason returned, the
 -- value raised, or the write error), .results and .summary (the unsent items have
