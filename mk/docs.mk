@@ -4,7 +4,7 @@
 .PHONY: docs
 docs:
 	@command -v ldoc >/dev/null || { echo "make docs: ldoc not found (apt-get install lua-ldoc)"; exit 1; }
-	@mkdir -p build
+	@rm -rf build/docs && mkdir -p build
 	@ldoc . >build/ldoc.log 2>&1; rc=$$?; grep -v '^format: ' build/ldoc.log; \
 	  if [ $$rc -ne 0 ] || grep -q ':[0-9][0-9]*: ' build/ldoc.log; then \
 	    echo "make docs: LDoc reported problems (above)"; exit 1; fi
