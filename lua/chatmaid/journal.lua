@@ -1,4 +1,7 @@
 -- SPDX-License-Identifier: MIT
+
+--- The batch journal: one writer, append-only JSON lines, read back to resume
+--   (docs/campaigns-and-cli.md).
 -- The batch journal: an append-only file of JSON lines recording each send's launch and
 -- outcome by idempotency key, flushed after every outcome, so that a run killed at any
 -- moment (kill -9 included) leaves a file the next run reads back. A torn last line (the
@@ -14,6 +17,7 @@
 --        {"launch":<key>}                      a request for the key is about to leave
 --        {"ok":<key>,"message":{...}}          the API's message for the key
 --        {"fail":<key>,"kind":...,"error":...} the item failed (it is sent again next run)
+-- @module chatmaid.journal
 local core = require "chatmaid.core"
 local json = require("cjson").new()
 
@@ -23,11 +27,17 @@ _M.mt = mt
 
 _M.MAGIC = "chatmaid.batch"
 
+--- Parse a journal's text.
 -- parse(text, path) -> state | nil, problem
 -- state = { exists, batch_id (the last run's), confirmed = { [key] = message },
 --           launched = { [key] = true }, failed = { [key] = kind }, torn (a torn last
 --           line was dropped), lines, runs (header lines), first_at / last_at (Unix times of
 --           the first and the last run) }.
+-- @tparam string text the file's bytes
+-- @tparam string path for messages
+-- @treturn ?table state: exists, batch_id, confirmed, launched, failed, torn, lines, runs,
+--   first_at, last_at; or nil
+-- @treturn ?string the problem when nil (not a journal)
 function _M.parse(text, path)
   local st = { exists = #text > 0, confirmed = {}, launched = {}, failed = {}, torn = false,
                lines = 0, ends_clean = true, runs = 0 }
@@ -66,8 +76,12 @@ function _M.parse(text, path)
   return st
 end
 
+--- Read a journal without taking its lock (to look at one).
 -- read(path) -> state | nil, problem: the journal as it is now, without taking its lock (to
 -- look at one). A missing file is an empty journal. A writer uses acquire().
+-- @tparam string path the journal file (missing: an empty journal)
+-- @treturn ?table state (as parse), or nil
+-- @treturn ?string the problem when nil
 function _M.read(path)
   local f, err = io.open(path, "rb")
   if not f then
@@ -80,12 +94,17 @@ function _M.read(path)
   return _M.parse(text, path)
 end
 
+--- Become the one writer of a journal: lock it, then read it.
 -- acquire(path) -> journal | nil, problem, kind
 -- The one writer of the journal at path: takes its lock (chatmaid.core.lock_file: created
 -- 0600, never through a symbolic link, a regular file only) BEFORE reading it, and holds it
 -- until journal:close() (or the journal is collected). journal.state is what earlier runs
 -- wrote (parse). kind: "busy" (another writer holds it: problem names its pid), "symlink",
 -- "not_regular", "open", "io", "not_journal".
+-- @tparam string path the journal file (created 0600)
+-- @treturn ?table the journal (journal.state: what earlier runs wrote), or nil
+-- @treturn ?string the problem when nil (for "busy", it names the holder's pid)
+-- @treturn ?string kind: "busy", "symlink", "not_regular", "open", "io" or "not_journal"
 function _M.acquire(path)
   local lock, kind, msg = core.lock_file(path)
   if not lock then return nil, msg, kind end
@@ -96,7 +115,11 @@ function _M.acquire(path)
   return setmetatable({ lock = lock, path = path, state = st, buf = {} }, mt)
 end
 
+--- Append this run's header line.
 -- journal:start(batch_id) -> true | nil, problem. Appends this run's header line.
+-- @tparam string batch_id the batch id
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
 function _M:start(batch_id)
   local st = self.state
   -- a file holding only a torn header is started again
@@ -112,12 +135,17 @@ function _M:start(batch_id)
   return self:flush()
 end
 
+--- Buffer a line until the next flush.
 -- write(s): buffered until flush.
+-- @tparam string s the line
 function _M:write(s)
   if s ~= "" then self.buf[#self.buf + 1] = s end
   return true
 end
 
+--- Write what is buffered.
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
 function _M:flush()
   local buf = self.buf
   if buf[1] == nil then return true end
@@ -128,23 +156,34 @@ function _M:flush()
   return true
 end
 
+--- Record that the send with this key started (buffered).
 -- launch(key): buffered; the next flush (at the latest the next outcome) writes it.
+-- @tparam string key the idempotency key
 function _M:launch(key)
   return self:write(json.encode{ launch = key } .. "\n")
 end
 
+--- Record a send's message (written and flushed at once).
 -- ok(key, message) / fail(key, err): written and flushed at once.
+-- @tparam string key the idempotency key
+-- @tparam table message the message the API returned
 function _M:ok(key, message)
   self:write(json.encode{ ok = key, message = message } .. "\n")
   return self:flush()
 end
 
+--- Record a send's failure (written and flushed at once).
+-- @tparam string key the idempotency key
+-- @tparam table e the error
 function _M:fail(key, e)
   self:write(json.encode{ fail = key, kind = e.kind, error = tostring(e.message) } .. "\n")
   return self:flush()
 end
 
+--- Write what is buffered and release the lock. Idempotent.
 -- close() -> true | nil, problem: writes what is buffered and releases the lock. Idempotent.
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
 function _M:close()
   if not self.lock then return true end
   local ok, err = self:flush()
@@ -154,7 +193,9 @@ function _M:close()
   return true
 end
 
+--- A batch id for a journal made without one.
 -- new_batch_id() -> "j-" and 16 random hex digits: the id of a journal made without one.
+-- @treturn string "j-" and 16 random hex digits
 function _M.new_batch_id()
   return "j-" .. (core.random_bytes(8):gsub(".", function(c)
     return string.format("%02x", c:byte())

@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- Webhook signatures, events and duplicates (docs/webhooks.md).
 -- Webhook signatures (parsed, MAC'd and compared in C by chatmaid.core), events, and a
 -- bounded memory of handled deliveries. This file only shapes arguments and messages.
+-- @module chatmaid.webhook
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 
@@ -190,14 +193,30 @@ local function verify(fname, raw_body, header, secret, opts)
               { timestamp = t })
 end
 
+--- Verify a delivery's signature.
+-- @tparam string raw_body the exact request bytes
+-- @tparam ?string signature_header the X-Chatmaid-Signature value
+-- @tparam string|table secret the secret, or an array of secrets while rotating
+-- @tparam[opt] table opts tolerance (300 s, both ways), now (unix time, for tests)
+-- @treturn ?boolean true, or nil
+-- @treturn ?table err of kind "signature" (err.reason) when nil
+-- @raise when raw_body is not a string (a decoded table), or on a bad secret or option
 function _M.verify(raw_body, signature_header, secret, opts)
   local ok, err = verify("webhook.verify", raw_body, signature_header, secret, opts)
   return ok, err
 end
 
+--- Verify a delivery, then decode its event.
 -- webhook.construct_event(raw_body, signature_header, secret, opts) -> event | nil, err
 -- verify(), then decode the JSON object (nulls dropped): event.event, event.timestamp,
 -- event.data.messageId, ... Adds err.reason "invalid_payload" (verified, not an object).
+-- @tparam string raw_body the exact request bytes
+-- @tparam ?string signature_header the X-Chatmaid-Signature value
+-- @tparam string|table secret the secret, or an array of secrets
+-- @tparam[opt] table opts as for verify
+-- @treturn ?table the event (event, timestamp, data), or nil
+-- @treturn ?table err of kind "signature" when nil
+-- @raise as verify
 function _M.construct_event(raw_body, signature_header, secret, opts)
   local ok, err = verify("webhook.construct_event", raw_body, signature_header, secret, opts)
   if not ok then return nil, err end
@@ -212,8 +231,14 @@ function _M.construct_event(raw_body, signature_header, secret, opts)
   return event
 end
 
+--- Make a signature header (for tests and tools).
 -- webhook.sign(raw_body, secret, timestamp) -> "t=<timestamp>,v1=<hex>" (one v1 per secret)
 -- For tests and local tools; timestamp defaults to os.time().
+-- @tparam string raw_body the body
+-- @tparam string|table secret the secret(s)
+-- @tparam[opt] number timestamp unix seconds (now)
+-- @treturn string "t=<timestamp>,v1=<hex>"
+-- @raise on arguments of the wrong type
 function _M.sign(raw_body, secret, timestamp)
   check_body("webhook.sign", raw_body, 3)
   local secrets = check_secrets("webhook.sign", secret, 3)
@@ -236,12 +261,16 @@ local function key_part(v)
   return (tostring(v):gsub("[%%|]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
+--- The key that identifies a delivery across retries.
 -- webhook.dedupe_key(event) -> "<event>|<id>|<status>|<timestamp>"
 -- The payload has no event id. id is data.messageId (message.*) or the phone's id
 -- (data.phoneNumberId, data.phoneId, data.id, data.phoneNumber); status is data.status or
 -- data.connectionStatus. Retried deliveries resend the same payload, so they share a key;
 -- message.sent and a later message.failed for one message do not. '|' and '%' in a field
 -- are %-escaped, so distinct events cannot collide by embedding the separator.
+-- @tparam table event a decoded event
+-- @treturn string "<event>|<id>|<status>|<timestamp>"
+-- @raise when event is not a table
 function _M.dedupe_key(event)
   if type(event) ~= "table" then
     error("webhook.dedupe_key: event must be the table from construct_event (got "
@@ -284,7 +313,11 @@ local function drop(s, node)
   s.n = s.n - 1
 end
 
+--- A bounded in-process set of seen delivery keys.
 -- webhook.seen_set{ size = 10000, ttl = 86400, now = os.time } -> set
+-- @tparam[opt] table opts size (10000), ttl (86400 s), now (os.time)
+-- @treturn table the set (has, add, seen, count)
+-- @raise on a bad option
 function _M.seen_set(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
@@ -309,14 +342,20 @@ function _M.seen_set(opts)
   return setmetatable({ size = size, ttl = ttl, now = now, map = {}, n = 0 }, seen_mt)
 end
 
+--- Whether key was added less than ttl seconds ago.
 -- set:has(key) -> true if key was added less than ttl seconds ago (and not evicted)
+-- @tparam string key a dedupe key
+-- @treturn boolean
 function Seen:has(key)
   check_key("seen_set:has", key)
   local node = self.map[key]
   return node ~= nil and node.expires > self.now()
 end
 
+--- Record key (re-adding refreshes its age).
 -- set:add(key) -> set. Re-adding refreshes the key's age.
+-- @tparam string key a dedupe key
+-- @treturn table the set
 function Seen:add(key)
   check_key("seen_set:add", key)
   local t = self.now()
@@ -335,7 +374,10 @@ function Seen:add(key)
   return self
 end
 
+--- Check and record in one step.
 -- set:seen(key) -> true if already seen; otherwise records it and returns false.
+-- @tparam string key a dedupe key
+-- @treturn boolean true if already seen; otherwise records it and returns false
 function Seen:seen(key)
   check_key("seen_set:seen", key)
   if self:has(key) then return true end
@@ -343,7 +385,9 @@ function Seen:seen(key)
   return false
 end
 
+--- The number of keys held.
 -- set:count() -> number of keys held (expired ones are dropped lazily, on add)
+-- @treturn number
 function Seen:count()
   return self.n
 end

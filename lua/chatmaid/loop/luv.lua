@@ -1,4 +1,7 @@
 -- SPDX-License-Identifier: MIT
+
+--- Drive a client from a libuv loop: chatmaid.loop.luv(client[, uv[, opts]])
+--   (docs/games-and-apps.md).
 -- chatmaid.loop.luv(client[, uv[, opts]]) -> loop: drives a client's tasks from a libuv event
 -- loop (luv; Neovim passes vim.uv or vim.loop). The client's sockets are watched, a timer
 -- follows step_timeout(), and client:step(0) runs when either fires; spawn, cancel and close
@@ -17,6 +20,7 @@
 -- on_done callbacks run inside step(), i.e. inside this loop's callback: in Neovim use
 -- vim.schedule() there for UI work. A raise from one reaches opts.on_error(err) when given,
 -- otherwise luv's callback error handling, with the loop armed again first.
+-- @module chatmaid.loop.luv
 local core = require "chatmaid.core"
 local sched = require "chatmaid.sched"
 
@@ -153,8 +157,10 @@ local function wake(self, why)
   end
 end
 
+--- Stop driving the client: closes every handle the adapter made. Idempotent.
 -- stop() -> true. Idempotent. Closes the timer and poll handles (they are gone after the
 -- loop's next iteration, as libuv closes handles); the client stays open and usable.
+-- @treturn boolean true
 function Loop:stop()
   if self.stopped then return true end
   self.stopped = true
@@ -223,6 +229,17 @@ local function start(client, uv, opts)
   arm(self)          -- tasks spawned before the loop was made run at its first iteration
   return self
 end
+
+--- Start driving a client from a libuv loop (the module is called as a function).
+-- @function chatmaid.loop.luv
+-- @tparam table client a chatmaid client
+-- @tparam[opt] table uv the luv module (default: luv, loaded if installed; Neovim: vim.uv or
+--   vim.loop)
+-- @tparam[opt] table opts on_error (function(err): what an on_done callback raised), watch ("epoll"
+--   on Linux, else "sockets")
+-- @treturn ?table the loop (loop:stop()), or nil
+-- @treturn ?string the message when the kernel refuses an epoll descriptor
+-- @raise for a closed client, bad options, or a client another loop already drives
 
 -- A module table called like a function: chatmaid.loop.luv(client, uv). Not a tail call, so
 -- start's errors at level 3 name the caller on every Lua (5.1 drops a tail call's position).
