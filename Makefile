@@ -51,11 +51,14 @@ BUSTED ?= $(LUA) /usr/bin/busted
 BUSTED_FLAGS ?=
 SPECS ?= spec
 
-.PHONY: all deps test lint clean install demo asan valgrind
+.PHONY: all deps test lint clean install demo asan valgrind check-rocks rockspecs
 all: deps $(MODULES)
 
+# `make` (the build) only checks the build's packages and says what to install; the two
+# set-up commands, `make demo` and `make test`, install what is missing when run as root.
+DEPS_MODE := $(if $(filter demo test,$(MAKECMDGOALS)),install,check)
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh $(DEPS_MODE)
 
 $(CORE): $(OBJS)
 	@mkdir -p $(dir $@)
@@ -84,10 +87,22 @@ lint: deps
 demo: all
 	@sh scripts/demo.sh $(LUA) $(BUILD)
 
+# The four rocks (the library, Redis, the sandbox, the CLI), each from its own rockspec.
 # --deps-mode none: lua-cjson, argparse and luasocket come from Debian (deps), which LuaRocks
-# cannot see; elsewhere `luarocks make rockspec/chatmaid-scm-1.rockspec` fetches them.
+# cannot see; elsewhere `luarocks make rockspec/<rock>-scm-1.rockspec` fetches them.
+ROCKS := chatmaid chatmaid-redis chatmaid-sandbox chatmaid-cli
+ROCKS_LUA = $(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION))
 install: deps
-	luarocks --lua-version=$(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION)) make --deps-mode none rockspec/chatmaid-scm-1.rockspec
+	for r in $(ROCKS); do luarocks --lua-version=$(ROCKS_LUA) make --deps-mode none \
+	  rockspec/$$r-scm-1.rockspec || exit 1; done
+
+# Each rock installed alone into an empty tree and used from there (scripts/check-rocks.sh).
+check-rocks: deps
+	sh scripts/check-rocks.sh $(ROCKS_LUA)
+
+# The rockspecs are generated (scripts/gen-rockspec.lua): after adding or moving a module.
+rockspecs:
+	$(LUA) scripts/gen-rockspec.lua
 
 clean:
 	rm -rf build

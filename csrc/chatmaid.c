@@ -16,7 +16,7 @@
 #include "sigwatch.h"
 #include "text.h"
 
-#define CM_VERSION "0.1.0"
+#define CM_VERSION "0.2.0"   /* = VERSION (spec/unit/version_spec.lua) */
 
 CM_EXPORT int luaopen_chatmaid_core(lua_State *L);
 

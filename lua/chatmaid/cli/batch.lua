@@ -177,7 +177,9 @@ function _M.commands.batch(a, ctx)
   local limiter
   if a.redis then
     if a.rate == 0 then return ctx.usage("--redis shares the rate limit: not with --rate 0") end
-    local redis = require "chatmaid.redis"
+    local found, redis = pcall(require("chatmaid.options").require_rock, "chatmaid.redis",
+                               "chatmaid-redis", "--redis")
+    if not found then return ctx.usage(tostring(redis)) end
     local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
       key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or "") })
     if not ok then return ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", "")) end

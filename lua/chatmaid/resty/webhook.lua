@@ -31,8 +31,9 @@ local function redis_set(spec, ttl)
   local id = spec .. "\0" .. ttl
   local set = seen_sets[id]
   if not set then
-    set = require("chatmaid.redis").seen_set{ url = spec, ttl = ttl,
-                                              prefix = "chatmaid:webhook:" }
+    set = options.require_rock("chatmaid.redis", "chatmaid-redis",
+      "chatmaid.resty.receive_webhook's redis option", 3).seen_set{ url = spec, ttl = ttl,
+                                                                    prefix = "chatmaid:webhook:" }
     seen_sets[id] = set
   end
   return set
