@@ -155,7 +155,8 @@ function _M.receive_webhook(opts)
   end
 
   local event, err = webhook.construct_event(body, sig, o.secret,
-                                             { tolerance = o.tolerance, now = ngx.time() })
+    { tolerance = o.tolerance, now = ngx.time(),
+      secret_name = "the secret option of chatmaid.resty.receive_webhook" })
   if not event then
     err.status = err.reason == "invalid_payload" and 400 or 401
     if o.respond then
