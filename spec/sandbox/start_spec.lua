@@ -10,7 +10,7 @@ local H = require "spec.support.sandbox_helper"
 local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
 local root = os.getenv("PWD") .. "/"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("spec.cli.run").quote
 
 local function sh(cmd)
   local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")

@@ -6,13 +6,7 @@
 -- to install). The rockspecs are generated (scripts/gen-rockspec.lua) and up to date.
 -- scripts/check-rocks.sh (CI, `make check-rocks`) installs each rock into an empty tree.
 local options = require "chatmaid.options"
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("spec.cli.run").read
 
 local function load_rockspec(path)
   local env = {}

@@ -1,12 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- One version (docs/versioning.md): VERSION, the C core's _VERSION (= chatmaid.VERSION), the
 -- sandbox's _VERSION, the versioned rockspecs and the CHANGELOG's top section agree.
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("spec.cli.run").read
 
 describe("the version and the license", function()
   local version = read("VERSION"):match("^(%d+%.%d+%.%d+)\n$")
