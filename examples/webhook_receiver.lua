@@ -108,7 +108,8 @@ local function main(argv)
         respond(client, 405, "POST only\n")
       else
         local err
-        event, err = webhook.construct_event(body, headers["x-chatmaid-signature"], secrets)
+        event, err = webhook.construct_event(body, headers["x-chatmaid-signature"], secrets,
+                                             { secret_name = "CHATMAID_WEBHOOK_SECRET" })
         if not event then
           io.stderr:write(tostring(err), "\n")     -- never contains the secret
           respond(client, 400, err.reason .. "\n")

@@ -103,6 +103,15 @@ function _M.validation(method, path, problems)
                          { messages = messages, fields = fields, method = method, path = path })
 end
 
+-- no_route(err) -> whether a 404 is the server's "no such route" (Express, which the API and
+-- the sandbox run on, answers "Cannot GET /path") rather than the API's "no such resource":
+-- then the base URL or the path is wrong, not an id.
+function _M.no_route(err)
+  local m = type(err) == "table" and err.status == 404 and type(err.messages) == "table"
+            and err.messages[1]
+  return type(m) == "string" and m:find("^Cannot %u+ /") ~= nil
+end
+
 -- Says what a not_found error was about (err.resource: "message", "phone_number",
 -- "sender_phone", "contact", "conversation"; err.resource_id: the id or number asked for).
 -- Returns nil, err for a tail return.
@@ -344,6 +353,12 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   end
   if f.retry_after == nil then
     f.retry_after = retry.parse_retry_after(res.headers["retry-after"])
+  end
+  if status == 404 and _M.no_route(f) then
+    -- say what was configured and what to change, not just the server's "Cannot GET ..."
+    message = message .. ": the server has no such route; check base_url (" .. self.base_url
+              .. "): it must be the API's root URL"
+              .. (self.DEFAULT_BASE_URL and (", such as " .. self.DEFAULT_BASE_URL) or "")
   end
   if self.classify then self:classify(f) end   -- API-specific tweaks (conversations)
   -- never a negative, zero or NaN delay from the server: err.retry_after is safe to sleep on

@@ -40,6 +40,10 @@ function _M.new(opts)
   local base_url, why = validate.base_url(opts.base_url or base.getenv("CHATMAID_BASE_URL")
                                           or _M.DEFAULT_BASE_URL)
   if not base_url then return validation(nil, nil, why) end
+  -- Every path of this API starts with /v1, so a base URL ending in /v1 (as in the docs' full
+  -- URLs, or other SDKs' habit of putting the version there) can only mean the same root:
+  -- taken as such, and reported as such by tostring(client) and client.base_url.
+  base_url = base_url:gsub("/v1$", "")
   if opts.default_from then
     local from = opts.default_from
     local p = from:sub(1, 1) == "+" and validate.e164(from, "default_from")
@@ -56,6 +60,10 @@ function _M.new(opts)
 end
 
 -- ---- senders ----
+
+-- what to do about a sender the account does not have
+local PHONES_HINT = "; pass from = one of the account's phone ids or numbers: list them with "
+                    .. "client:phones() (CLI: chatmaid phones)"
 
 -- Resolves `from` (phone id, E.164 number, or nil) to a phone id. E.164 senders are looked
 -- up once per client; with no `from`, default_from or the one connected phone is used.
@@ -89,7 +97,7 @@ function _M:_sender(from, o)
   local phone, err = self:_request("GET", "/v1/phone-numbers/" .. url.segment(from), nil, nil, o)
   if not phone then
     if err.kind == "not_found" then
-      err.message = "sender " .. from .. " is not a phone number of this account"
+      err.message = "sender " .. from .. " is not a phone number of this account" .. PHONES_HINT
     end
     return base.not_found(err, "sender_phone", from)
   end
@@ -148,7 +156,13 @@ function _M:_send_from(p, from, key, o, from_number)
   local media = p.media_urls and validate.array_copy(p.media_urls)   -- checked: sent as is
   if media and #media > 0 then body.mediaUrls = media end
   local msg, err = self:_request("POST", path, nil, body, o, key)
-  if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
+  if not msg then   -- a 404 here is the API's "fromPhoneId not found in account"
+    if err.kind == "not_found" and not base.no_route(err) then
+      err.message = "sender " .. from .. " was not found in this account (the API said: "
+                    .. tostring(err.message) .. ")" .. PHONES_HINT
+    end
+    return base.not_found(err, "sender_phone", from)
+  end
   -- self._last is this request's: nothing yields between base.request's return and here
   err = idempotency.conflict(p, msg, key, from, from_number or self:_sender_number(from),
                              "POST", path, self._last.res and self._last.res.status)

@@ -119,4 +119,16 @@ function _M.check(where, o, allowed, level)
   _M.check_table(_M.OPTIONS, where, o, allowed, nil, (level or 2) + 1)
 end
 
+-- require_rock(module, rock, what, level) -> the module. Redis, the sandbox and the CLI are
+-- rocks of their own (issue 25): when an option needs one that is not installed, the error
+-- says which rock to install instead of listing the paths searched. Any other failure to
+-- load the module is raised as it is.
+function _M.require_rock(module, rock, what, level)
+  local ok, m = pcall(require, module)
+  if ok then return m end
+  if not tostring(m):find("module '" .. module .. "' not found", 1, true) then error(m, 0) end
+  error(what .. " needs " .. module .. ", which is not installed: it is in the " .. rock
+        .. " rock (luarocks install " .. rock .. ")", (level or 1) + 1)
+end
+
 return _M

@@ -9,21 +9,16 @@ local socket = require("socket")
 local shttp = require("socket.http")
 local ltn12 = require("ltn12")
 local json = require("chatmaid.sandbox.json")
+local util = require("chatmaid.sandbox.util")
 
-local _M = { _VERSION = "0.1.0" }
+-- seconds start() waits for the child's banner (a loaded CI machine, a sanitizer build)
+local START_TIMEOUT = 30
+
+local _M = { _VERSION = "0.2.0" }   -- = VERSION (spec/unit/version_spec.lua)
 local mt = { __index = _M }
 
 local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function bin_path()
-  local env = os.getenv("CHATMAID_SANDBOX_BIN")
-  if env and env ~= "" then return env end
-  local src = debug.getinfo(1, "S").source
-  local dir = src:match("^@(.*)/[^/]*$") or "."
-  -- lua/chatmaid/sandbox.lua -> <repo>/bin/chatmaid-sandbox
-  return dir .. "/../../bin/chatmaid-sandbox"
 end
 
 local function interpreter()
@@ -34,7 +29,36 @@ local function interpreter()
     while arg[i - 1] ~= nil do i = i - 1 end
     if i < 0 and type(arg[i]) == "string" then return arg[i] end
   end
-  return "lua5.4"
+  -- no standalone interpreter in sight (an embedding host): the one of this runtime
+  if rawget(_G, "jit") then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- command(lua, args) -> the argv that starts the server with these options. By default the
+-- interpreter runs chatmaid.sandbox.cli.main by module name with this process's package.path
+-- and package.cpath, so the child loads the same modules from wherever this one found them
+-- (a checkout, a luarocks tree, the system's directories): no file to locate. The options
+-- are in the chunk itself (`lua -e` runs no script, so it has no `arg`).
+-- CHATMAID_SANDBOX_BIN names a command to run instead: a Lua script (run with the
+-- interpreter, like bin/chatmaid-sandbox of a checkout) or any other executable, such as
+-- the shell wrapper luarocks installs as bin/chatmaid-sandbox (run as is).
+local function command(lua, args)
+  local bin = os.getenv("CHATMAID_SANDBOX_BIN")
+  local argv
+  if bin and bin ~= "" then
+    local f = io.open(bin, "rb")
+    local first = f and f:read("*l") or ""
+    if f then f:close() end
+    if first:match("^#!") and not first:find("lua", 1, true) then argv = { bin }
+    else argv = { lua, bin } end
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    return argv
+  end
+  local words = {}
+  for i, a in ipairs(args) do words[i] = ("%q"):format(a) end
+  return { lua, "-e", ("package.path = %q; package.cpath = %q; "
+    .. "os.exit(require('chatmaid.sandbox.cli').main({ %s }))")
+    :format(package.path, package.cpath, table.concat(words, ", ")) }
 end
 
 local function read_file(path)
@@ -90,8 +114,18 @@ function _M.start(opts)
     end
   end
   if opts.verbose then args[#args + 1] = "--verbose" end
-  local parts = { "exec", quote(opts.lua or interpreter()), quote(bin_path()) }
-  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  -- The child runs in the background with its output in files, and watches this process
+  -- (--watch-pid) rather than its parent: no pipe stays open between the two, so a script
+  -- that ends (or fails) without sb:stop() exits at once (a popen handle's close at exit
+  -- would wait for a child that waits for its parent) and the child follows within a second.
+  args[#args + 1] = "--watch-pid"; args[#args + 1] = tostring(util.pid())
+  local parts = { "exec" }
+  for _, a in ipairs(command(opts.lua or interpreter(), args)) do
+    parts[#parts + 1] = quote(a)
+  end
+  local outfile = os.tmpname()
+  self.temp[#self.temp + 1] = outfile
+  parts[#parts + 1] = ">" .. quote(outfile)
   local errfile
   if not opts.verbose then
     errfile = os.tmpname()
@@ -99,18 +133,33 @@ function _M.start(opts)
     parts[#parts + 1] = "2>" .. quote(errfile)
   end
   local cmd = table.concat(parts, " ")
-  local h = io.popen(cmd, "r")
-  if not h then error("chatmaid.sandbox: cannot run " .. cmd, 2) end
-  local line = h:read("*l")
-  local port, pid = (line or ""):match("listening on http://127%.0%.0%.1:(%d+) pid=(%d+)")
-  if not port then
-    h:close()
+  local function failed(why)
     local stderr = errfile and read_file(errfile) or ""
     for _, p in ipairs(self.temp) do os.remove(p) end
-    error("chatmaid.sandbox: failed to start (" .. cmd .. "): " .. tostring(line or "")
-      .. "\n" .. stderr, 2)
+    error("chatmaid.sandbox: failed to start (" .. cmd .. "): " .. why .. "\n" .. stderr, 3)
   end
-  self.handle, self.port, self.pid = h, tonumber(port), tonumber(pid)
+  local h = io.popen(cmd .. " & echo $!", "r")
+  if not h then error("chatmaid.sandbox: cannot run " .. cmd, 2) end
+  local child = tonumber(h:read("*l") or "")
+  h:close()
+  if not child then failed("no process") end
+  -- the banner: "chatmaid-sandbox listening on http://127.0.0.1:PORT pid=PID"
+  local deadline = socket.gettime() + START_TIMEOUT
+  local port, pid
+  repeat
+    local out = read_file(outfile)
+    port, pid = out:match("listening on http://127%.0%.0%.1:(%d+) pid=(%d+)")
+    if port then break end
+    if not util.alive(child) then
+      failed(out:match("^[^\n]*") or "")
+    end
+    if socket.gettime() > deadline then
+      os.execute("kill " .. child .. " 2>/dev/null")
+      failed("no banner within " .. START_TIMEOUT .. " s")
+    end
+    socket.sleep(0.01)
+  until false
+  self.port, self.pid = tonumber(port), tonumber(pid)
   self.url = "http://127.0.0.1:" .. port
   self.errfile = errfile
   return self
@@ -210,16 +259,7 @@ function _M:set_phone_state(id, state)
   return control(self, "POST", "/phones/" .. ref .. "/state", { connectionStatus = state })
 end
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local s = f:read("*l") or ""
-  f:close()
-  return not s:match("^%d+ %b() Z")
-end
-
---- Stop the child and reap it. Idempotent.
--- stop(): shut the child down (HTTP, then kill as a fallback) and reap it. Idempotent.
+--- Stop the child: shut it down (HTTP, then kill as a fallback) and wait for it. Idempotent.
 -- @treturn boolean true
 function _M:stop()
   if self.stopped then return true end
@@ -227,9 +267,8 @@ function _M:stop()
   local ok, res = pcall(control, self, "POST", "/shutdown")
   if not (ok and res) then os.execute("kill " .. self.pid .. " 2>/dev/null") end
   local deadline = socket.gettime() + 3
-  while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
-  if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
-  if self.handle then self.handle:close(); self.handle = nil end
+  while util.alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  if util.alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
   for _, p in ipairs(self.temp) do os.remove(p) end
   return true
 end

@@ -67,12 +67,12 @@ end
 
 -- opts -> tolerance, now (copied, never mutated); raises at `level` on misuse.
 local function check_opts(fname, opts, level)
-  if opts == nil then return _M.DEFAULT_TOLERANCE, os.time() end
+  if opts == nil then return _M.DEFAULT_TOLERANCE, os.time(), nil end
   if type(opts) ~= "table" then
     error(fname .. ": opts must be a table (got " .. type(opts) .. ")", level)
   end
   for k in pairs(opts) do
-    if k ~= "tolerance" and k ~= "now" then
+    if k ~= "tolerance" and k ~= "now" and k ~= "secret_name" then
       error(fname .. ": unknown option '" .. tostring(k) .. "'", level)
     end
   end
@@ -88,7 +88,11 @@ local function check_opts(fname, opts, level)
   elseif type(now) ~= "number" or now ~= now then
     error(fname .. ": opts.now must be a unix time in seconds (got " .. tostring(now) .. ")", level)
   end
-  return tolerance, now
+  if opts.secret_name ~= nil and type(opts.secret_name) ~= "string" then
+    error(fname .. ": opts.secret_name must be a string (got " .. type(opts.secret_name) .. ")",
+          level)
+  end
+  return tolerance, now, opts.secret_name
 end
 
 local function has_edge_space(s)
@@ -131,13 +135,19 @@ local function trimmed(list)
   return out
 end
 
-local function mismatch_message(raw_body, header, secrets, tolerance, now)
+-- secret_name: where the secret came from, for the message (never the secret itself)
+local function mismatch_message(raw_body, header, secrets, tolerance, now, secret_name)
   local spaced = {}
   for i = 1, #secrets do
     if has_edge_space(secrets[i]) then spaced[#spaced + 1] = "#" .. i end
   end
-  local msg = "no signature matches the payload: pass the exact raw request body (not a"
-              .. " parsed or re-encoded table)"
+  -- the two causes, the likelier first: another secret than the sender's, or altered bytes
+  local msg = "no signature matches the payload: "
+              .. (#secrets == 1 and "the secret (" .. secret_name .. ") may not be the one"
+                  or "the " .. #secrets .. " secrets (" .. secret_name .. ") may all differ from"
+                  .. " the one")
+              .. " the sender signs with, or the body is not the exact raw request body (pass"
+              .. " the bytes received, not a parsed or re-encoded table)"
   if #spaced > 0 then
     msg = msg .. "; secret " .. table.concat(spaced, ", ") .. " has leading or trailing"
           .. " whitespace (a newline from a file or an environment variable?)"
@@ -161,7 +171,9 @@ end
 
 -- webhook.verify(raw_body, signature_header, secret, opts) -> true | nil, err
 -- raw_body: the exact request bytes; secret: string or array (rotation); opts.tolerance
--- (seconds, default 300, both ways), opts.now (unix time). err.kind == "signature",
+-- (seconds, default 300, both ways), opts.now (unix time), opts.secret_name (where the
+-- secret comes from, named in a mismatch message: "CHATMAID_WEBHOOK_SECRET"; never the secret
+-- itself; default "the secret argument of webhook.verify"). err.kind == "signature",
 -- err.reason: malformed_header | no_signature | timestamp_out_of_tolerance | mismatch.
 local function verify(fname, raw_body, header, secret, opts)
   -- levels: 4 = the caller of webhook.verify/construct_event (no tail calls below)
@@ -171,7 +183,7 @@ local function verify(fname, raw_body, header, secret, opts)
           .. "): pass the X-Chatmaid-Signature header value", 3)
   end
   local secrets = check_secrets(fname, secret, 4)
-  local tolerance, now = check_opts(fname, opts, 4)
+  local tolerance, now, secret_name = check_opts(fname, opts, 4)
   local ok, reason, t = core.webhook_verify(raw_body, header or "", secrets, tolerance, now)
   if ok then return true end
   if reason == "malformed_header" then
@@ -189,7 +201,8 @@ local function verify(fname, raw_body, header, secret, opts)
                 .. " s): check the server clock or a replayed delivery",
                 { timestamp = t, skew = skew, tolerance = tolerance })
   end
-  return fail(reason, mismatch_message(raw_body, header, secrets, tolerance, now),
+  return fail(reason, mismatch_message(raw_body, header, secrets, tolerance, now,
+                                       secret_name or ("the secret argument of " .. fname)),
               { timestamp = t })
 end
 

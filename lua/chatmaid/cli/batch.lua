@@ -362,7 +362,9 @@ local function shared_limiter(a, ctx)
   if a.rate == 0 then
     return nil, ctx.usage("--redis shares the rate limit: not with --rate 0")
   end
-  local redis = require "chatmaid.redis"
+  local found, redis = pcall(require("chatmaid.options").require_rock, "chatmaid.redis",
+                             "chatmaid-redis", "--redis")
+  if not found then return nil, ctx.usage(tostring(redis)) end
   local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
     key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or "") })
   if not ok then
@@ -404,13 +406,16 @@ function _M.commands.batch(a, ctx)
   end
   local now = core.monotime
   local t0 = now()
-  local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
   local rate = a.rate          -- 0 turns the limiter off: false, not 0 ("x and false or y"
   if rate == 0 then rate = false end   -- would give 0 back)
+  -- the ETA follows the limit the batch is paced by (send_batch's default when no --rate)
+  local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now,
+    rate_per_minute = rate ~= false and (rate or require("chatmaid.batch").DEFAULT_RATE_PER_MINUTE)
+                      or nil }
   local results, summary, stopped = send(c, items, {
     concurrency = a.concurrency or 8, batch_id = batch_id, journal = j or nil,
     rate_per_minute = rate, rate_limiter = limiter,
-    on_progress = function(done) bar:update(done) end,
+    on_progress = function(done, _, result) bar:update(done, result) end,
   })
   bar:finish()
   local jok, jerr = true, nil

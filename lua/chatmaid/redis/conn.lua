@@ -156,7 +156,7 @@ end
 -- hiredis backend -----------------------------------------------------------------------
 
 local function hiredis_connect(self)
-  local core = require "chatmaid.core"
+  local core = require "chatmaid.redis.core"
   local c, kind, msg = core.redis_connect(self.u.host, self.u.port, self.connect_timeout_ms,
                                           self.timeout_ms)
   if not c then

@@ -38,7 +38,8 @@ function _M.new(opts)
     if o.shared_dict ~= nil then
       error("chatmaid.resty.rate_limiter: give shared_dict or redis, not both", 2)
     end
-    return require("chatmaid.redis").rate_limiter(o)
+    return require("chatmaid.options").require_rock("chatmaid.redis", "chatmaid-redis",
+      "chatmaid.resty.rate_limiter's redis option", 2).rate_limiter(o)
   end
   local dict = type(opts.shared_dict) == "string" and ngx.shared[opts.shared_dict]
   if not dict then

@@ -31,8 +31,9 @@ local function redis_set(spec, ttl)
   local id = spec .. "\0" .. ttl
   local set = seen_sets[id]
   if not set then
-    set = require("chatmaid.redis").seen_set{ url = spec, ttl = ttl,
-                                              prefix = "chatmaid:webhook:" }
+    set = options.require_rock("chatmaid.redis", "chatmaid-redis",
+      "chatmaid.resty.receive_webhook's redis option", 3).seen_set{ url = spec, ttl = ttl,
+                                                                    prefix = "chatmaid:webhook:" }
     seen_sets[id] = set
   end
   return set
@@ -154,7 +155,8 @@ function _M.receive_webhook(opts)
   end
 
   local event, err = webhook.construct_event(body, sig, o.secret,
-                                             { tolerance = o.tolerance, now = ngx.time() })
+    { tolerance = o.tolerance, now = ngx.time(),
+      secret_name = "the secret option of chatmaid.resty.receive_webhook" })
   if not event then
     err.status = err.reason == "invalid_payload" and 400 or 401
     if o.respond then
