@@ -157,7 +157,8 @@ function _M:_send_from(p, from, key, o, from_number)
   if media and #media > 0 then body.mediaUrls = media end
   local msg, err = self:_request("POST", path, nil, body, o, key)
   if not msg then   -- a 404 here is the API's "fromPhoneId not found in account"
-    if err.kind == "not_found" and not base.no_route(err) then
+    -- err is false when a batch stopped the request (base.request's stop protocol)
+    if err and err.kind == "not_found" and not base.no_route(err) then
       err.message = "sender " .. from .. " was not found in this account (the API said: "
                     .. tostring(err.message) .. ")" .. PHONES_HINT
     end

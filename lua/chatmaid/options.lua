@@ -119,10 +119,16 @@ function _M.check(where, o, allowed, level)
   _M.check_table(_M.OPTIONS, where, o, allowed, nil, (level or 2) + 1)
 end
 
--- require_rock(module, rock, what, level) -> the module. Redis, the sandbox and the CLI are
--- rocks of their own (issue 25): when an option needs one that is not installed, the error
--- says which rock to install instead of listing the paths searched. Any other failure to
--- load the module is raised as it is.
+--- Require a module that lives in another rock, with an error that names the rock.
+-- Redis, the sandbox and the CLI are rocks of their own: when an option needs one that is not
+-- installed, the error says which rock to install instead of listing the paths searched. Any
+-- other failure to load the module is raised as it is.
+-- @tparam string module the module to require (e.g. "chatmaid.redis")
+-- @tparam string rock the rock that installs it (e.g. "chatmaid-redis")
+-- @tparam string what the option or command that needs it, for the message
+-- @tparam[opt] integer level the error level
+-- @return the module
+-- @raise when the module is not installed, or fails to load
 function _M.require_rock(module, rock, what, level)
   local ok, m = pcall(require, module)
   if ok then return m end
