@@ -13,7 +13,6 @@
 #include "webhook.h"
 #include "random.h"
 #include "clock.h"
-#include "redis.h"
 #include "sigwatch.h"
 #include "text.h"
 
@@ -49,7 +48,6 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_webhook_open(L);
   cm_random_open(L);
   cm_clock_open(L);
-  cm_redis_open(L);
   cm_sigwatch_open(L);
   cm_text_open(L);
   return 1;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* "chatmaid.redis": one blocking libhiredis connection (RESP2) with a connect timeout and a
+/* chatmaid.redis.core: one blocking libhiredis connection (RESP2) with a connect timeout and a
  * per-command timeout, for chatmaid.redis outside nginx. Policy (URLs, AUTH, SELECT, scripts,
  * reconnecting) is in lua/chatmaid/redis.lua. */
 #include <errno.h>
@@ -259,7 +259,9 @@ static int redis_tostring(lua_State *L) {
   return 1;
 }
 
-void cm_redis_open(lua_State *L) {
+/* The module chatmaid.redis.core: its own shared object, the only one that links libhiredis,
+ * so chatmaid.core (and an install without Redis) never needs it. */
+CM_EXPORT int luaopen_chatmaid_redis_core(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__gc", redis_close},
 #if LUA_VERSION_NUM >= 504
@@ -279,7 +281,8 @@ void cm_redis_open(lua_State *L) {
   cm_setfuncs(L, meta, 0);
   lua_newtable(L);
   cm_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");       /* module, mt */
+  lua_setfield(L, -2, "__index");       /* mt */
   lua_pop(L, 1);
-  cm_setfuncs(L, funcs, 0);
+  cm_newlib(L, funcs);
+  return 1;
 }

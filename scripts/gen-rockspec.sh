@@ -40,12 +40,23 @@ build = {
     ["chatmaid.core"] = {
       sources = {
 HEAD
-for f in csrc/*.c; do echo "        \"$f\","; done
+for f in csrc/*.c; do case $f in csrc/redis*) ;; *) echo "        \"$f\",";; esac; done
 cat <<'MID'
       },
-      libraries = { "curl", "crypto", "hiredis" },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "curl", "crypto" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+    ["chatmaid.redis.core"] = {
+      sources = {
+MID
+for f in csrc/redis*.c; do echo "        \"$f\","; done
+cat <<'MID'
+      },
+      libraries = { "hiredis" },
+      incdirs = { "csrc", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(HIREDIS_LIBDIR)" },
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
 MID

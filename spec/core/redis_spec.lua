@@ -1,9 +1,9 @@
--- chatmaid.core's libhiredis binding (csrc/redis.c): replies to Lua values, argument checks,
--- lifetime, failures as nil, kind, message.
-local core = require "chatmaid.core"
+-- chatmaid.redis.core, the libhiredis binding (csrc/redis.c, its own C module): replies to Lua
+-- values, argument checks, lifetime, failures as nil, kind, message.
+local core = require "chatmaid.redis.core"
 local rh = require "spec.support.redis_helper"
 
-describe("chatmaid.core redis #redis", function()
+describe("chatmaid.redis.core #redis", function()
   local srv = rh.serve()
 
   local function connect()
