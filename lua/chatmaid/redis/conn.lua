@@ -44,7 +44,7 @@ function _M.redact(url)
   if at then
     local userinfo = rest:sub(1, at - 1)
     local user = userinfo:match("^([^:/@?]*):")
-    rest = ((user and user ~= "") and (user .. ":***") or "***") .. rest:sub(at)
+    rest = (user or "") .. ":***" .. rest:sub(at)
   else
     local authority = rest:match("^[^/?]*")
     local port = authority:match("^%[.*%]:(.*)$") or authority:match("^[^:]*:(.*)$")
@@ -293,7 +293,8 @@ local function node_of(self, host, port)
                  (host:find(":", 1, true) and ("[" .. host .. "]:" .. port) or (host .. ":" .. port))
     n = { key = key, host = host, port = port, idle = {}, open = 0, waiters = {},
           shas = {},
-          shown = port == 0 and addr or ("redis://" .. addr .. (u.db ~= 0 and ("/" .. u.db) or "")) }
+          shown = port == 0 and addr or ("redis://" .. (u.username and (u.username .. ":***@")
+                  or u.password and ":***@" or "") .. addr .. (u.db ~= 0 and ("/" .. u.db) or "")) }
     nodes[key] = n
   end
   return n
@@ -445,7 +446,7 @@ local function run(self, what, op)
       drop(node, c)        -- a half-read reply would desynchronise the next command
       wake(node)
       if kind == "timeout" then
-        msg = "no complete answer within " .. self.timeout_ms .. " ms"
+        msg = "no answer within " .. self.timeout_ms .. " ms"
       end
       return c_fail(self, kind, msg, what, node)
     end
