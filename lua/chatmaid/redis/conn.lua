@@ -32,6 +32,17 @@ end
 local SECRET_KEYS = { password = true, pass = true, pwd = true, auth = true, secret = true,
                       token = true, requirepass = true, key = true }
 
+-- After the userinfo, only what has the shape of host[:port][/db][?query] is shown: when the
+-- URL lacks its host, what follows the last "@" may be the end of the password.
+local function safe_hostpath(s)
+  local hostport, path, query = s:match("^([^/?]*)([^?]*)(.*)$")
+  if not (hostport:match("^[%w.-]*:?%d*$") or hostport:match("^%[[%x:.]*%]:?%d*$")) then
+    return "***"
+  end
+  if not path:match("^/?%d*$") then path = "/***" end
+  return hostport .. path .. query
+end
+
 -- redact(url) -> the URL with any password replaced by "***" (for messages). Safe for any
 -- string: the userinfo is everything before the LAST "@" (a password may hold "@", "/",
 -- ":"), a "host:port" whose port is not a number is hidden (a forgotten "@"), and so are
@@ -44,7 +55,7 @@ function _M.redact(url)
   if at then
     local userinfo = rest:sub(1, at - 1)
     local user = userinfo:match("^([^:/@?]*):")
-    rest = (user or "") .. ":***" .. rest:sub(at)
+    rest = (user or "") .. ":***@" .. safe_hostpath(rest:sub(at + 1))
   else
     local authority = rest:match("^[^/?]*")
     local port = authority:match("^%[.*%]:(.*)$") or authority:match("^[^:]*:(.*)$")
@@ -185,8 +196,14 @@ function _M.new(o)
   if type(cto) ~= "number" or cto ~= cto or cto <= 0 or cto > 86400 then
     error(where .. ": connect_timeout must be a positive number of seconds", level)
   end
+  -- the password as given and as decoded: scrubbed from any text a server sends back
+  local raw = o.url:match("^%a[%w+.-]*://[^:@]*:(.*)@") or o.url:match("^%a[%w+.-]*://(.*)@")
+  local secrets = {}
+  for _, pw in ipairs({ u.password or "", raw or "" }) do
+    if #pw >= 3 then secrets[#secrets + 1] = pw end
+  end
   return setmetatable({
-    u = u, where = where, shown = _M.redact(o.url),
+    u = u, where = where, shown = _M.redact(o.url), secrets = secrets,
     timeout = timeout, connect_timeout = cto,
     timeout_ms = math.ceil(timeout * 1000), connect_timeout_ms = math.ceil(cto * 1000),
     pool_size = o.pool_size or 16,
@@ -213,15 +230,14 @@ end
 -- confused server may echo what it was sent).
 local function scrub(self, text)
   text = tostring(text)
-  if #text > 200 then text = text:sub(1, 200) .. "..." end
-  local pw = self.u.password
-  if pw and #pw > 0 then
+  for _, pw in ipairs(self.secrets) do
     local i = text:find(pw, 1, true)
     while i do
       text = text:sub(1, i - 1) .. "***" .. text:sub(i + #pw)
       i = text:find(pw, i + 3, true)
     end
   end
+  if #text > 200 then text = text:sub(1, 200) .. "..." end
   return (text:gsub("[%z\1-\31\127]", "?"))
 end
 
