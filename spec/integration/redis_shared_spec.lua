@@ -1,0 +1,175 @@
+-- SPDX-License-Identifier: MIT
+-- chatmaid.redis's connections (issue 23, items 3 and 4): every limiter, seen set and
+-- campaign of a process shares one connection per Redis address (a small pool while tasks
+-- overlap), and inside a task a command waits through the client's scheduler, never
+-- blocking the frame.
+local redis = require "chatmaid.redis"
+local conn = require "chatmaid.redis.conn"
+local core = require "chatmaid.core"
+local F = require "spec.support.fixtures"
+local rh = require "spec.support.redis_helper"
+
+-- Our connections on the server: CLIENT LIST less redis-cli's own line.
+local function clients(srv)
+  local n = 0
+  for line in srv:cli("CLIENT", "LIST"):gmatch("[^\n]+") do
+    if not line:find("cmd=client", 1, true) then n = n + 1 end
+  end
+  return n
+end
+
+-- Drives c:step(0) as a 60 fps game loop until no task runs (or `limit` s): -> the frames
+-- and the worst step's work in seconds.
+local function frames(c, limit)
+  local deadline = core.monotime() + (limit or 5)
+  local worst, n = 0, 0
+  while core.monotime() < deadline do
+    local t0 = core.monotime()
+    local left = c:step(0)
+    local d = core.monotime() - t0
+    n = n + 1
+    if d > worst then worst = d end
+    if left == 0 then return n, worst end
+    core.sleep(1 / 60)
+  end
+  error("tasks still running after " .. (limit or 5) .. " s")
+end
+
+describe("chatmaid.redis connections #integration #redis", function()
+  local srv = rh.serve()
+  before_each(function() conn.close_all() end)
+
+  it("1,000 limiters, seen sets and campaigns in one process use one connection; "
+     .. "maxclients 300 fails nothing", function()
+    assert.equal("OK", srv:cli("CONFIG", "SET", "maxclients", "300"))
+    local base = clients(srv)
+    local lims, failed = {}, 0
+    for i = 1, 1000 do
+      lims[i] = redis.rate_limiter{ url = srv.url, key = "customer-" .. i, per_minute = 60 }
+      local w, err = lims[i]:try_take()
+      if w ~= 0 then failed = failed + 1 print(err) end
+    end
+    local sets = {}
+    for i = 1, 50 do
+      sets[i] = redis.seen_set{ url = srv.url, prefix = "shared" .. i .. ":" }
+      if sets[i]:seen("e") ~= false then failed = failed + 1 end
+    end
+    assert.equal(0, failed)
+    assert.equal(base + 1, clients(srv))
+    for i = 1, 1000 do assert.truthy(lims[i]:try_take() > 0) end
+    assert.equal(base + 1, clients(srv))
+    assert.same({ open = 1, idle = 1 }, conn.stats()["redis://127.0.0.1:" .. srv.port])
+    srv:cli("CONFIG", "SET", "maxclients", "10000")
+  end)
+
+  it("tasks overlapping on one address share a pool of at most conn.POOL, and get their "
+     .. "own answers", function()
+    local c = F.client({ url = "http://127.0.0.1:1" })
+    local base = clients(srv)
+    local results = {}
+    for i = 1, 40 do
+      c:spawn(function()
+        local set = redis.seen_set{ url = srv.url, prefix = "task" .. i .. ":" }
+        local a = set:seen("x")
+        local b = set:seen("x")
+        local h = set:has("y")
+        results[i] = { a, b, h }
+      end)
+    end
+    local peak = 0
+    local deadline = core.monotime() + 5
+    while c:step(0.01) > 0 and core.monotime() < deadline do
+      local n = clients(srv) - base
+      if n > peak then peak = n end
+    end
+    for i = 1, 40 do assert.same({ false, true, false }, results[i], "task " .. i) end
+    local after = clients(srv) - base           -- the pool's connections stay open, idle
+    if after > peak then peak = after end
+    assert.truthy(peak >= 2 and peak <= conn.POOL, peak)
+    c:close()
+  end)
+
+  it("a silent Redis inside a task: no frame of a 60 fps loop does more than 4 ms of work, "
+     .. "and the command ends at its deadline (timeout)", function()
+    local mute = rh.silent()
+    local c = F.client({ url = "http://127.0.0.1:1" })
+    local r, err, took
+    c:spawn(function()
+      local set = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.4 }
+      local t0 = core.monotime()
+      r, err = set:seen("evt")
+      took = core.monotime() - t0
+    end)
+    local n, worst = frames(c, 3)
+    mute:stop()
+    assert.is_nil(r)
+    assert.equal("transport", err.kind)
+    assert.equal("timeout", err.reason, tostring(err))
+    assert.truthy(took >= 0.39 and took < 0.6, took)
+    assert.truthy(worst <= 0.004, worst)
+    assert.truthy(n >= 15, n)     -- the loop kept its frames meanwhile
+    c:close()
+  end)
+
+  it("outside a task a command still blocks, bounded by the same deadline", function()
+    local mute = rh.silent()
+    local set = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.3 }
+    local t0 = core.monotime()
+    local r, err = set:seen("evt")
+    local took = core.monotime() - t0
+    mute:stop()
+    assert.is_nil(r)
+    assert.equal("timeout", err.reason)
+    assert.truthy(took >= 0.29 and took < 0.6, took)
+  end)
+
+  describe("beside HTTP transfers", function()
+    local sb = F.block_sandbox{ rate_limit = false }
+
+    it("a task's transfer completes while another task waits on a silent Redis: one "
+       .. "scheduler polls the Redis socket with libcurl's", function()
+      local mute = rh.silent()
+      local c = F.client(sb, { sleep = core.sleep })
+      local http_at, redis_at, redis_err
+      local t0 = core.monotime()
+      c:spawn(function()
+        local set = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.5 }
+        redis_err = select(2, set:seen("evt"))
+        redis_at = core.monotime() - t0
+      end)
+      c:spawn(function()
+        assert(c:account())
+        http_at = core.monotime() - t0
+      end)
+      local fds_seen = false
+      local deadline = core.monotime() + 5
+      while c:step(0.005) > 0 and core.monotime() < deadline do
+        if next(c:fds()) then fds_seen = true end
+      end
+      mute:stop()
+      assert.truthy(http_at and http_at < 0.4, http_at)
+      assert.equal("timeout", redis_err.reason)
+      assert.truthy(redis_at >= 0.49, redis_at)
+      assert.is_true(fds_seen)
+      c:close()
+    end)
+
+    it("limiter, seen set and a real Redis from tasks alongside sends", function()
+      local c = F.client(sb, { sleep = core.sleep })
+      local ok = 0
+      for i = 1, 10 do
+        c:spawn(function()
+          local set = redis.seen_set{ url = srv.url, prefix = "mix" .. i .. ":" }
+          assert(set:seen("a") == false)
+          assert(c:account())
+          assert(set:seen("a") == true)
+          ok = ok + 1
+        end)
+      end
+      local deadline = core.monotime() + 5
+      while c:step(0.01) > 0 and core.monotime() < deadline do end
+      assert.equal(10, ok)
+      c:close()
+    end)
+  end)
+end)
