@@ -29,7 +29,8 @@
 #define REDIS_MT "chatmaid.redis"
 #define MAX_ARGS 1024
 #define MAX_DEPTH 8
-/* What one reply may cost: elements of one array, objects in all, bytes buffered. Our
+/* What one reply may cost: elements of one array, values in all, bytes (of its strings, and
+ * buffered unparsed). Our
  * replies are small (the largest: a campaign's HVALS, one short string per item). */
 #define MAX_ELEMENTS (1L << 20)
 #define MAX_OBJECTS (1L << 22)
@@ -45,6 +46,7 @@ typedef struct Redis {
   int state;           /* ST_*: connecting, idle, a command sent and its reply not read */
   int closed;          /* close() was called: further use is a programmer error */
   long objects;        /* reply objects made for the reply being read */
+  size_t bytes;        /* and the bytes of its strings */
   const char *limit;   /* set by the capped reader functions: which cap a reply broke */
 } Redis;
 
@@ -65,6 +67,14 @@ static int count_object(const redisReadTask *task) {
 }
 
 static void *capped_string(const redisReadTask *task, char *str, size_t len) {
+  Redis *r = (Redis *)task->privdata;
+  if (r != NULL) {
+    r->bytes += len;
+    if (r->bytes > MAX_REPLY_BYTES) {
+      r->limit = "a reply of more than 64 MiB";
+      return NULL;
+    }
+  }
   return count_object(task) ? base_fns.createString(task, str, len) : NULL;
 }
 
@@ -294,6 +304,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
         r->reply = reply;
         r->state = ST_IDLE;
         r->objects = 0;
+        r->bytes = 0;
         lua_settop(L, 1);
         if (!depth_ok(reply, 1)) {
           release_reply(r);
@@ -377,6 +388,7 @@ static int do_send(lua_State *L, Redis *r) {
     return fail_ctx(L, r, 0);
   r->state = ST_SENT;
   r->objects = 0;
+  r->bytes = 0;
   r->limit = NULL;
   lua_pushboolean(L, 1);
   return 1;

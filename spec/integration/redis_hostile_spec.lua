@@ -146,6 +146,28 @@ describe("chatmaid.redis with hostile servers #integration #redis", function()
       assert.truthy(cpu < 1, cpu)
     end)
 
+    it("a reply of more than 4194304 values, or of many strings over 64 MiB in all: "
+       .. "protocol", function()
+      for _, case in ipairs({
+        { [[local one = "*1048576\r\n" .. string.rep(":1\r\n", 1048576)
+            return "*5\r\n" .. string.rep(one, 5)]], "more than 4194304 values in one reply" },
+        { [[local one = "$" .. (4 * 1048576) .. "\r\n" .. string.rep("x", 4 * 1048576) .. "\r\n"
+            local t = { "*20\r\n" }
+            for i = 2, 21 do t[i] = one end
+            return t]], "a reply of more than 64 MiB" },
+      }) do
+        local srv = faults.hostile([[if cmd == "AUTH" then return "+OK\r\n" end ]] .. case[1])
+        local c = conn.new{ url = url(srv.port), timeout = 10 }
+        local r, wall = timed(function() return c:call{ "GET", "k" } end)
+        srv:stop()
+        assert.is_true(r[1])
+        assert.is_nil(r[2])
+        assert.equal("protocol", r[3].reason, tostring(r[3]))
+        assert.truthy(tostring(r[3]):find(case[2], 1, true), tostring(r[3]))
+        assert.truthy(wall < 8, wall)
+      end
+    end)
+
     it("SCRIPT LOAD answered with an array or nil: protocol, and the SHA cache is not "
        .. "poisoned for a healthy server", function()
       for _, answer in ipairs({ [[return "*1\r\n$1\r\nx\r\n"]], [[return "$-1\r\n"]],
