@@ -135,15 +135,15 @@ describe("chatmaid.redis with hostile servers #integration #redis", function()
         local t = { "$1073741824\r\n" }
         for i = 2, 10 do t[i] = string.rep("x", 8 * 1048576) end
         return t]])
-      local c = conn.new{ url = url(srv.port), timeout = 5 }
+      local c = conn.new{ url = url(srv.port), timeout = 10 }
       local r, wall, cpu = timed(function() return c:call{ "GET", "k" } end)
       srv:stop()
       assert.is_true(r[1])
       assert.is_nil(r[2])
       assert.equal("protocol", r[3].reason, tostring(r[3]))
       assert.truthy(tostring(r[3]):find("a reply of more than 64 MiB", 1, true))
-      assert.truthy(wall < 4, wall)
-      assert.truthy(cpu < 1, cpu)
+      assert.truthy(wall < 8, wall)     -- the cap, not the deadline
+      assert.truthy(cpu < 2, cpu)
     end)
 
     it("a reply of more than 4194304 values, or of many strings over 64 MiB in all: "
