@@ -18,6 +18,10 @@ local function clients(srv)
   return n
 end
 
+-- A script that keeps the server busy for 30 ms (a slow command).
+local SPIN = "local t = redis.call('TIME') while true do local u = redis.call('TIME') "
+  .. "if (u[1] - t[1]) * 1000000 + (u[2] - t[2]) > 30000 then return 1 end end"
+
 -- Drives c:step(0) as a 60 fps game loop until no task runs (or `limit` s): -> the frames
 -- and the worst step's work in seconds.
 local function frames(c, limit)
@@ -38,6 +42,8 @@ end
 describe("chatmaid.redis connections #integration #redis", function()
   local srv = rh.serve()
   before_each(function() conn.close_all() end)
+  -- PUC Lua 5.1 cannot yield across pcall: there a task's command blocks (to its deadline)
+  local it_yields = coroutine.isyieldable and it or pending
 
   it("1,000 limiters, seen sets and campaigns in one process use one connection; "
      .. "maxclients 300 fails nothing", function()
@@ -62,13 +68,16 @@ describe("chatmaid.redis connections #integration #redis", function()
     srv:cli("CONFIG", "SET", "maxclients", "10000")
   end)
 
-  it("tasks overlapping on one address share a pool of at most conn.POOL, and get their "
+  it_yields("tasks overlapping on one address share a pool of at most conn.POOL, and get their "
      .. "own answers", function()
     local c = F.client({ url = "http://127.0.0.1:1" })
     local base = clients(srv)
     local results = {}
     for i = 1, 40 do
       c:spawn(function()
+        if i <= 4 then   -- a slow command first: the others overlap with it
+          assert(conn.new{ url = srv.url }:call{ "EVAL", SPIN, 0 } == 1)
+        end
         local set = redis.seen_set{ url = srv.url, prefix = "task" .. i .. ":" }
         local a = set:seen("x")
         local b = set:seen("x")
@@ -89,7 +98,7 @@ describe("chatmaid.redis connections #integration #redis", function()
     c:close()
   end)
 
-  it("a silent Redis inside a task: no frame of a 60 fps loop does more than 4 ms of work, "
+  it_yields("a silent Redis inside a task: no frame of a 60 fps loop does more than 4 ms of work, "
      .. "and the command ends at its deadline (timeout)", function()
     local mute = rh.silent()
     local c = F.client({ url = "http://127.0.0.1:1" })
@@ -111,6 +120,33 @@ describe("chatmaid.redis connections #integration #redis", function()
     c:close()
   end)
 
+  it_yields("tasks cancelled mid-command give their connections back", function()
+    local mute = rh.silent()
+    local url = "redis://127.0.0.1:" .. mute.port
+    local c = F.client({ url = "http://127.0.0.1:1" })
+    local tasks = {}
+    for i = 1, conn.POOL + 2 do
+      tasks[i] = c:spawn(function()
+        return redis.seen_set{ url = url, timeout = 5 }:seen("k" .. i)
+      end)
+    end
+    for _ = 1, 5 do c:step(0.01) end
+    assert.equal(conn.POOL, conn.stats()["redis://127.0.0.1:" .. mute.port].open)
+    for i = 1, #tasks do assert.is_true(tasks[i]:cancel()) end
+    assert.equal(0, conn.stats()["redis://127.0.0.1:" .. mute.port].open)
+    -- the pool is free again: a new task gets a connection (and then its own timeout)
+    local r, err
+    c:spawn(function()
+      r, err = redis.seen_set{ url = url, timeout = 0.2 }:seen("again")
+    end)
+    frames(c, 3)
+    mute:stop()
+    assert.is_nil(r)
+    assert.equal("timeout", err.reason, tostring(err))
+    assert.truthy(tostring(err):find("no answer within 200 ms", 1, true), tostring(err))
+    c:close()
+  end)
+
   it("outside a task a command still blocks, bounded by the same deadline", function()
     local mute = rh.silent()
     local set = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.3 }
@@ -126,7 +162,7 @@ describe("chatmaid.redis connections #integration #redis", function()
   describe("beside HTTP transfers", function()
     local sb = F.block_sandbox{ rate_limit = false }
 
-    it("a task's transfer completes while another task waits on a silent Redis: one "
+    it_yields("a task's transfer completes while another task waits on a silent Redis: one "
        .. "scheduler polls the Redis socket with libcurl's", function()
       local mute = rh.silent()
       local c = F.client(sb, { sleep = core.sleep })

@@ -104,7 +104,11 @@ function _M.proxy(target)
         elseif peer[c] then
           local data, err, partial = c:receive(65536)
           data = data or partial
-          if data and #data > 0 then peer[c]:settimeout(5) peer[c]:send(data) peer[c]:settimeout(0) end
+          if data and #data > 0 then
+            peer[c]:settimeout(5)
+            peer[c]:send(data)
+            peer[c]:settimeout(0)
+          end
           if err == "closed" then drop(c) end
         end
       end

@@ -111,7 +111,8 @@ function _M.parse_url(url, where, level)
   if scheme == "rediss" then bad(TLS_HINT) end
   if scheme:find("sentinel", 1, true) then bad(SENTINEL_HINT) end
   if scheme ~= "redis" then
-    bad("the scheme must be redis:// (or unix:// for a socket); " .. TLS_HINT:gsub("^TLS %(rediss://%)", "TLS"))
+    bad("the scheme must be redis:// (or unix:// for a socket); "
+        .. TLS_HINT:gsub("^TLS %(rediss://%)", "TLS"))
   end
   -- the userinfo ends at the last "@": a password may hold "@", "/" and ":" unescaped
   local auth, hostpath = rest:match("^(.*)@(.-)$")
@@ -305,19 +306,28 @@ local function node_of(self, host, port)
               .. (u.password or "")
   local n = nodes[key]
   if not n then
-    local addr = port == 0 and ("unix://" .. host) or
-                 (host:find(":", 1, true) and ("[" .. host .. "]:" .. port) or (host .. ":" .. port))
-    n = { key = key, host = host, port = port, idle = {}, open = 0, waiters = {},
-          shas = {},
-          shown = port == 0 and addr or ("redis://" .. (u.username and (u.username .. ":***@")
-                  or u.password and ":***@" or "") .. addr .. (u.db ~= 0 and ("/" .. u.db) or "")) }
+    local shown
+    if port == 0 then
+      shown = "unix://" .. host
+    else
+      shown = "redis://" .. (u.username and (u.username .. ":***@") or u.password and ":***@"
+                             or "")
+              .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+              .. (u.db ~= 0 and ("/" .. u.db) or "")
+    end
+    n = { key = key, host = host, port = port, idle = {}, open = 0, waiters = {}, shas = {},
+          shown = shown }
     nodes[key] = n
   end
   return n
 end
 
 -- The client whose task the running code is (of any client), for waits that yield; or nil
+-- (block) where the code cannot yield: PUC Lua 5.1 has no coroutine.isyieldable and cannot
+-- yield across a pcall (send_batch's protected hooks), nor can any Lua inside a metamethod.
+local isyieldable = coroutine.isyieldable
 local function task_ctx()
+  if not isyieldable or not isyieldable() then return nil end
   return (sched.running())
 end
 
@@ -348,9 +358,16 @@ local function drop(node, c)
   node.open = node.open - 1
 end
 
+-- Wakes the first waiter still waiting (a cancelled or timed-out one is skipped).
 local function wake(node)
-  local w = table.remove(node.waiters, 1)
-  if w then sched.notify(w.client, w.ev) end
+  while node.waiters[1] do
+    local w = table.remove(node.waiters, 1)
+    local t = w.ev.task
+    if t and t.wait == w.ev then
+      sched.notify(w.client, w.ev)
+      return
+    end
+  end
 end
 
 local function release(node, c)
@@ -404,7 +421,12 @@ local function acquire(self, node, deadline, ctx)
     end
     if node.open < _M.POOL or not ctx then
       node.open = node.open + 1
+      local forget = ctx and sched.on_cancel(ctx, function()   -- cancelled while connecting
+        node.open = node.open - 1
+        wake(node)
+      end)
       local c, err = open(self, node, ctx)
+      if forget then forget() end
       if not c then
         node.open = node.open - 1
         wake(node)
@@ -457,7 +479,11 @@ local function run(self, what, op)
   for _ = 0, _M.MAX_REDIRECTS do
     local c, err = acquire(self, node, deadline, ctx)
     if not c then return nil, err end
+    -- a task cancelled mid-command (task:cancel, client:close) gives its connection back
+    -- dropped (a reply is due on it); a blocking call cannot be cancelled
+    local forget = ctx and sched.on_cancel(ctx, function() drop(node, c) wake(node) end)
     local r, kind, msg = op(c, node, deadline, ctx, asking)
+    if forget then forget() end
     if r == nil and kind ~= "redis" then
       drop(node, c)        -- a half-read reply would desynchronise the next command
       wake(node)
