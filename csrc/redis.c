@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,30 @@ static int fail_ctx(lua_State *L, Redis *r, int err_no) {
   return fail_drop(L, r, kind, c->errstr[0] ? c->errstr : "I/O error");
 }
 
+/* redisBufferWrite without SIGPIPE: hiredis writes with write(2), and a server that closed
+ * the connection would kill a host process that did not ignore SIGPIPE. The signal is
+ * blocked in this thread around the write and a SIGPIPE it raised is taken back (the way
+ * libraries that cannot use MSG_NOSIGNAL do it); one already pending is left alone. */
+static int buffer_write(redisContext *c, int *done, int *err_no) {
+  sigset_t pipe_set, old, pending;
+  int rc, was_pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  was_pending = sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  errno = 0;
+  rc = redisBufferWrite(c, done);
+  *err_no = errno;
+  if (rc != REDIS_OK && *err_no == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
 /* poll() one fd for events, at most ms; EINTR counts as "not yet". -> revents or 0 */
 static short wait_fd(int fd, short events, int ms) {
   struct pollfd p;
@@ -278,8 +303,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
     /* ST_SENT: write what is queued, then read and parse what the socket has */
     if (c->obuf[0] != '\0') {
       int done = 0;
-      errno = 0;
-      if (redisBufferWrite(c, &done) != REDIS_OK) return fail_ctx(L, r, errno);
+      if (buffer_write(c, &done, &err_no) != REDIS_OK) return fail_ctx(L, r, err_no);
     }
     {
       void *rep = NULL;

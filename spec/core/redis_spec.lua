@@ -170,6 +170,31 @@ describe("chatmaid.redis.core #redis", function()
       assert.equal("an array of more than 1048576 elements", msg)
     end)
 
+    it("a server that closes while a large command is being written: kind closed, and no "
+       .. "SIGPIPE kills the process", function()
+      -- busted's LuaSocket ignores SIGPIPE, and children inherit that: this one runs with
+      -- the default action (death) restored, as a host that never loads LuaSocket
+      local s = faults.closer()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write("package.cpath = ", string.format("%q", package.cpath), "\n", [[
+        local core = require "chatmaid.redis.core"
+        local c = assert(core.redis_connect("127.0.0.1", tonumber(arg[1]), 1000, 1000))
+        os.execute("sleep 0.1")   -- the server's FIN has come: a write now is answered RST
+        local r, kind = c:command({ "SET", "k", string.rep("x", 8 * 1048576) }, 2000)
+        print(tostring(r) .. " " .. tostring(kind))
+      ]])
+      f:close()
+      local p = assert(io.popen("env --default-signal=PIPE " .. (os.getenv("CHATMAID_LUA")
+                                or "lua5.4") .. " " .. script .. " " .. s.port
+                                .. " 2>&1; echo exit:$?"))
+      local out = p:read("*a")
+      p:close()
+      s:stop()
+      os.remove(script)
+      assert.truthy(out:find("nil closed\nexit:0", 1, true), out)
+    end)
+
     it("nesting deeper than hiredis reads is a protocol error", function()
       local r, kind = against([[return string.rep("*1\r\n", 12) .. ":1\r\n"]])
       assert.is_nil(r)

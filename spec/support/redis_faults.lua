@@ -6,6 +6,7 @@
 --     in capitals, data: the raw request, n: the request number on this connection) and
 --     returns a string (sent at once), { "chunk", ..., delay = s } (each chunk `delay` s
 --     apart), or nil (close the connection).
+--   closer() -> { port, stop() }: closes every connection as soon as it is accepted.
 --   proxy(target_port) -> { port, switch(p), stop() }: a TCP forwarder (a virtual IP): each
 --     new connection goes to the current target; switch(p) moves the target for the
 --     connections that come next, as a failover moves a VIP (open ones stay where they are).
@@ -53,6 +54,22 @@ function _M.hostile(answer_code)
         end
       end
       c:close()
+    end
+  ]])
+  local port = started(w)
+  return { port = port, stop = function() w:kill9() w:reap() end }
+end
+
+-- closer() -> { port, stop() }: accepts each connection and closes it at once, unread
+function _M.closer()
+  local w = workers.spawn([[
+    local socket = require "socket"
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    io.write(port, "\n") io.stdout:flush()
+    while true do
+      local c = s:accept()
+      if c then c:close() end
     end
   ]])
   local port = started(w)
