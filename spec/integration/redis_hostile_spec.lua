@@ -168,6 +168,22 @@ describe("chatmaid.redis with hostile servers #integration #redis", function()
       end
     end)
 
+    it("a server redirecting forever (MOVED to itself): reason cluster after 5 hops",
+       function()
+      local srv = faults.hostile([[
+        if cmd == "AUTH" then return "+OK\r\n" end
+        return "-MOVED 866 127.0.0.1:" .. PORT .. "\r\n"]])
+      local c = conn.new{ url = url(srv.port), timeout = 0.5 }
+      local r, wall = timed(function() return c:call{ "GET", "k" } end)
+      srv:stop()
+      assert.is_true(r[1])
+      assert.is_nil(r[2])
+      assert.equal("cluster", r[3].reason, tostring(r[3]))
+      assert.truthy(tostring(r[3]):find("more than 5 MOVED/ASK redirects", 1, true))
+      no_secret(r[3])
+      assert.truthy(wall < 0.9, wall)
+    end)
+
     it("SCRIPT LOAD answered with an array or nil: protocol, and the SHA cache is not "
        .. "poisoned for a healthy server", function()
       for _, answer in ipairs({ [[return "*1\r\n$1\r\nx\r\n"]], [[return "$-1\r\n"]],

@@ -3,7 +3,8 @@
 -- 127.0.0.1 port:
 --   hostile(answer_code) -> { port, stop() }: a RESP server whose answers a Lua chunk
 --     decides: answer_code is the body of `function(cmd, data, n)` (cmd: the command's name
---     in capitals, data: the raw request, n: the request number on this connection) and
+--     in capitals, data: the raw request, n: the request number on this connection; the
+--     global PORT is the server's own port) and
 --     returns a string (sent at once), { "chunk", ..., delay = s } (each chunk `delay` s
 --     apart), or nil (close the connection).
 --   closer() -> { port, stop() }: closes every connection as soon as it is accepted.
@@ -26,6 +27,7 @@ function _M.hostile(answer_code)
     local answer = function(cmd, data, n) ]] .. answer_code .. [[ end
     local s = assert(socket.bind("127.0.0.1", 0))
     local _, port = s:getsockname()
+    PORT = port   -- luacheck: ignore (the answer code may name its own port)
     io.write(port, "\n") io.stdout:flush()
     while true do
       local c = s:accept()

@@ -478,7 +478,10 @@ local function run(self, what, op)
   local node, asking, readonly_retry = current_node(self), false, false
   for _ = 0, _M.MAX_REDIRECTS do
     local c, err = acquire(self, node, deadline, ctx)
-    if not c then return nil, err end
+    if not c then
+      self.moved = nil
+      return nil, err
+    end
     -- a task cancelled mid-command (task:cancel, client:close) gives its connection back
     -- dropped (a reply is due on it); a blocking call cannot be cancelled
     local forget = ctx and sched.on_cancel(ctx, function() drop(node, c) wake(node) end)
@@ -487,6 +490,7 @@ local function run(self, what, op)
     if r == nil and kind ~= "redis" then
       drop(node, c)        -- a half-read reply would desynchronise the next command
       wake(node)
+      self.moved = nil     -- a node a MOVED named may be gone: ask the URL's next time
       if kind == "timeout" then
         msg = "no answer within " .. self.timeout_ms .. " ms"
       end
