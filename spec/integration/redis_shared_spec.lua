@@ -147,18 +147,6 @@ describe("chatmaid.redis connections #integration #redis", function()
     c:close()
   end)
 
-  it("outside a task a command still blocks, bounded by the same deadline", function()
-    local mute = rh.silent()
-    local set = redis.seen_set{ url = "redis://127.0.0.1:" .. mute.port, timeout = 0.3 }
-    local t0 = core.monotime()
-    local r, err = set:seen("evt")
-    local took = core.monotime() - t0
-    mute:stop()
-    assert.is_nil(r)
-    assert.equal("timeout", err.reason)
-    assert.truthy(took >= 0.29 and took < 0.6, took)
-  end)
-
   describe("beside HTTP transfers", function()
     local sb = F.block_sandbox{ rate_limit = false }
 
