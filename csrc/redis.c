@@ -494,11 +494,17 @@ static int redis_busy(lua_State *L) {
   return 1;
 }
 
-/* conn:connected() -> false once closed, dropped after a failure, or in a forked child
- * (which then drops its copy: the caller reconnects, and the parent's socket is untouched) */
+/* conn:connected() -> false once closed, dropped after a failure, in a forked child (which
+ * then drops its copy: the caller reconnects, and the parent's socket is untouched), or when
+ * an idle connection has something to read (the server closed it: dropped) */
 static int redis_connected(lua_State *L) {
   Redis *r = check_redis(L);
   if (r->ctx != NULL && r->pid != getpid()) redis_release(r);
+  /* idle, nothing may be readable: EOF or bytes mean the server closed it (a restart, its
+   * idle timeout) or spoke out of turn; a command sent there would fail or read them */
+  if (r->ctx != NULL && r->state == ST_IDLE && r->ctx->reader->pos == r->ctx->reader->len
+      && wait_fd(r->ctx->fd, POLLIN, 0) != 0)
+    redis_release(r);
   lua_pushboolean(L, r->ctx != NULL && !r->closed);
   return 1;
 }

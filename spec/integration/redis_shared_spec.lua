@@ -147,6 +147,18 @@ describe("chatmaid.redis connections #integration #redis", function()
     c:close()
   end)
 
+  it("a restarted Redis: the next command reconnects without an error", function()
+    local own = rh.start()
+    local set = redis.seen_set{ url = own.url, prefix = "rs:" }
+    assert.is_false(set:seen("a"))
+    local port = own.port
+    own:stop()
+    own = rh.start{ port = port }
+    local r, err = set:seen("b")          -- the pooled connection is stale: a new one
+    own:stop()
+    assert.equal(false, r, tostring(err))
+  end)
+
   describe("beside HTTP transfers", function()
     local sb = F.block_sandbox{ rate_limit = false }
 

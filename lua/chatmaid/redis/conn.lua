@@ -386,7 +386,11 @@ local function open(self, node, ctx)
   if c then
     local r
     r, kind, msg = pump(c, deadline, ctx)   -- the connect itself
-    if r == nil then c:close(); c = nil end
+    if r == nil then
+      c:close()
+      c = nil
+      if kind == "timeout" then msg = "no connection within " .. self.connect_timeout_ms .. " ms" end
+    end
   end
   if not c then
     return c_fail(self, kind == "closed" and "connect" or kind, msg, "connect", node)
