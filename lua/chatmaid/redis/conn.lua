@@ -389,7 +389,9 @@ local function open(self, node, ctx)
     if r == nil then
       c:close()
       c = nil
-      if kind == "timeout" then msg = "no connection within " .. self.connect_timeout_ms .. " ms" end
+      if kind == "timeout" then
+        msg = "no connection within " .. self.connect_timeout_ms .. " ms"
+      end
     end
   end
   if not c then
