@@ -74,8 +74,10 @@ describe("chatmaid.redis topology #integration #redis", function()
     setup(function()
       local addrs = {}
       for i = 1, 3 do
+        -- the bus port is a free one too (by default port + 10000: taken, or past 65535)
         nodes[i] = rh.start{ args = "--cluster-enabled yes --cluster-config-file nodes.conf "
-                                    .. "--cluster-node-timeout 2000" }
+                                    .. "--cluster-node-timeout 2000 --cluster-port "
+                                    .. rh.free_port() }
         addrs[i] = "127.0.0.1:" .. nodes[i].port
       end
       local p = io.popen("redis-cli --cluster create " .. table.concat(addrs, " ")
