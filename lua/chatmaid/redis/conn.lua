@@ -561,7 +561,7 @@ end
 
 local unpack = table.unpack or unpack   -- luacheck: ignore
 
-local function nginx_call(self, ngx, args)
+local function nginx_call_once(self, ngx, args)
   local phase = ngx.get_phase()
   if not COSOCKET[phase] then
     return fail("phase", "no cosockets in nginx's " .. phase .. " phase: call from "
@@ -591,7 +591,8 @@ local function nginx_call(self, ngx, args)
                 "cannot connect: " .. scrub(self, err) .. " (" .. self.shown .. ")")
   end
   if not split then red:set_timeout(self.timeout_ms) end
-  if (red:get_reused_times() or 0) == 0 then
+  local reused = (red:get_reused_times() or 0) > 0
+  if not reused then
     for _, cmd in ipairs(setup_cmds(self.u)) do
       local r, e = red[cmd[1]:lower()](red, unpack(cmd, 2))
       if not r then
@@ -610,9 +611,11 @@ local function nginx_call(self, ngx, args)
                 args[1] .. ": " .. scrub(self, e) .. " (" .. self.shown .. ")")
   end
   if r == false and tostring(e):find("READONLY", 1, true) then
-    red:close()   -- not back to the pool: the next command connects again
-    return fail("readonly", args[1] .. ": the server is a read-only replica (" .. self.shown
-                .. "): point the URL at the primary", { redis_error = scrub(self, e) })
+    red:close()   -- not back to the pool
+    local _, err = fail("readonly", args[1] .. ": the server is a read-only replica ("
+                        .. self.shown .. "): point the URL at the primary, or at an address "
+                        .. "that follows it after a failover", { redis_error = scrub(self, e) })
+    return nil, err, reused
   end
   red:set_keepalive(60000, self.pool_size)
   if r == false then
@@ -624,6 +627,17 @@ local function nginx_call(self, ngx, args)
     return fail("redis", scrub(self, e), { redis_error = scrub(self, e) })
   end
   return denull(r, ngx.null)
+end
+
+-- A pooled connection answering READONLY predates a failover behind the address: it is
+-- closed and the command tried again, on the next pooled one or a new one (a pool holds at
+-- most pool_size); READONLY from a new connection is the answer.
+local function nginx_call(self, ngx, args)
+  for _ = 1, self.pool_size do
+    local r, err, stale = nginx_call_once(self, ngx, args)
+    if r ~= nil or not stale then return r, err end
+  end
+  return nginx_call_once(self, ngx, args)
 end
 
 -- conn:call{ "CMD", arg, ... } -> reply | nil, err
