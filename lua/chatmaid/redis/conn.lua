@@ -612,10 +612,10 @@ local function nginx_call_once(self, ngx, args)
   end
   if r == false and tostring(e):find("READONLY", 1, true) then
     red:close()   -- not back to the pool
-    local _, err = fail("readonly", args[1] .. ": the server is a read-only replica ("
-                        .. self.shown .. "): point the URL at the primary, or at an address "
-                        .. "that follows it after a failover", { redis_error = scrub(self, e) })
-    return nil, err, reused
+    local _, ro = fail("readonly", args[1] .. ": the server is a read-only replica ("
+                       .. self.shown .. "): point the URL at the primary, or at an address "
+                       .. "that follows it after a failover", { redis_error = scrub(self, e) })
+    return nil, ro, reused
   end
   red:set_keepalive(60000, self.pool_size)
   if r == false then
