@@ -215,6 +215,12 @@ describe("chatmaid.redis with hostile servers #integration #redis", function()
         assert.equal("protocol", err.reason)
         assert.truthy(tostring(err):find("the limiter script answered", 1, true))
       end
+      local _, e = conn.expect({}, "integer", "EXISTS")
+      assert.equal("redis: EXISTS answered an array of 0 where an integer was expected (is "
+                   .. "this a Redis server?)", e.message)
+      _, e = conn.expect(false, "array", "HGETALL")
+      assert.equal("redis: HGETALL answered a nil reply where an array was expected (is "
+                   .. "this a Redis server?)", e.message)
       assert.is_nil((conn.expect("1.5", "integer", "x")))
       assert.is_nil((conn.expect(1, "string", "x")))
       assert.is_nil((conn.expect("QUEUED", "ok", "x")))

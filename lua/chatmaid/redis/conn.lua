@@ -281,7 +281,7 @@ function _M.expect(r, what, name)
   end
   if v == nil then
     return fail("protocol", tostring(name) .. " answered " .. shape(r) .. " where "
-                .. (what == "ok" and "OK" or ("a" .. (what == "integer" and "n " or " ")
+                .. (what == "ok" and "OK" or ((what:find("^[aeiou]") and "an " or "a ")
                 .. what)) .. " was expected (is this a Redis server?)")
   end
   return v
