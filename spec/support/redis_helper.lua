@@ -31,7 +31,7 @@ function _M.binary()
   return nil
 end
 
--- start{ password = nil, port = nil (a free one) }
+-- start{ password = nil, port = nil (a free one), args = "more redis-server options" }
 --   -> server { port, url, dir, pid, stop(), cli(...) }
 local function launch(self, opts)
   opts = opts or {}
@@ -42,6 +42,7 @@ local function launch(self, opts)
   local args = "--port " .. port .. " --bind 127.0.0.1 --dir " .. dir .. " --save ''"
                .. " --appendonly no --daemonize no --logfile " .. dir .. "/redis.log"
   if opts.password then args = args .. " --requirepass " .. opts.password end
+  if opts.args then args = args .. " " .. opts.args end     -- e.g. "--cluster-enabled yes"
   local p = assert(io.popen("exec " .. bin .. " " .. args .. " >/dev/null 2>&1 & echo $!"))
   local pid = tonumber(p:read("*l"))
   p:close()
