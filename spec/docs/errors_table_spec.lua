@@ -70,6 +70,9 @@ local function from_code()
       add(reasons, r, f)
     end
   end
+  -- the Redis core's pump answers nil, "again", "r"|"w" while a reply is on its way: a wait
+  -- signal conn.lua consumes (it parks the task on the socket), never an err.reason
+  reasons.again = nil
   return kinds, reasons
 end
 
