@@ -343,6 +343,65 @@ function Seen:seen(key)
   return false
 end
 
+-- The two-phase claim, as chatmaid.redis.seen_set's (DESIGN.md, "Webhook claims"): a
+-- delivery is claimed for `lease` seconds while its handler runs and remembered only once
+-- the handler returned, so a handler that fails lets the redelivery through.
+-- set:claim(key [, lease = 30]) -> token | false, "done" | false, "busy"
+function Seen:claim(key, lease)
+  check_key("seen_set:claim", key)
+  if self:has(key) then return false, "done" end
+  local now = self.now()
+  self.claims = self.claims or {}
+  local c = self.claims[key]
+  if c and c.expires > now then return false, "busy" end
+  self.n_claims = (self.n_claims or 0) + 1
+  local token = tostring(self.n_claims)
+  self.claims[key] = { token = token, expires = now + (lease or 30) }
+  return token
+end
+
+-- set:done(key, token) -> true: the handler returned; the key is remembered (add).
+function Seen:done(key, token)
+  check_key("seen_set:done", key)
+  if self.claims then self.claims[key] = nil end
+  self:add(key)
+  return token ~= nil
+end
+
+-- set:release(key, token) -> true | false (no longer ours): let a redelivery through now.
+function Seen:release(key, token)
+  check_key("seen_set:release", key)
+  local c = self.claims and self.claims[key]
+  if not c or c.token ~= token then return false end
+  self.claims[key] = nil
+  return true
+end
+
+-- webhook.handle_once(set, key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
+-- set:claim(key); fn(...); set:done. If fn raises, the claim is released and the error
+-- raised again. set: a webhook.seen_set or a chatmaid.redis.seen_set (its `handle`).
+function _M.handle_once(set, key, fn, ...)
+  if type(fn) ~= "function" then
+    error("seen_set:handle: fn must be a function (got " .. type(fn) .. ")", 3)
+  end
+  local token, why = set:claim(key)
+  if token == nil then return nil, why end
+  if not token then return why == "done" and "duplicate" or "busy" end
+  local ok, e = pcall(fn, ...)
+  if not ok then
+    set:release(key, token)
+    error(e, 0)
+  end
+  set:done(key, token)
+  return "handled"
+end
+
+-- set:handle(key, fn, ...): webhook.handle_once(set, key, fn, ...)
+function Seen:handle(key, fn, ...)
+  local r, err = _M.handle_once(self, key, fn, ...)
+  return r, err
+end
+
 -- set:count() -> number of keys held (expired ones are dropped lazily, on add)
 function Seen:count()
   return self.n
