@@ -193,10 +193,13 @@ function _M.send_batch(self, items, o)
 
   local function pace()
     if not limiter then return end
-    local now = self.now()
-    local t = limiter:ready_at(now)
-    if t > now then nap(t - now); now = self.now() end
-    if not stop_reason then limiter:take(now) end
+    while not stop_reason do
+      local now = self.now()
+      local t, lerr = limiter:ready_at(now)
+      if not t then return stop("limiter", lerr) end
+      if t <= now then return limiter:take(now) end
+      nap(t - now)
+    end
   end
 
   local jobs, by_from, senders = {}, {}, {}
@@ -283,7 +286,12 @@ function _M.send_batch(self, items, o)
       if pacer then pacer:enter(c) end
       while not stop_reason do
         local now = c.now()
-        local t = limiter and limiter:ready_at(now) or now
+        local t, lerr = now, nil
+        if limiter then t, lerr = limiter:ready_at(now) end
+        if not t then
+          stop("limiter", lerr)   -- a shared limiter gave up (Redis down for max_outage)
+          break
+        end
         if hold > t then t = hold end
         if t <= now then
           if limiter then limiter:take(now) end
@@ -424,6 +432,8 @@ function _M.send_batch(self, items, o)
     local why = stop_reason == "stop" and ("stop requested (" .. tostring(stop_cause) .. ")")
                 or stop_reason == "journal" and tostring(stop_cause)
                 or stop_reason == "closed" and "the client was closed"
+                or stop_reason == "limiter"
+                   and ("the rate limiter failed: " .. tostring(stop_cause))
                 or ("a callback raised: " .. tostring(stop_cause))
     error(errors.new("interrupted", why .. "; " .. summary.interrupted .. " of " .. n
                      .. " items not sent (err.results, err.summary)",

@@ -178,8 +178,9 @@ function _M.commands.batch(a, ctx)
   if a.redis then
     if a.rate == 0 then return ctx.usage("--redis shares the rate limit: not with --rate 0") end
     local redis = require "chatmaid.redis"
+    -- a 0.5 s command timeout: Ctrl-C is seen within 1 s even while Redis does not answer
     local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
-      key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or "") })
+      key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or ""), timeout = 0.5 })
     if not ok then return ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", "")) end
     limiter = lim
   end
