@@ -11,6 +11,10 @@
 -- expire, the next claim puts its unfinished numbers back at the front of pending and
 -- another worker sends them with the same keys. The API answers a key it already has with
 -- the message it created, so an item the dead worker had sent is not sent twice.
+--   meta    (hash)  n, fp (the keys' fingerprint), epoch (made when the state was built)
+-- Redis may lose all or part of this (restart without persistence, FLUSHDB, failover,
+-- eviction): every script checks the epoch and that pending + leased + done hold n items,
+-- and the worker returns err.kind "state_lost" instead of finishing (DESIGN.md).
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
