@@ -75,6 +75,13 @@ local function check_key(fname, key)
   return tostring(key)
 end
 
+local function check_token(fname, token)
+  if type(token) ~= "string" then
+    error("chatmaid.redis.seen_set:" .. fname .. ": token must be the string claim() "
+          .. "returned (got " .. type(token) .. ")", 3)
+  end
+end
+
 local function failed(self, err, open_value)
   if self.fail == "open" then return open_value end
   return nil, err
@@ -142,9 +149,7 @@ end
 -- the event: the claim's lease ends and a redelivery, if any, is handled again.
 function _M:done(key, token)
   key = check_key("done", key)
-  if type(token) ~= "string" then
-    error("chatmaid.redis.seen_set:done: token must be the string claim() returned", 2)
-  end
+  check_token("done", token)
   local r, err = self.conn:call{ "SET", self.prefix .. key, "1", "EX", self.ttl }
   if r == nil then return failed(self, err, true) end
   return true
@@ -155,9 +160,7 @@ end
 -- handled at once (if this fails, the lease runs out instead).
 function _M:release(key, token)
   key = check_key("release", key)
-  if type(token) ~= "string" then
-    error("chatmaid.redis.seen_set:release: token must be the string claim() returned", 2)
-  end
+  check_token("release", token)
   local r, err = self.conn:script(_M.RELEASE, { self.prefix .. key }, { token })
   if r == nil then return failed(self, err, false) end
   return r == 1

@@ -47,6 +47,21 @@ local function answer(status, body)
   ngx.eof()   -- the sender has its answer now; the handler may keep working
 end
 
+-- Redis could not be asked: 503, the API delivers again later.
+local function unavailable(o, err)
+  err.status = 503
+  if o.respond then
+    ngx.header["Retry-After"] = "30"
+    answer(503, '{"received":false,"error":"dedupe_unavailable"}')
+  end
+  return nil, err
+end
+
+local function duplicate(o, event)
+  if o.respond then answer(200, '{"received":true,"duplicate":true}') end
+  return nil, "duplicate", event
+end
+
 local function reject(o, status, kind, message, fields)
   fields = fields or {}
   fields.status = status
@@ -181,8 +196,7 @@ function _M.receive_webhook(opts)
     -- add() is atomic across workers: exactly one of two concurrent deliveries wins.
     local ok, aerr = dict:add(key, true, o.dedupe_ttl or _M.DEFAULT_DEDUPE_TTL)
     if not ok and aerr == "exists" then
-      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
-      return nil, "duplicate", event
+      return duplicate(o, event)
     elseif not ok then
       -- dict full even after evicting: better a rare double than a lost delivery
       ngx.log(ngx.WARN, "chatmaid: webhook dedupe dict '", o.shared_dict, "': ", aerr)
@@ -194,15 +208,9 @@ function _M.receive_webhook(opts)
     local key = webhook.dedupe_key(event)
     local token, state = seen:claim(key)
     if token == nil then
-      state.status = 503
-      if o.respond then
-        ngx.header["Retry-After"] = "30"
-        answer(503, '{"received":false,"error":"dedupe_unavailable"}')
-      end
-      return nil, state
+      return unavailable(o, state)
     elseif not token and state == "done" then
-      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
-      return nil, "duplicate", event
+      return duplicate(o, event)
     elseif not token then
       if o.respond then
         ngx.header["Retry-After"] = "5"
@@ -215,15 +223,9 @@ function _M.receive_webhook(opts)
     -- a seen_set-like object without claim(): SET NX EX, one phase
     local dup, serr = seen:seen(webhook.dedupe_key(event))
     if dup == nil then
-      serr.status = 503
-      if o.respond then
-        ngx.header["Retry-After"] = "30"
-        answer(503, '{"received":false,"error":"dedupe_unavailable"}')
-      end
-      return nil, serr
+      return unavailable(o, serr)
     elseif dup then
-      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
-      return nil, "duplicate", event
+      return duplicate(o, event)
     end
   end
   if o.handler then
