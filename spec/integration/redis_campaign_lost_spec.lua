@@ -126,6 +126,26 @@ describe("chatmaid.redis.campaign when Redis loses its state #integration #redis
     assert.same({ total = N, pending = 0, leased = 0, done = N, sent = N, failed = 0 }, st)
   end)
 
+  it("a rate limiter that gives up on its Redis: nil, err; the rest stays leased",
+     function()
+    local id = "limgone-" .. os.time()
+    local items = {}
+    for i = 1, 4 do
+      items[i] = { from = F.PHONE, to = string.format("+1555702%04d", i), content = "g" .. i }
+    end
+    local c = F.client(sb)
+    local lim = redis.rate_limiter{ url = "redis://127.0.0.1:" .. rh.free_port() .. "/0",
+                                    per_minute = 600, timeout = 0.1, max_outage = 0.3 }
+    local camp = redis.campaign{ url = srv.url, id = id }
+    local res, err = camp:run(c, items, { rate_limiter = lim, chunk = 4 })
+    assert.is_nil(res)
+    assert.same({ "interrupted", "limiter" }, { err.kind, err.reason })
+    assert.equal(0, err.summary.sent)
+    local st = assert(camp:status())
+    assert.same({ 4, 0, 0 }, { st.leased, st.done, sb:stats().messagesCreated })
+    c:close()
+  end)
+
   it("an evicted key is detected: not finished, state_lost; resume completes it", function()
     local id = "evict-" .. os.time()
     local items = {}

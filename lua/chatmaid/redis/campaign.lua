@@ -20,6 +20,7 @@ local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
 local batch = require "chatmaid.batch"
 local core = require "chatmaid.core"
+local sched = require "chatmaid.sched"
 
 local _M = { DEFAULT_LEASE = 30, DEFAULT_POLL = 0.5 }
 local mt = { __index = _M }
@@ -260,6 +261,8 @@ end
 --   died), failed, claimed, taken_over (expired leases this worker put back), requests,
 --   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed
 -- (err.results holds what was sent; leased items go back to the others after the lease).
+-- err.kind "interrupted": the batch stopped (err.reason "limiter": the shared rate limiter
+-- gave up on its Redis after max_outage); unfinished items go back after the lease.
 -- err.kind "state_lost": Redis lost the campaign's state under this worker (DESIGN.md,
 -- "Shared campaigns"): run again with opts.resume = true to rebuild it from `items`
 -- (every item not known done is sent again with its key: the API replays those it has).
@@ -376,7 +379,25 @@ function _M:run(client, items, opts)
           end
         end
       end
-      local res, s = client:send_batch(sub, send_opts)
+      local res, s
+      if sched.in_task(client) then   -- no pcall around a task's waits (Lua 5.1)
+        res, s = client:send_batch(sub, send_opts)
+      else
+        local ok
+        ok, res, s = pcall(client.send_batch, client, sub, send_opts)
+        if not ok then
+          -- the batch stopped (e.g. its shared limiter gave up on Redis): what it finished
+          -- is recorded; the rest stays leased and goes back to the others after the lease
+          if errors.is(res) and res.kind == "interrupted" then
+            for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
+                                "retries" } do
+              sum[f] = sum[f] + ((res.summary or {})[f] or 0)
+            end
+            return fail(res)
+          end
+          error(res, 0)
+        end
+      end
       for j, i in ipairs(idx) do record(i, res[j]) end
       for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
                           "retries" } do
