@@ -15,7 +15,9 @@
 #include "clock.h"
 #include "redis.h"
 #include "sigwatch.h"
+#include "fdwatch.h"
 #include "text.h"
+#include "filelock.h"
 
 #define CM_VERSION "0.1.0"
 
@@ -51,6 +53,8 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_clock_open(L);
   cm_redis_open(L);
   cm_sigwatch_open(L);
+  cm_fdwatch_open(L);
   cm_text_open(L);
+  cm_filelock_open(L);
   return 1;
 }

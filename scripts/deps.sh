@@ -3,7 +3,7 @@
 # Debian's packages; otherwise it prints the one command that installs them.
 PKGS="build-essential pkg-config libcurl4-openssl-dev libssl-dev openssl curl
 lua5.4 liblua5.4-dev lua-cjson lua-cjson-dev lua-socket lua-busted lua-check luarocks lua-argparse
-libhiredis-dev redis-server"
+libhiredis-dev redis-server lua-luv"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -351,6 +351,15 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   return nil, errors.new(ekind, message, f)
 end
 
+-- may_have_reached(res, kind) -> false only when this attempt provably created nothing: no
+-- connection was made (connect, resolve, tls, config), or the server refused the request
+-- with a 4xx. A timeout, a broken connection, a 5xx or an unreadable 2xx may hide a message.
+local NEVER_LEFT = { connect = true, resolve = true, tls = true, config = true }
+function _M.may_have_reached(res, kind)
+  if res then return not (res.status >= 400 and res.status < 500) end
+  return not NEVER_LEFT[kind]
+end
+
 -- The one request pipeline: hooks, attempts, retries, last_response. Every request of the
 -- library goes through here (sequential calls, tasks and each item of send_batch).
 -- o: per-call options (timeout, max_retries, max_retry_wait, and o.no_replay for a request
@@ -374,7 +383,9 @@ function _M.request(self, method, path, query, body, o, idem)
   local req = { method = method, url = self.base_url .. full_path, headers = headers,
                 body = payload, timeout_ms = math.ceil(timeout * 1000),
                 fresh_connect = o.no_replay }
+  req.idempotency_key = idem     -- sched: a task cancelled with this in flight says so
   local attempt, fails, limited = 0, 0, 0
+  local maybe = false           -- may an attempt have reached the server (and made the message)?
   while true do
     attempt = attempt + 1
     if gate and not gate:enter(self) then return nil, false end
@@ -412,6 +423,10 @@ function _M.request(self, method, path, query, body, o, idem)
     end
     if not err then return value end
     err.attempts, err.idempotency_key = attempt, idem
+    if idem then
+      maybe = maybe or _M.may_have_reached(res, kind)
+      err.maybe_sent = maybe
+    end
     local action, wait
     if gate and err.status == 429 then
       -- flow control, not a failure of this request: its own budget, and the gate holds

@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
+
+--- Run the local Chatmaid emulator and drive it (docs/testing-with-sandbox.md).
 -- chatmaid.sandbox: start the local Chatmaid v1 emulator in a child process and drive it.
 -- The child is needed because SDK clients block (inside libcurl) while they wait, so the
 -- server cannot share their Lua state. Control helpers talk HTTP via LuaSocket.
+-- @module chatmaid.sandbox
 local socket = require("socket")
 local shttp = require("socket.http")
 local ltn12 = require("ltn12")
@@ -42,9 +45,14 @@ local function read_file(path)
   return s
 end
 
+--- Start a sandbox in a child process.
 -- start(opts) -> sb. Raises when the child cannot start (message includes its stderr).
 -- opts: port (0), config (table or file path), control (true), time_factor, live_delay,
 -- rate_limit (number or false), webhook = { url, secret }, lua (interpreter), verbose.
+-- @tparam[opt] table opts port (0), config, control (true), time_factor, live_delay, rate_limit,
+--   webhook, lua, verbose
+-- @treturn table sb (sb.url, sb.port, sb.pid and the methods below)
+-- @raise when the child cannot start (with its stderr), or on a bad option
 function _M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("sandbox.start: opts must be a table", 2) end
@@ -108,9 +116,17 @@ function _M.start(opts)
   return self
 end
 
+--- One HTTP request to the sandbox (LuaSocket, not the SDK).
 -- request(method, path, body, headers) -> status, decoded body (or raw text), headers
 --   | nil, err. body: table (sent as JSON) or string. Uses LuaSocket, not the SDK.
 -- Requests to /__sandbox/ carry X-Chatmaid-Sandbox: 1 unless headers sets it (false: omit).
+-- @tparam string method
+-- @tparam string path
+-- @tparam[opt] table|string body a table is sent as JSON
+-- @tparam[opt] table headers
+-- @treturn ?number the status, or nil
+-- @treturn table|string|nil the decoded body (or raw text), or the error
+-- @treturn ?table the headers
 function _M:request(method, path, body, headers)
   local h = {}
   for k, v in pairs(headers or {}) do h[k:lower()] = v end
@@ -154,13 +170,39 @@ local function control(self, method, path, body)
   return b.data
 end
 
+--- Counters (control endpoint).
 -- Control helpers: each returns the response's data, or nil, err.
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:stats() return control(self, "GET", "/stats") end
+--- Add a fault (control endpoint).
+-- @tparam table spec type, path, method, count, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:fault(spec) return control(self, "POST", "/faults", spec) end
+--- Clear messages, counters, faults (control endpoint).
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:reset() return control(self, "POST", "/reset") end
+--- Create messages directly (control endpoint).
+-- @tparam[opt] table spec count, status, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:seed(spec) return control(self, "POST", "/seed", spec or {}) end
+--- The webhook delivery log (control endpoint).
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:webhooks() return control(self, "GET", "/webhooks") end
+--- Change settings at runtime (control endpoint).
+-- @tparam[opt] table tbl rate_limit, live_delay, webhook, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:config(tbl) return control(self, "POST", "/config", tbl or {}) end
+--- Change a phone's connection status (fires its webhook).
+-- @tparam string id the phone id
+-- @tparam string state "connected", "disconnected", ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:set_phone_state(id, state)
   local ref = tostring(id):gsub("[^%w_%-%.]", function(c)
     return string.format("%%%02X", c:byte())
@@ -176,7 +218,9 @@ local function alive(pid)
   return not s:match("^%d+ %b() Z")
 end
 
+--- Stop the child and reap it. Idempotent.
 -- stop(): shut the child down (HTTP, then kill as a fallback) and reap it. Idempotent.
+-- @treturn boolean true
 function _M:stop()
   if self.stopped then return true end
   self.stopped = true
@@ -190,7 +234,9 @@ function _M:stop()
   return true
 end
 
+--- What the child wrote to stderr so far.
 -- stderr() -> what the child wrote to stderr so far ("" when verbose).
+-- @treturn string
 function _M:stderr()
   return self.errfile and read_file(self.errfile) or ""
 end

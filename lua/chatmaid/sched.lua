@@ -120,7 +120,20 @@ function Sched:spawn(fn, ...)
   self.live[t] = true
   self.n_live = self.n_live + 1
   self.ready[#self.ready + 1] = t
+  local wake = self.wake
+  if wake then wake("spawn") end
   return t
+end
+
+-- on_wake(client, fn | nil): fn(why) is called when work changes outside the loop's own
+-- step: why = "spawn" (after), "cancel" or "close" (before the transfers are aborted, so an
+-- event loop can stop watching sockets libcurl is about to close). One hook per client: the
+-- event loop adapter that drives it (chatmaid.loop.luv). -> the previous hook.
+function _M.on_wake(client, fn)
+  local s = _M.of(client)
+  local prev = s.wake
+  s.wake = fn
+  return prev
 end
 
 local function queue_callbacks(self, t)
@@ -181,10 +194,18 @@ local function drop_wait(self, t)
   end
 end
 
+-- The error of a cancelled task. A send it made may have reached the server (its request
+-- left, or is done): err.idempotency_key is that send's key (the last one the task made) and
+-- err.maybe_sent says so; false only when no request of the task ever left.
+local function cancel_error(t, why)
+  return errors.new("cancelled", why, { retryable = false, idempotency_key = t.idempotency_key,
+                                        maybe_sent = t.maybe_sent or false })
+end
+
 local function cancelled(self, t, why)
   t.cancelled = true
   drop_wait(self, t)
-  finish(self, t, false, errors.new("cancelled", why, { retryable = false }))
+  finish(self, t, false, cancel_error(t, why))
   if co_close and co_status(t.co) == "suspended" then co_close(t.co) end
   run_cleanups(t)
 end
@@ -367,6 +388,7 @@ end
 
 -- close(why): every running task ends as cancelled; their on_done callbacks run now.
 function Sched:close(why)
+  if self.wake then self.wake("close") end
   local list = {}
   for t in pairs(self.live) do list[#list + 1] = t end
   table.sort(list, function(a, b) return a.seq < b.seq end)
@@ -410,6 +432,9 @@ end
 function _M.transfer(client, req)
   local s, t = in_task(client)
   if t then
+    if req.idempotency_key then   -- from here the send may reach the server (cancel_error)
+      t.idempotency_key, t.maybe_sent = req.idempotency_key, true
+    end
     if not s.multi then return s.tr:request(req) end
     local token = s.token + 1
     s.token = token
@@ -573,9 +598,10 @@ end
 function Task:cancel()
   if self.state == "done" then return false end
   local s = self.sched
+  if s.wake then s.wake("cancel") end
   if self.state == "running" then
     self.cancelled = true
-    finish(s, self, false, errors.new("cancelled", "task cancelled", { retryable = false }))
+    finish(s, self, false, cancel_error(self, "task cancelled"))
     run_cleanups(self)
   else
     cancelled(s, self, "task cancelled")

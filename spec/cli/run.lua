@@ -80,6 +80,13 @@ function _M.env(sb, key)
   return { CHATMAID_API_KEY = key or _M.KEY, CHATMAID_BASE_URL = sb.url }
 end
 
+-- json_lines(s) -> the decoded JSON value of each line
+function _M.json_lines(s)
+  local out = {}
+  for _, l in ipairs(_M.lines(s)) do out[#out + 1] = require("cjson").decode(l) end
+  return out
+end
+
 -- lines(s) -> array of lines (without the newline)
 function _M.lines(s)
   local t = {}

@@ -1,78 +1,21 @@
 -- SPDX-License-Identifier: MIT
--- Every README block runs as pasted (issue 14). Blocks are found by the HTML comment before
--- their fence (`<!-- doc-test: NAME ... -->`):
---   install      the luarocks line (into a temporary tree) and the last line, the require check
---   quickstart   run against a sandbox with the environment its `quickstart-env` block sets
---   nginx        `nginx -t -p <tmp>`, then started with handler.lua / webhook.lua (the blocks
---                of those names) and one request through /notify to the sandbox
--- and every other ```lua block must compile (load()), except the ones marked
--- `doc-test: listing` (the API summary of "The client", which is not Lua).
+-- The special blocks of the docs run as pasted (issues 14 and 25). They are found by the HTML
+-- comment before their fence (`<!-- doc-test: NAME ... -->`, spec/docs/blocks.lua):
+--   install      (README.md) the luarocks line (into a temporary tree) and the last line, the
+--                require check
+--   quickstart   (README.md) run against a sandbox with the environment its `quickstart-env`
+--                block sets
+--   nginx        (docs/openresty.md) `nginx -t -p <tmp>`, then started with handler.lua /
+--                webhook.lua (the blocks of those names) and one request through /notify
+-- Every other block: spec/docs/guides_spec.lua.
 local F = require "spec.support.fixtures"
+local B = require "spec.docs.blocks"
 
-local root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/readme_spec%.lua$") or "./"
-if root == "" then root = "./" end
-if root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
+local root = B.root
+local read, write, q, sh = B.read, B.write, B.q, B.sh
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- sh(cmd) -> output (stdout and stderr), exit code
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.*)=(%d+)%s*$")
-  return body, tonumber(code)
-end
-
--- blocks of README.md: { lang, text, marker, line }
-local function blocks()
-  local list, marker, cur = {}, nil, nil
-  local n = 0
-  for line in (read(root .. "README.md") .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if cur then
-      if line:match("^```%s*$") then
-        cur.text = table.concat(cur.lines, "\n") .. "\n"
-        list[#list + 1] = cur
-        cur = nil
-      else
-        cur.lines[#cur.lines + 1] = line
-      end
-    else
-      local m = line:match("^<!%-%- doc%-test: ([%w%.%-]+)")
-      if m then
-        marker = m
-      else
-        local lang = line:match("^```(%w*)")
-        if lang then
-          cur = { lang = lang, lines = {}, marker = marker, line = n + 1 }
-        end
-        if line ~= "" then marker = nil end
-      end
-    end
-  end
-  return list
-end
-
-local function block(name)
-  for _, b in ipairs(blocks()) do
-    if b.marker == name then return b end
-  end
-  error("README.md has no block marked doc-test: " .. name)
-end
+-- the one block marked `doc-test: name` in the published docs (spec/docs/blocks.lua)
+local function block(name) return B.special(name) end
 
 local function lines(text)
   local t = {}
@@ -88,25 +31,7 @@ end
 
 local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
 
-describe("README.md #docs", function()
-  it("every Lua block compiles, except the API listing", function()
-    local n, listings = 0, 0
-    local compile = loadstring or load   -- luacheck: ignore (loadstring on 5.1)
-    for _, b in ipairs(blocks()) do
-      if b.lang == "lua" then
-        if b.marker == "listing" then
-          listings = listings + 1
-        else
-          local fn, err = compile(b.text, "=README.md:" .. b.line)
-          assert.truthy(fn, err)
-          n = n + 1
-        end
-      end
-    end
-    assert.equal(1, listings)
-    assert.is_true(n >= 15, n .. " Lua blocks")
-  end)
-
+describe("README.md and docs/openresty.md special blocks #docs", function()
   it("Install: no sudo for root, 5.4 on purpose, offline deps; the require check passes",
      function()
     local l = lines(block("install").text)
@@ -197,7 +122,7 @@ describe("README.md #docs", function()
       return
     end
 
-    it("passes nginx -t as a -p instance and sends one message through handler.lua",
+    it("passes nginx -t as a -p instance, sends through handler.lua, receives with webhook.lua",
        function()
       local sb = F.sandbox{ rate_limit = false }
       local dir = tmpdir()
@@ -205,6 +130,7 @@ describe("README.md #docs", function()
       local port = H.free_port()
       local function nginx(args)
         return sh("env CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL=" .. sb.url
+                  .. " CHATMAID_WEBHOOK_SECRET=" .. F.WEBHOOK_SECRET
                   .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -c nginx.conf " .. args)
       end
       finally(function()
@@ -244,6 +170,23 @@ describe("README.md #docs", function()
       assert.truthy(body:match("^msg_%x+ sent\n$"),
                     body .. "\n" .. (read(dir .. "/logs/error.log") or ""))
       assert.equal(1, sb:stats().messagesCreated)
+      -- webhook.lua: a signed delivery is answered 200, the same again as a duplicate, and
+      -- a wrong signature 401
+      local wh = require "chatmaid.webhook"
+      local payload = '{"event":"message.sent","timestamp":"2026-01-01T10:00:00.000Z",'
+                      .. '"data":{"messageId":"msg_1","status":"sent"}}'
+      write(dir .. "/body.json", payload)
+      local function deliver(sig)
+        return H.curl("-X POST --data-binary @" .. q(dir .. "/body.json")
+                      .. " -H 'Content-Type: application/json' -H "
+                      .. q("X-Chatmaid-Signature: " .. sig) .. " -w ' %{http_code}' "
+                      .. q("http://127.0.0.1:" .. port .. "/webhooks/chatmaid"))
+      end
+      local sig = wh.sign(payload, F.WEBHOOK_SECRET, os.time())
+      assert.equal('{"received":true}\n 200', deliver(sig))
+      assert.equal('{"received":true,"duplicate":true}\n 200', deliver(sig))
+      local bad = deliver(wh.sign(payload, "whsec_wrong", os.time()))
+      assert.truthy(bad:match(" 401$"), bad)
     end)
   end)
 end)

@@ -3,6 +3,7 @@
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 local journal = require "chatmaid.journal"
+local idempotency = require "chatmaid.idempotency"
 local csv = require "chatmaid.cli.csv"
 local output = require "chatmaid.cli.output"
 local progress = require "chatmaid.cli.progress"
@@ -28,30 +29,47 @@ Progress (a bar on a terminal, plain lines otherwise) and a summary go to stderr
 0 when every row was sent, 1 when any row failed, 2 for a bad file or options, 130/143 when
 interrupted.
 
-Safe to re-run after a crash, kill -9 or Ctrl-C. A journal (--journal, default: the --out
-file, else the CSV file, with ".journal" appended) records every send as it completes; a
-re-run with it asks the API nothing for the rows it confirmed, and sends the others again
-with their same keys. A row without its own idempotency_key is sent with a key derived from
-the batch id and the row's message (--from, to, content, media_url, and which occurrence of
-identical rows it is), so deleting, inserting or reordering rows never sends a row twice or
-gives it another row's message. The batch id is --batch-id, else the one the journal
-recorded, else "csv-" and 16 hex digits of a SHA-256 HMAC of --from and the file's bytes.
-To send the same messages again on purpose, pass a new --batch-id.
+A campaign is its name: --campaign NAME, by default the CSV file's name without its
+extension ("spring.csv" -> spring), never its bytes nor --out. Its journal lives beside the
+CSV as NAME.journal (--journal PATH elsewhere; --no-journal none) and records every send as
+it completes: a re-run, with any --out, asks the API nothing for the rows it confirmed and
+sends the others with their same keys. Each row's key comes from the batch id and the row's
+message (--from, to, content, media_url, and which occurrence of identical rows it is): an
+unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered. The
+batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
+a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine or
+with --no-journal, where the API answers the rows it already has (replayed).
+A different list under the name of an earlier campaign is not merged silently: unless more
+than 2 in 3 of its rows are rows of the earlier run(s), nothing is sent and the run stops
+(exit 2) naming the earlier run (date, counts). Then --continue sends the rows not sent yet
+as part of that campaign, --new starts a new campaign under the name (the old journal is
+kept as NAME.journal.<date>), or pick another --campaign. --batch-id NEW sends the file
+again on purpose. The summary says how many rows an earlier run had already sent.
+One writer per journal: a second `chatmaid batch` on the same campaign (same journal) stops
+before sending, naming the other's pid (exit 2). The journal holds phone numbers and
+message text: it is created with mode 0600 (owner only), and a journal path that is a
+symbolic link or not a regular file is refused.
 Ctrl-C (SIGINT) or SIGTERM stops new sends at once, lets those in flight finish, writes the
-results (unsent rows as "interrupted") and exits 130 (143 for SIGTERM).
+results (unsent rows as "interrupted") and exits 130 (143 for SIGTERM). An interrupted row
+whose request may have reached the API has "maybe_sent": true; running the same command
+again finishes it with its same key, so it is never sent twice.
 
 Examples:
   chatmaid batch campaign.csv --from ph_primary --out results.jsonl
-  chatmaid batch campaign.csv --from +15551230001 --concurrency 4 --batch-id spring-42]])
+  chatmaid batch campaign.csv --from +15551230001 --concurrency 4 --batch-id spring-42
+  chatmaid batch week-50.csv --campaign weekly --new]])
   b:argument("file", "CSV file.")
   b:option("--from", "Sender: phone id or E.164 number (default: the one connected phone).")
   b:option("--concurrency", "Requests in flight at once (default 8)."):convert(function(v)
     return require("chatmaid.cli").integer(1, 64)(v)
   end)
+  b:option("--campaign", "The campaign's name (default: the CSV file's name without its"
+           .. " extension).")
+  b:flag("--continue", "Send this list as part of the earlier campaign of the same name.")
+  b:flag("--new", "Start a new campaign under this name (the earlier journal is kept aside).")
   b:option("--batch-id", "Batch id for the derived idempotency keys (see below).")
   b:option("--out", "Write the JSON-lines results to this file instead of stdout.")
-  b:option("--journal", "The journal of sends (default: the --out file, else the CSV file,"
-           .. " with .journal appended).")
+  b:option("--journal", "The journal of sends (default: NAME.journal beside the CSV file).")
   b:flag("--no-journal", "Keep no journal (a re-run then asks the API for every row).")
   b:option("--rate", "Client-side limit in requests per minute (default 100; 0 = off)")
     :convert(function(v) return require("chatmaid.cli").integer(0, 1000000)(v) end)
@@ -67,12 +85,25 @@ local function read_file(path)
   return s
 end
 
--- default batch id: same sender and same bytes -> same id (so a re-run is deduplicated).
--- chatmaid.core exposes HMAC-SHA256 only through webhook_sign(body, key, t), which MACs
--- t .. "." .. body: a fixed key and t = 0 make it a plain keyed hash.
-function _M.default_batch_id(from, text)
-  return "csv-" .. core.webhook_sign((from or "") .. "\n" .. text, "chatmaid-cli-batch", 0)
-                        :sub(1, 16)
+-- default_batch_id(campaign, from, api_key) -> "csv-" and 16 hex digits: the same for the
+-- same campaign name, sender and API key, on any machine, whatever the file's bytes. The key
+-- only enters a keyed hash. chatmaid.core exposes HMAC-SHA256 only through webhook_sign(body,
+-- key, t), which MACs t .. "." .. body: a fixed key and t = 0 make it a plain keyed hash.
+function _M.default_batch_id(campaign, from, api_key)
+  local key_id = core.webhook_sign(api_key or "", "chatmaid-cli-api-key", 0)
+  return "csv-" .. core.webhook_sign(#campaign .. ":" .. campaign .. "\n" .. (from or "")
+                                     .. "\n" .. key_id, "chatmaid-cli-batch", 0):sub(1, 16)
+end
+
+-- campaign_name(a) -> name | nil, problem: --campaign, else the CSV file's name without
+-- its directory and extension.
+function _M.campaign_name(a)
+  local name = a.campaign or a.file:match("([^/]*)$"):gsub("%.[^.]*$", "")
+  if name == "" or #name > 64 or name:find("[%c/]") or name:sub(1, 1) == "." then
+    return nil, "--campaign must be 1 to 64 characters, without '/', control characters or"
+                .. " a leading '.' (got " .. string.format("%q", name) .. ")"
+  end
+  return name
 end
 
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
@@ -131,11 +162,85 @@ end
 -- Exit codes after SIGINT / SIGTERM, as a shell reports a process killed by them.
 _M.SIGNAL_EXIT = { INT = 130, TERM = 143 }
 
--- journal_path(a) -> path | nil: --journal, else next to the results (--out), else next to
--- the CSV file; nil with --no-journal.
-function _M.journal_path(a)
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- journal_path(a, name) -> path | nil: --journal, else NAME.journal beside the CSV file;
+-- nil with --no-journal. A journal where versions before 0.2 put it (the --out file, else
+-- the CSV file, with ".journal" appended) is used while NAME.journal does not exist: it
+-- holds that campaign's batch id, so an upgrade never sends its rows again.
+function _M.journal_path(a, name)
   if a.no_journal then return nil end
-  return a.journal or ((a.out or a.file) .. ".journal")
+  if a.journal then return a.journal end
+  local path = (a.file:match("^(.*/)") or "") .. name .. ".journal"
+  local old = (a.out or a.file) .. ".journal"
+  if not exists(path) and exists(old) then return old end
+  return path
+end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- earlier(state) -> "the run of DATE (sent S, failed F)": what the journal remembers.
+local function earlier(st)
+  local failed = 0
+  for k in pairs(st.failed) do if not st.confirmed[k] then failed = failed + 1 end end
+  return string.format("%s of %s (sent %d, failed %d)", st.runs > 1 and "the runs" or "the run",
+    st.last_at and os.date("!%Y-%m-%d %H:%M UTC", math.floor(st.last_at)) or "an unknown date",
+    count(st.confirmed), failed)
+end
+
+-- shared(state, keys) -> rows of this list the journal knows, keys the journal knows
+local function shared(st, keys)
+  local known = {}
+  for _, set in ipairs{ st.confirmed, st.launched, st.failed } do
+    for k in pairs(set) do known[k] = true end
+  end
+  local n = 0
+  for _, k in ipairs(keys) do if known[k] then n = n + 1 end end
+  return n, count(known)
+end
+
+-- same_campaign(st, keys) -> true when this list continues the journal's campaign: more
+-- than 2 in 3 of the smaller of (this list, the rows the journal knows) are in both. Edits of
+-- a few rows, deletions and appended rows continue it; another list under the same name,
+-- even one repeating some earlier rows, does not.
+function _M.same_campaign(st, keys)
+  local both, known = shared(st, keys)
+  if known == 0 then return true end
+  return both * 3 > math.min(#keys, known) * 2, both
+end
+
+-- acquire(path, ctx) -> journal | nil, exit code: the journal taken (its lock before it is
+-- read); another writer, a symlink or a file that is not a journal is exit 2.
+local function acquire(path, ctx)
+  local j, problem, kind = journal.acquire(path)
+  if j then return j end
+  if kind == "busy" then
+    ctx.stderr:write("chatmaid batch: ", problem, ": another chatmaid batch is sending this"
+                     .. " campaign; nothing was sent (wait for it, or kill it and run again)\n")
+    return nil, 2
+  end
+  return nil, ctx.usage("--journal: " .. problem)
+end
+
+-- start_new(path, st, ctx) -> journal | nil, code: --new keeps the earlier journal aside
+-- (NAME.journal.<date of its last run>) and starts an empty one.
+local function start_new(j, ctx)
+  local st = j.state
+  if not st.exists then return j end
+  local aside = j.path .. "." .. os.date("!%Y%m%dT%H%M%SZ", math.floor(st.last_at or 0))
+  local ok, err = os.rename(j.path, aside)
+  j:close()
+  if not ok then return nil, ctx.usage("--new: cannot keep the earlier journal: " .. err) end
+  ctx.stderr:write("chatmaid batch: the earlier campaign's journal is now ", aside, "\n")
+  return acquire(j.path, ctx)
 end
 
 -- send(c, items, opts) -> results, summary, interrupted_err | nil, err
@@ -148,79 +253,65 @@ local function send(c, items, opts)
   end
   local ok, results, summary = pcall(c.send_batch, c, items, opts)
   core.signal_restore()
-  if ok then return results, summary end
-  local e = results
+  if not ok then error(results, 0) end       -- a programmer error: raised again
+  if results then return results, summary end
+  local e = summary
   if errors.is(e) and e.kind == "interrupted" then return e.results, e.summary, e end
-  error(e, 0)
+  return nil, e
 end
 
-function _M.commands.batch(a, ctx)
-  local text, rerr = read_file(a.file)
-  if not text then return ctx.usage("cannot read " .. rerr) end
-  local herr, rows, bad = _M.rows(text)
-  if herr then return ctx.usage(a.file .. ": " .. herr) end
-  if #rows + #bad == 0 then return ctx.usage(a.file .. ": no data rows after the header") end
-  local jpath = _M.journal_path(a)
-  local jstate
+-- identity(a, ctx, items, text) -> journal|false, batch_id, resumed | nil, exit code
+-- The campaign's journal (locked), its batch id, and the check that this list is that
+-- campaign (else exit 2 before anything is sent, unless --continue or --new).
+local function identity(a, ctx, items)
+  local name, nerr = _M.campaign_name(a)
+  if not name then return nil, ctx.usage(nerr) end
+  if a.continue and a.new then return nil, ctx.usage("--continue and --new: pick one") end
+  local api_key = a.api_key or os.getenv("CHATMAID_API_KEY") or ""
+  local derived = _M.default_batch_id(name, a.from, api_key)
+  local jpath = _M.journal_path(a, name)
+  local j = false
   if jpath then
-    local problem
-    jstate, problem = journal.read(jpath)
-    if not jstate then return ctx.usage("--journal: " .. problem) end
+    local code
+    j, code = acquire(jpath, ctx)
+    if j and a.new then j, code = start_new(j, ctx) end
+    if not j then return nil, code end
   end
-  -- the journal remembers the batch it belongs to, so an edited file continues that batch
-  local resumed = not a.batch_id and jstate and jstate.batch_id
-  local batch_id = a.batch_id or resumed or _M.default_batch_id(a.from, text)
+  if a.new then   -- a new campaign under the name: a new id, kept by its journal
+    derived = _M.default_batch_id(name .. "\n" .. string.format("%.6f", core.time()), a.from,
+                                  api_key)
+  end
+  local st = j and j.state
+  local resumed = not a.batch_id and st and st.batch_id
+  local batch_id = a.batch_id or resumed or derived
   if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
-    return ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
-                     .. " characters without spaces")
+    if j then j:close() end
+    return nil, ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
+                          .. " characters without spaces")
   end
-  local limiter
-  if a.redis then
-    if a.rate == 0 then return ctx.usage("--redis shares the rate limit: not with --rate 0") end
-    local redis = require "chatmaid.redis"
-    -- a 0.5 s command timeout: Ctrl-C is seen within 1 s even while Redis does not answer
-    local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
-      key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or ""), timeout = 0.5 })
-    if not ok then return ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", "")) end
-    limiter = lim
-  end
-  local out = ctx.stdout
-  if a.out then
-    local f, oerr = io.open(a.out, "wb")
-    if not f then return ctx.usage("cannot write " .. oerr) end
-    out = f
-  end
-  local c, code = ctx.client()
-  if not c then return code end
-  if type(c.send_batch) ~= "function" then
-    return ctx.fail("chatmaid: this version of the library has no client:send_batch")
+  if resumed and not a.continue then
+    local same, both = _M.same_campaign(st, idempotency.keys(batch_id, items))
+    if not same then
+      j:close()
+      ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
+        .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
+        .. " Run again with --continue to send the rows not sent yet as part of that"
+        .. " campaign, with --new to start a new campaign named '%s', or with --campaign"
+        .. " OTHER.\n", name, jpath, earlier(st), both, #items, name))
+      return nil, 2
+    end
   end
   if resumed then
-    ctx.stderr:write("batch ", batch_id, ": continuing the batch recorded in ", jpath,
-                     " (--batch-id NEW starts another)\n")
+    ctx.stderr:write("batch ", batch_id, ": continuing campaign '", name, "' recorded in ",
+                     jpath, " (", earlier(st), "; --new starts another)\n")
   end
-  local items = {}
-  for i, r in ipairs(rows) do
-    local it = r.item
-    it.from = a.from      -- the key of a row without its own comes from the batch id + row
-    items[i] = it
-  end
-  local now = core.monotime
-  local t0 = now()
-  local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
-  local rate = a.rate          -- 0 turns the limiter off: false, not 0 ("x and false or y"
-  if rate == 0 then rate = false end   -- would give 0 back)
-  local results, summary, stopped = send(c, items, {
-    concurrency = a.concurrency or 8, batch_id = batch_id, journal = jpath,
-    rate_per_minute = rate, rate_limiter = limiter,
-    on_progress = function(done) bar:update(done) end,
-  })
-  bar:finish()
-  if not results then return ctx.fail(summary) end
-  local lines = {}
+  return j, batch_id
+end
+
+-- records(rows, bad, results, why) -> the JSON-lines records in line order, failed lines
+local function records(rows, bad, results, why)
+  local lines, failed_lines = {}, {}
   for _, b in ipairs(bad) do lines[#lines + 1] = b end
-  local failed_lines = {}
-  local why = stopped and (stopped.reason == "stop" and tostring(stopped.cause) or "an error")
   for i, r in ipairs(rows) do
     local res = results[i] or {}
     local rec = { line = r.line, to = r.item.to }
@@ -233,6 +324,7 @@ function _M.commands.batch(a, ctx)
       rec.error = { kind = "interrupted", message = "not sent: the batch was interrupted ("
                     .. why .. "); run the same command again to continue" }
       rec.idempotency_key = res.idempotency_key
+      if res.err.maybe_sent then rec.maybe_sent = true end
     else
       local e = res.err or { kind = "transport", message = "no result" }
       rec.error = { kind = e.kind, message = e.message }
@@ -241,25 +333,101 @@ function _M.commands.batch(a, ctx)
   end
   table.sort(lines, function(x, y) return x.line < y.line end)
   for _, rec in ipairs(lines) do
-    out:write(output.json(rec), "\n")
     if rec.error and rec.error.kind ~= "interrupted" then
       failed_lines[#failed_lines + 1] = rec.line
     end
   end
-  if out ~= ctx.stdout then out:close() else out:flush() end
+  return lines, failed_lines
+end
+
+local function summary_line(batch_id, summary, failed_lines, n, elapsed, stopped, why)
   local list = {}
   for i = 1, math.min(#failed_lines, 10) do list[i] = tostring(failed_lines[i]) end
   if #failed_lines > 10 then list[#list + 1] = "..." end
-  ctx.stderr:write(string.format(
-    "batch %s: sent %d, replayed %d, skipped %d, failed %d%s, %d rows in %.1f s%s\n",
+  return string.format(
+    "batch %s: sent %d, replayed %d, skipped %d, failed %d%s, %d rows in %.1f s%s; %d %s"
+    .. " already sent by an earlier run\n",
     batch_id, summary.sent, summary.replayed, summary.skipped, #failed_lines,
     #failed_lines > 0 and (" (line" .. (#failed_lines > 1 and "s " or " ")
                           .. table.concat(list, ", ") .. ")") or "",
-    #lines, now() - t0,
+    n, elapsed,
     stopped and ("; interrupted (" .. why .. "): " .. summary.interrupted
-                 .. " rows not sent, run the same command again to continue") or ""))
+                 .. " rows not sent, run the same command again to continue") or "",
+    summary.skipped + summary.replayed,
+    summary.skipped + summary.replayed == 1 and "row was" or "rows were")
+end
+
+local function shared_limiter(a, ctx)
+  if not a.redis then return nil end
+  if a.rate == 0 then
+    return nil, ctx.usage("--redis shares the rate limit: not with --rate 0")
+  end
+  local redis = require "chatmaid.redis"
+  -- a 0.5 s command timeout: Ctrl-C is seen within 1 s even while Redis does not answer
+  local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
+    key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or ""), timeout = 0.5 })
+  if not ok then
+    return nil, ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", ""))
+  end
+  return lim
+end
+
+function _M.commands.batch(a, ctx)
+  local text, rerr = read_file(a.file)
+  if not text then return ctx.usage("cannot read " .. rerr) end
+  local herr, rows, bad = _M.rows(text)
+  if herr then return ctx.usage(a.file .. ": " .. herr) end
+  if #rows + #bad == 0 then return ctx.usage(a.file .. ": no data rows after the header") end
+  local items = {}
+  for i, r in ipairs(rows) do
+    local it = r.item
+    it.from = a.from      -- the key of a row without its own comes from the batch id + row
+    items[i] = it
+  end
+  local j, batch_id = identity(a, ctx, items)
+  if not j and j ~= false then return batch_id end          -- batch_id: the exit code
+  local function bail(code)
+    if j then j:close() end
+    return code
+  end
+  local limiter, lcode = shared_limiter(a, ctx)
+  if lcode then return bail(lcode) end
+  local out = ctx.stdout
+  if a.out then
+    local f, oerr = io.open(a.out, "wb")
+    if not f then return bail(ctx.usage("cannot write " .. oerr)) end
+    out = f
+  end
+  local c, code = ctx.client()
+  if not c then return bail(code) end
+  if type(c.send_batch) ~= "function" then
+    return bail(ctx.fail("chatmaid: this version of the library has no client:send_batch"))
+  end
+  local now = core.monotime
+  local t0 = now()
+  local bar = progress.new{ total = #items, tty = ctx.tty_err, stream = ctx.stderr, now = now }
+  local rate = a.rate          -- 0 turns the limiter off: false, not 0 ("x and false or y"
+  if rate == 0 then rate = false end   -- would give 0 back)
+  local results, summary, stopped = send(c, items, {
+    concurrency = a.concurrency or 8, batch_id = batch_id, journal = j or nil,
+    rate_per_minute = rate, rate_limiter = limiter,
+    on_progress = function(done) bar:update(done) end,
+  })
+  bar:finish()
+  local jok, jerr = true, nil
+  if j then jok, jerr = j:close() end
+  if not results then return ctx.fail(summary) end
+  local why = stopped and (stopped.reason == "stop" and tostring(stopped.cause) or "an error")
+  local lines, failed_lines = records(rows, bad, results, why)
+  for _, rec in ipairs(lines) do out:write(output.json(rec), "\n") end
+  if out ~= ctx.stdout then out:close() else out:flush() end
+  ctx.stderr:write(summary_line(batch_id, summary, failed_lines, #lines, now() - t0, stopped,
+                                why))
   if stopped and stopped.reason == "journal" then
     ctx.stderr:write(output.one_line(tostring(stopped)), "\n")
+  elseif not jok then
+    ctx.stderr:write("chatmaid batch: ", jerr, "\n")
+    return 1
   end
   if stopped then
     local sig = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")

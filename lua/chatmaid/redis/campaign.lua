@@ -20,7 +20,6 @@ local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
 local batch = require "chatmaid.batch"
 local core = require "chatmaid.core"
-local sched = require "chatmaid.sched"
 
 local _M = { DEFAULT_LEASE = 30, DEFAULT_POLL = 0.5 }
 local mt = { __index = _M }
@@ -259,10 +258,10 @@ end
 -- results[i] for the items this worker sent (send_batch's result shape); summary =
 -- { sent (new messages), replayed (the API had the key: sent before, e.g. by a worker that
 --   died), failed, claimed, taken_over (expired leases this worker put back), requests,
---   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed
--- (err.results holds what was sent; leased items go back to the others after the lease).
--- err.kind "interrupted": the batch stopped (err.reason "limiter": the shared rate limiter
--- gave up on its Redis after max_outage); unfinished items go back after the lease.
+--   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed;
+-- "interrupted": send_batch stopped (err.reason; "limiter": the shared rate limiter gave up
+-- on its Redis after max_outage). err.results holds what was sent; leased items go back to
+-- the others after the lease.
 -- err.kind "state_lost": Redis lost the campaign's state under this worker (DESIGN.md,
 -- "Shared campaigns"): run again with opts.resume = true to rebuild it from `items`
 -- (every item not known done is sent again with its key: the API replays those it has).
@@ -379,24 +378,20 @@ function _M:run(client, items, opts)
           end
         end
       end
-      local res, s
-      if sched.in_task(client) then   -- no pcall around a task's waits (Lua 5.1)
-        res, s = client:send_batch(sub, send_opts)
-      else
-        local ok
-        ok, res, s = pcall(client.send_batch, client, sub, send_opts)
-        if not ok then
-          -- the batch stopped (e.g. its shared limiter gave up on Redis): what it finished
-          -- is recorded; the rest stays leased and goes back to the others after the lease
-          if errors.is(res) and res.kind == "interrupted" then
-            for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
-                                "retries" } do
-              sum[f] = sum[f] + ((res.summary or {})[f] or 0)
-            end
-            return fail(res)
-          end
-          error(res, 0)
+      local res, s = client:send_batch(sub, send_opts)
+      if not res then
+        -- stopped (a callback raised, client:close(), the shared limiter gave up): the items
+        -- it answered are recorded; the unsent ones go back to the others when their lease
+        -- expires
+        for j, i in ipairs(idx) do
+          local e = s.results[j]
+          if e and not (e.err and e.err.kind == "interrupted") then record(i, e) end
         end
+        for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
+                            "retries" } do
+          sum[f] = sum[f] + ((s.summary or {})[f] or 0)
+        end
+        return fail(s)
       end
       for j, i in ipairs(idx) do record(i, res[j]) end
       for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",

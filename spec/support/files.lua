@@ -1,0 +1,37 @@
+-- SPDX-License-Identifier: MIT
+-- Files for specs: a temporary directory per describe block, a file's mode, whether a path
+-- exists.
+local _M = {}
+
+-- tmpdir() -> path of a new empty directory
+function _M.tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  return dir
+end
+
+-- block_dir() -> function returning the directory made in setup, removed in teardown
+function _M.block_dir()
+  local busted = require "busted"
+  local dir
+  busted.setup(function() dir = _M.tmpdir() end)
+  busted.teardown(function() if dir then os.execute("rm -rf '" .. dir .. "'") end end)
+  return function() return dir end
+end
+
+-- mode(path) -> the permission bits in octal ("600")
+function _M.mode(path)
+  local p = io.popen("stat -c %a '" .. path .. "'")
+  local m = p:read("*l")
+  p:close()
+  return m
+end
+
+function _M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+return _M
