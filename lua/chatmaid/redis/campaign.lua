@@ -330,6 +330,12 @@ function _M:run(client, items, opts)
                         { epoch, tostring(chunk), lease, self.worker })
     if rep == nil then return fail(err) end
     if lost_in(rep) then return lost_error(self, lost, results, sum) end
+    -- { {item...}, taken_over, pending, leased, done, next_expiry }: anything else is not
+    -- our script's answer (a lying server), never indexed blindly
+    if type(rep) ~= "table" or type(rep[1]) ~= "table" or type(rep[2]) ~= "number"
+       or type(rep[3]) ~= "number" or type(rep[4]) ~= "number" or type(rep[5]) ~= "number" then
+      return fail(select(2, conn.fail("protocol", "unexpected CLAIM reply " .. tostring(rep))))
+    end
     local got = rep[1]
     sum.taken_over = sum.taken_over + rep[2]
     sum.done = rep[5]

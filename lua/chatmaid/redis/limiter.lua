@@ -157,8 +157,12 @@ local function run(self, op, arg)
     fmt(self.interval), fmt(self.tau), self.time and fmt(self.time()) or "" })
   if r == nil then return nil, err end
   if op == "pause" then
-    local n = tonumber(r)
-    if not n then return conn.fail("protocol", "unexpected script reply " .. tostring(r)) end
+    -- a finite number of seconds, at most a day: never 1e309 or nan to sleep on
+    local n, nerr = conn.expect(r, "number", "the limiter script")
+    if not n then return nil, nerr end
+    if n < 0 or n > 86400 then
+      return conn.fail("protocol", "unexpected script reply " .. tostring(r))
+    end
     return n
   end
   local t, now = tostring(r):match("^(%-?[%d.]+) (%-?[%d.]+)$")
