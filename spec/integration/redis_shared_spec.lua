@@ -120,6 +120,32 @@ describe("chatmaid.redis connections #integration #redis", function()
     c:close()
   end)
 
+  it_yields("a limiter's wait and its retries while Redis is down go through the scheduler "
+     .. "inside a task: no frame over 4 ms of work", function()
+    local c = F.client({ url = "http://127.0.0.1:1" })
+    local waited, gave_up, took
+    c:spawn(function()
+      -- 60 a minute, no burst: the second start is a second after the first
+      local lim = redis.rate_limiter{ url = srv.url, key = "frames", per_minute = 60,
+                                      burst = 1 }
+      assert(lim:wait())
+      waited = assert(lim:wait())
+      -- nothing listens on port 1: each retry backs off, and after max_outage it gives up
+      local down = redis.rate_limiter{ url = "redis://127.0.0.1:1", per_minute = 60,
+                                       max_outage = 0.5 }
+      local t0 = core.monotime()
+      gave_up = select(2, down:take())
+      took = core.monotime() - t0
+    end)
+    local n, worst = frames(c, 5)
+    assert.truthy(waited > 0.5, waited)
+    assert.equal("connect", gave_up.reason, tostring(gave_up))
+    assert.truthy(took >= 0.45 and took < 1.5, took)
+    assert.truthy(worst <= 0.004, worst)
+    assert.truthy(n >= 60, n)
+    c:close()
+  end)
+
   it_yields("tasks cancelled mid-command give their connections back", function()
     local mute = rh.silent()
     local url = "redis://127.0.0.1:" .. mute.port

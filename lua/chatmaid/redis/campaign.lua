@@ -164,7 +164,7 @@ function _M.new(o)
                      where = W, level = 4 },
     id = o.id, lease = lease, poll = poll,
     worker = o.worker or ((os.getenv("HOSTNAME") or "worker") .. ":" .. core.uuid4():sub(1, 8)),
-    sleep = o.sleep or (ngx and ngx.sleep) or core.sleep,
+    sleep = o.sleep or conn.sleep,   -- through the scheduler inside a task
     k = { meta = base .. "meta", pending = base .. "pending", leased = base .. "leased",
           done = base .. "done", owner = base .. "owner" },
   }, mt)

@@ -740,6 +740,18 @@ function _M.close_all()
   end
 end
 
+-- conn.sleep(d): the default wait of the limiter's retries and the campaign's polls. Inside a
+-- task of a chatmaid client it goes through that client's scheduler, so a frame loop that
+-- drives step() keeps running (issue 23); inside nginx ngx.sleep (it yields); elsewhere it
+-- blocks.
+function _M.sleep(d)
+  local ngx_ = in_nginx()
+  if ngx_ then return ngx_.sleep(d) end
+  local client = sched.running()
+  if client then return sched.sleep(client, d) end
+  return require("chatmaid.core").sleep(d)
+end
+
 _M.in_nginx = in_nginx
 
 return _M

@@ -140,7 +140,7 @@ function _M.new(o)
     on_error = o.on_error, time = o.time, max_outage = outage, grace = grace,
     clock = ngx and function() ngx.update_time() return ngx.now() end
             or require("chatmaid.core").monotime,
-    sleep = o.sleep or (ngx and ngx.sleep) or require("chatmaid.core").sleep,
+    sleep = o.sleep or conn.sleep,   -- through the scheduler inside a task
     now = o.time or o.now or (ngx and ngx.now) or require("chatmaid.core").monotime,
   }, mt)
   return self
