@@ -158,7 +158,6 @@ function _M.new(o)
   local poll = o.poll or _M.DEFAULT_POLL
   if poll ~= poll or poll <= 0 then error(W .. ": poll must be a positive number", 3) end
   local base = "chatmaid:camp:{" .. o.id .. "}:"
-  local ngx = conn.in_nginx()
   return setmetatable({
     conn = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
                      where = W, level = 4 },
