@@ -75,7 +75,8 @@ end
 -- the journal failing to write stop new requests at once (waits are sliced); requests in
 -- flight finish; then send_batch raises an error object (errors.is) with kind
 -- "interrupted", .reason ("stop" | "callback" | "journal" | "closed": client:close() from a
--- callback, which also aborts the requests in flight), .cause (the reason returned, the
+-- callback, which also aborts the requests in flight; "limiter": a shared rate_limiter gave
+-- up, e.g. chatmaid.redis's after max_outage), .cause (the reason returned, the
 -- value raised, or the write error), .results and .summary (the unsent items have
 -- err.kind "interrupted", err.maybe_sent (an earlier attempt may have reached the server),
 -- and count in summary.interrupted). Only programmer errors raise (bad arguments, or an

@@ -16,6 +16,8 @@ _M.kinds = {
   -- send_batch stopped early: err.results, err.summary, err.cause
   interrupted = false,
   cancelled = false,   -- task:cancel() or client:close() ended the task (chatmaid.sched)
+  -- Redis lost a shared campaign's state (chatmaid.redis.campaign): not finished, resume it
+  state_lost = false,
 }
 
 local mt = {}

@@ -5,23 +5,25 @@
 -- machines" shows the three pieces.
 local _M = {}
 
--- rate_limiter{ url, key, per_minute, burst = 1, window = 60, ... } -> limiter
--- (take(n) -> wait s, wait(n), pause_until(t)): chatmaid.redis.limiter
+-- rate_limiter{ url, key, per_minute, burst = 1, window = 60, max_outage = 30, ... }
+-- -> limiter (take(n) -> wait s, reserve(n), wait(n), pause_until(t)):
+-- chatmaid.redis.limiter
 -- (no tail calls here: option errors are raised at the caller's line)
 function _M.rate_limiter(opts)
   local lim = require("chatmaid.redis.limiter").new(opts)
   return lim
 end
 
--- seen_set{ url, ttl = 86400, prefix = "chatmaid:seen:", fail = "closed" } -> set
--- (has, add, seen): chatmaid.redis.seen
+-- seen_set{ url, ttl = 86400, prefix = "chatmaid:seen:", fail = "closed", lease = 30 }
+-- -> set (claim, done, release, handle: the two-phase claim; has, add, seen, forget):
+-- chatmaid.redis.seen
 function _M.seen_set(opts)
   local set = require("chatmaid.redis.seen").new(opts)
   return set
 end
 
--- campaign{ url, id, lease = 30, ... } -> campaign (run(client, items, opts)):
--- chatmaid.redis.campaign
+-- campaign{ url, id, lease = 30, ... } -> campaign (run(client, items, opts), status,
+-- outcomes, retry_failed, reset): chatmaid.redis.campaign
 function _M.campaign(opts)
   local c = require("chatmaid.redis.campaign").new(opts)
   return c

@@ -398,6 +398,89 @@ function Seen:seen(key)
   return false
 end
 
+--- Claim a delivery while its handler runs (phase one of two).
+-- The two-phase claim, as chatmaid.redis.seen_set's (DESIGN.md, "Webhook claims"): a
+-- delivery is claimed for `lease` seconds while its handler runs and remembered only once
+-- the handler returned, so a handler that fails lets the redelivery through.
+-- set:claim(key [, lease = 30]) -> token | false, "done" | false, "busy"
+-- @tparam string key a dedupe key
+-- @tparam[opt=30] number lease seconds the claim holds the delivery
+-- @treturn string|boolean a token (yours: run the handler), or false
+-- @treturn[opt] string with false: "done" (answer 200, duplicate) or "busy" (answer 503)
+function Seen:claim(key, lease)
+  check_key("seen_set:claim", key)
+  if self:has(key) then return false, "done" end
+  local now = self.now()
+  self.claims = self.claims or {}
+  local c = self.claims[key]
+  if c and c.expires > now then return false, "busy" end
+  self.n_claims = (self.n_claims or 0) + 1
+  local token = tostring(self.n_claims)
+  self.claims[key] = { token = token, expires = now + (lease or 30) }
+  return token
+end
+
+--- Mark a claimed delivery handled (phase two).
+-- set:done(key, token) -> true: the handler returned; the key is remembered (add).
+-- @tparam string key a dedupe key
+-- @tparam string token what claim returned
+-- @treturn boolean true
+function Seen:done(key, token)
+  check_key("seen_set:done", key)
+  if self.claims then self.claims[key] = nil end
+  self:add(key)
+  return token ~= nil
+end
+
+--- Drop a claim: the handler failed, let a redelivery through now.
+-- set:release(key, token) -> true | false (no longer ours)
+-- @tparam string key a dedupe key
+-- @tparam string token what claim returned
+-- @treturn boolean true if the claim was this token's and is gone
+function Seen:release(key, token)
+  check_key("seen_set:release", key)
+  local c = self.claims and self.claims[key]
+  if not c or c.token ~= token then return false end
+  self.claims[key] = nil
+  return true
+end
+
+--- Run a handler at most once per delivery: claim, fn(...), done.
+-- webhook.handle_once(set, key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
+-- If fn raises, the claim is released and the error raised again.
+-- @tparam table set a webhook.seen_set or a chatmaid.redis.seen_set (its `handle`)
+-- @tparam string key a dedupe key (webhook.dedupe_key(event))
+-- @tparam function fn the handler, called with the remaining arguments
+-- @param ... arguments for fn
+-- @treturn string "handled", "duplicate" (done before) or "busy" (claimed elsewhere)
+-- @return[2] nil
+-- @treturn[2] table err (a Redis set that failed)
+function _M.handle_once(set, key, fn, ...)
+  if type(fn) ~= "function" then
+    error("seen_set:handle: fn must be a function (got " .. type(fn) .. ")", 3)
+  end
+  local token, why = set:claim(key)
+  if token == nil then return nil, why end
+  if not token then return why == "done" and "duplicate" or "busy" end
+  local ok, e = pcall(fn, ...)
+  if not ok then
+    set:release(key, token)
+    error(e, 0)
+  end
+  set:done(key, token)
+  return "handled"
+end
+
+--- Claim, run fn(...), mark done: webhook.handle_once(set, key, fn, ...).
+-- @tparam string key a dedupe key
+-- @tparam function fn the handler
+-- @param ... arguments for fn
+-- @treturn string "handled", "duplicate" or "busy"
+function Seen:handle(key, fn, ...)
+  local r, err = _M.handle_once(self, key, fn, ...)
+  return r, err
+end
+
 --- The number of keys held.
 -- set:count() -> number of keys held (expired ones are dropped lazily, on add)
 -- @treturn number

@@ -205,6 +205,57 @@ describe("chatmaid.redis with hostile servers #integration #redis", function()
       assert.equal(0, w, tostring(err))
     end)
 
+    -- A server that runs no script but answers each of ours with what `by_script` says: the
+    -- SHA1 it gives for SCRIPT LOAD is the script's length in 40 digits, so EVALSHA names it.
+    local function script_server(by_script)
+      local lines = {}
+      for len, reply in pairs(by_script) do
+        lines[#lines + 1] = ("if len == %d then return %q end"):format(len, reply)
+      end
+      return server([[
+        local n = data:match("LOAD\r\n%$(%d+)\r\n")
+        if cmd == "SCRIPT" and n then return "+" .. string.format("%040d", n) .. "\r\n" end
+        local len = tonumber(data:match("EVALSHA\r\n%$40\r\n(%d+)\r\n") or "")
+        ]] .. table.concat(lines, "\n") .. [[
+
+        return "+OK\r\n"
+      ]])
+    end
+
+    it("a limiter script answering 1e309 to a pause: protocol, never a sleep", function()
+      local limiter = require "chatmaid.redis.limiter"
+      local srv = script_server{ [#limiter.SCRIPT] = "$5\r\n1e309\r\n" }
+      local lim = redis.rate_limiter{ url = url(srv.port), per_minute = 60, timeout = 0.5 }
+      local r, ok, err = timed(function() return lim:pause_until(lim.now() + 5) end)
+      srv:stop()
+      assert.is_true(r[1], tostring(r[2]))
+      ok, err = r[2], r[3]
+      assert.is_nil(ok)
+      assert.equal("protocol", err.reason, tostring(err))
+      no_secret(err)
+    end)
+
+    it("a campaign whose CLAIM answer is not the script's shape: protocol, no raise",
+       function()
+      local campaign = require "chatmaid.redis.campaign"
+      local chatmaid = require "chatmaid"
+      for _, bad in ipairs({ ":5\r\n", "*2\r\n:1\r\n:2\r\n", "$3\r\nabc\r\n",
+                             "*6\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n" }) do
+        local srv = script_server{ [#campaign.INIT] = "+fresh e1\r\n",
+                                   [#campaign.CLAIM] = bad }
+        local c = redis.campaign{ url = url(srv.port), id = "hostile", timeout = 0.5 }
+        local client = chatmaid.new{ api_key = "sk_test_x1", base_url = "http://127.0.0.1:9" }
+        local r = table.pack(pcall(c.run, c, client, { { from = "ph_1", to = "+15550001111",
+                                                          content = "hi" } }))
+        srv:stop()
+        client:close()
+        assert.is_true(r[1], tostring(r[2]))
+        assert.is_nil(r[2])
+        assert.equal("protocol", r[3].reason, tostring(r[3]))
+        no_secret(r[3])
+      end
+    end)
+
     it("expect() turns a script's 1e309, NaN or text into protocol errors", function()
       assert.equal(1.5, conn.expect("1.5", "number", "x"))
       assert.equal(7, conn.expect(7, "integer", "x"))

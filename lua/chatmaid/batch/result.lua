@@ -51,11 +51,12 @@ local function why(reason, cause)
   if reason == "stop" then return "stop requested (" .. tostring(cause) .. ")" end
   if reason == "journal" then return tostring(cause) end
   if reason == "closed" then return "the client was closed" end
+  if reason == "limiter" then return "the rate limiter failed: " .. tostring(cause) end
   return "a callback raised: " .. tostring(cause)
 end
 
 -- finish(jobs, elapsed) -> results, summary | nil, err (kind "interrupted": .reason "stop" |
--- "callback" | "journal" | "closed", .cause, .results, .summary)
+-- "callback" | "journal" | "closed" | "limiter", .cause, .results, .summary)
 function Acc:finish(jobs, elapsed)
   local s, results, stop = self.summary, self.results, self.stop
   s.elapsed = elapsed

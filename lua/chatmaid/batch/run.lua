@@ -107,10 +107,13 @@ end
 function Run:pace()
   local limiter, c = self.limiter, self.client
   if not limiter then return end
-  local now = c.now()
-  local t = limiter:ready_at(now)
-  if t > now then self.stop.nap(t - now); now = c.now() end
-  if not self.stop.reason then limiter:take(now) end
+  while not self.stop.reason do
+    local now = c.now()
+    local t, lerr = limiter:ready_at(now)
+    if not t then return self.stop.stop("limiter", lerr) end   -- a shared limiter gave up
+    if t <= now then return limiter:take(now) end
+    self.stop.nap(t - now)
+  end
 end
 
 -- The gate of base.request (see its comment): a place among `concurrency`, the pacer, the
@@ -122,7 +125,12 @@ local function wait_turn(r, c)
   local limiter = r.limiter
   while not r.stop.reason do
     local now = c.now()
-    local t = limiter and limiter:ready_at(now) or now
+    local t, lerr = now, nil
+    if limiter then t, lerr = limiter:ready_at(now) end
+    if not t then
+      -- a shared limiter gave up (Redis failing for its max_outage): the batch stops
+      return r.stop.stop("limiter", lerr)
+    end
     if r.hold > t then t = r.hold end
     if t <= now then
       if limiter then limiter:take(now) end

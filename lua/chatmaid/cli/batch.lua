@@ -365,8 +365,9 @@ local function shared_limiter(a, ctx)
   local found, redis = pcall(require("chatmaid.options").require_rock, "chatmaid.redis",
                              "chatmaid-redis", "--redis")
   if not found then return nil, ctx.usage(tostring(redis)) end
+  -- a 0.5 s command timeout: Ctrl-C is seen within 1 s even while Redis does not answer
   local ok, lim = pcall(redis.rate_limiter, { url = a.redis, per_minute = a.rate or 100,
-    key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or "") })
+    key = redis.key_id(a.api_key or os.getenv("CHATMAID_API_KEY") or ""), timeout = 0.5 })
   if not ok then
     return nil, ctx.usage("--redis: " .. tostring(lim):gsub("^[^\n]-:%d+: ", ""))
   end

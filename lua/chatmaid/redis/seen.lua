@@ -2,16 +2,44 @@
 -- webhook.seen_set's interface (has, add, seen) kept in Redis, so every process and every
 -- machine behind a load balancer shares one memory of handled webhook deliveries. seen() is
 -- one SET key 1 NX EX ttl: of concurrent identical deliveries, exactly one gets false.
+--
+-- The two-phase claim (claim, done, release, handle) is what receivers use: a key holds
+-- "claim:<token>" with a short lease (PX) while a handler runs, and "1" (done, ttl) once it
+-- returned. A claim whose command timed out but that Redis applied later (a stalled
+-- server) only blocks redeliveries until its lease ends; then a redelivery takes it over.
+-- seen() marks a delivery handled before it is handled, so a stall can eat the event.
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
+local core = require "chatmaid.core"
 
-local _M = { DEFAULT_TTL = 86400, DEFAULT_PREFIX = "chatmaid:seen:" }
+local _M = { DEFAULT_TTL = 86400, DEFAULT_PREFIX = "chatmaid:seen:", DEFAULT_LEASE = 30 }
 local mt = { __index = _M }
 
 local OPTS = { url = "string", ttl = "number", prefix = "string", timeout = "number",
-               connect_timeout = "number", fail = "string" }
+               connect_timeout = "number", fail = "string", lease = "number" }
 
--- new{ url, ttl = 86400, prefix = "chatmaid:seen:", timeout = 1, fail = "closed" } -> set
+-- KEYS: key. ARGV: token, lease ms -> "claimed" | "busy" (a live claim) | "done"
+_M.CLAIM = [[
+local v = redis.call("GET", KEYS[1])
+if v then
+  if string.sub(v, 1, 6) == "claim:" then return "busy" end
+  return "done"
+end
+redis.call("SET", KEYS[1], "claim:" .. ARGV[1], "PX", ARGV[2])
+return "claimed"
+]]
+
+-- KEYS: key. ARGV: token -> 1 (released) | 0 (not ours: expired, taken over or done)
+_M.RELEASE = [[
+if redis.call("GET", KEYS[1]) == "claim:" .. ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+]]
+
+-- new{ url, ttl = 86400, prefix = "chatmaid:seen:", timeout = 1, fail = "closed",
+--      lease = 30 } -> set
+-- lease: seconds a claim holds a delivery while its handler runs (claim()).
 -- fail = "closed" (default): when Redis is unreachable has/add/seen return nil, err (kind
 -- "transport"), and receive_webhook answers 503 so the API delivers again later: nothing is
 -- handled twice and nothing is lost while Redis is back within the API's retries.
@@ -29,10 +57,13 @@ function _M.new(o)
   if failmode ~= "closed" and failmode ~= "open" then
     error(W .. ": fail must be \"closed\" or \"open\"", 3)
   end
+  local lease = o.lease or _M.DEFAULT_LEASE
+  if lease ~= lease or lease < 0.01 then error(W .. ": lease must be >= 0.01 seconds", 3) end
   return setmetatable({
     conn = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
                      where = W, level = 4 },
     ttl = tostring(ttl), prefix = o.prefix or _M.DEFAULT_PREFIX, fail = failmode,
+    lease = lease,
   }, mt)
 end
 
@@ -44,17 +75,25 @@ local function check_key(fname, key)
   return tostring(key)
 end
 
+local function check_token(fname, token)
+  if type(token) ~= "string" then
+    error("chatmaid.redis.seen_set:" .. fname .. ": token must be the string claim() "
+          .. "returned (got " .. type(token) .. ")", 3)
+  end
+end
+
 local function failed(self, err, open_value)
   if self.fail == "open" then return open_value end
   return nil, err
 end
 
--- set:has(key) -> true | false | nil, err
+-- set:has(key) -> true (handled: seen, added or done) | false (unknown, or only claimed
+-- by a handler still running) | nil, err
 function _M:has(key)
   key = check_key("has", key)
-  local r, err = self.conn:call{ "EXISTS", self.prefix .. key }
+  local r, err = self.conn:call{ "GET", self.prefix .. key }
   if r == nil then return failed(self, err, false) end
-  return r == 1
+  return type(r) == "string" and r:sub(1, 6) ~= "claim:"
 end
 
 -- set:add(key) -> set | nil, err. Re-adding refreshes the key's age.
@@ -80,6 +119,59 @@ function _M:forget(key)
   local r, err = self.conn:call{ "DEL", self.prefix .. key }
   if r == nil then return failed(self, err, true) end
   return true
+end
+
+-- set:claim(key [, lease]) -> token | false, "done" | false, "busy" | nil, err
+-- Phase one: take the delivery for `lease` seconds (default the set's). false, "done": it
+-- was handled (answer 200, duplicate); false, "busy": a handler elsewhere holds a live claim
+-- (answer 503 with Retry-After: the sender delivers again, and takes over the claim if that
+-- handler died). nil, err: Redis failed (answer 503). With fail = "open" a failure gives a
+-- token anyway (the delivery is handled, possibly twice).
+function _M:claim(key, lease)
+  key = check_key("claim", key)
+  lease = lease or self.lease
+  if type(lease) ~= "number" or lease ~= lease or lease < 0.01 then
+    error("chatmaid.redis.seen_set:claim: lease must be a number of seconds >= 0.01", 2)
+  end
+  local token = core.uuid4()
+  local r, err = self.conn:script(_M.CLAIM, { self.prefix .. key },
+                                  { token, tostring(math.ceil(lease * 1000)) })
+  if r == nil then return failed(self, err, "open:" .. token) end
+  if r == "claimed" then return token end
+  if r == "busy" or r == "done" then return false, r end
+  return failed(self, select(2, conn.fail("protocol", "unexpected claim reply "
+                                          .. tostring(r))), "open:" .. token)
+end
+
+-- set:done(key, token) -> true | nil, err
+-- Phase two: the handler returned; the key is remembered as handled for ttl seconds. (Also
+-- when the lease ran out meanwhile: the event was handled.) A failure here is harmless for
+-- the event: the claim's lease ends and a redelivery, if any, is handled again.
+function _M:done(key, token)
+  key = check_key("done", key)
+  check_token("done", token)
+  local r, err = self.conn:call{ "SET", self.prefix .. key, "1", "EX", self.ttl }
+  if r == nil then return failed(self, err, true) end
+  return true
+end
+
+-- set:release(key, token) -> true (released) | false (no longer ours) | nil, err
+-- The handler failed or the request ends with 503: drop the claim now so a redelivery is
+-- handled at once (if this fails, the lease runs out instead).
+function _M:release(key, token)
+  key = check_key("release", key)
+  check_token("release", token)
+  local r, err = self.conn:script(_M.RELEASE, { self.prefix .. key }, { token })
+  if r == nil then return failed(self, err, false) end
+  return r == 1
+end
+
+-- set:handle(key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
+-- claim, fn(...), done; if fn raises, the claim is released and the error raised again
+-- (chatmaid.webhook.handle_once).
+function _M:handle(key, fn, ...)
+  local r, err = require("chatmaid.webhook").handle_once(self, key, fn, ...)
+  return r, err
 end
 
 function _M:close() return self.conn:close() end
