@@ -63,7 +63,7 @@ end
 
 -- what to do about a sender the account does not have
 local PHONES_HINT = "; pass from = one of the account's phone ids or numbers: list them with "
-                    .. "client:phones() (CLI: chatmaid phones)"
+                    .. "client:phone_numbers() (CLI: chatmaid phones)"
 
 -- Resolves `from` (phone id, E.164 number, or nil) to a phone id. E.164 senders are looked
 -- up once per client; with no `from`, default_from or the one connected phone is used.

@@ -16,7 +16,7 @@
 --   in-checkout    sh: run in the checkout (a build command such as `make embed`)
 --   ci             run by .ci/run itself (`make demo`, `make test`)
 --   skip           cannot run in CI: the parenthesis must say why (kept rare; counted)
---   install, quickstart, quickstart-env, nginx, handler.lua, webhook.lua
+--   install, install-more, quickstart, quickstart-env, nginx, handler.lua, webhook.lua
 --                  special blocks run by spec/docs/readme_spec.lua
 local _M = {}
 
@@ -24,8 +24,9 @@ _M.root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/blocks%.lua$") or 
 if _M.root == "" then _M.root = "./" end
 if _M.root:sub(1, 1) ~= "/" then _M.root = os.getenv("PWD") .. "/" .. _M.root end
 
-_M.SPECIAL = { install = true, quickstart = true, ["quickstart-env"] = true, nginx = true,
-               ["handler.lua"] = true, ["webhook.lua"] = true }
+_M.SPECIAL = { install = true, ["install-more"] = true, quickstart = true,
+               ["quickstart-env"] = true, nginx = true, ["handler.lua"] = true,
+               ["webhook.lua"] = true }
 _M.KINDS = { run = true, continue = true, redis = true, file = true, ["in-checkout"] = true,
              ci = true, skip = true }
 

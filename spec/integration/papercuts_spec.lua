@@ -11,7 +11,7 @@ local F = require "spec.support.fixtures"
 local R = require "spec.cli.run"
 
 local HINT = "; pass from = one of the account's phone ids or numbers: list them with "
-             .. "client:phones() (CLI: chatmaid phones)"
+             .. "client:phone_numbers() (CLI: chatmaid phones)"
 
 describe("papercuts #integration", function()
   local sb = F.block_sandbox{ rate_limit = false }
