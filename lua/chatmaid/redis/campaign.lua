@@ -1,4 +1,6 @@
 -- SPDX-License-Identifier: MIT
+
+--- Shared campaigns: workers on many machines send one list together, each item once.
 -- Shared campaigns: several processes on several machines work through one list of sends
 -- together, each item sent once, with the idempotency keys a single-machine
 -- send_batch(items, { batch_id = id }) would use. Redis holds a queue of item numbers:
@@ -15,6 +17,7 @@
 -- Redis may lose all or part of this (restart without persistence, FLUSHDB, failover,
 -- eviction): every script checks the epoch and that pending + leased + done hold n items,
 -- and the worker returns err.kind "state_lost" instead of finishing (DESIGN.md).
+-- @module chatmaid.redis.campaign
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
@@ -145,9 +148,13 @@ local OPTS = { url = "string", id = "string", lease = "number", timeout = "numbe
                connect_timeout = "number", poll = "number", worker = "string",
                sleep = "function" }
 
+--- Make a campaign (chatmaid.redis.campaign).
 -- new{ url, id, lease = 30, poll = 0.5, timeout = 1, worker = "<host>:<random>" }
 -- id names the campaign (and is the batch id of its keys): every worker passes the same
 -- id and the same items. Raises on bad options.
+-- @tparam table o url, id (required), lease, poll, timeout, connect_timeout, worker, sleep
+-- @treturn table the campaign
+-- @raise on a bad option
 function _M.new(o)
   local W = "chatmaid.redis.campaign"
   options.check(W, o, OPTS, 3)
@@ -169,8 +176,12 @@ function _M.new(o)
   }, mt)
 end
 
+--- The idempotency key of every item.
 -- campaign.keys(id, items) -> the idempotency key of every item: the keys a single-machine
 -- client:send_batch(items, { batch_id = id }) uses (chatmaid.batch.keys when present).
+-- @tparam string id the campaign id (the batch id)
+-- @tparam table items the send parameter tables
+-- @treturn table the keys, in item order
 function _M.keys(id, items)
   if type(batch.keys) == "function" then return batch.keys(id, items) end
   local out = {}
@@ -187,7 +198,11 @@ local function split_outcome(v)
   return { failed = true, kind = kind, message = msg }
 end
 
+--- Counts across all workers.
 -- campaign:status() -> { total, pending, leased, done, sent, failed } | nil, err
+-- @treturn table { total, pending, leased, done, sent, failed }
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:status()
   local k = self.k
   local r, err = self.conn:call{ "HGET", k.meta, "n" }
@@ -207,8 +222,12 @@ function _M:status()
   return st
 end
 
+--- The outcome of every item done, by any worker.
 -- campaign:outcomes() -> { [i] = { sent = true, id = "msg_..." } | { failed = true, kind,
 -- message } } for every item done, by any worker | nil, err
+-- @treturn table { [i] = { sent = true, id } or { failed = true, kind, message } }
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:outcomes()
   local all, err = self.conn:call{ "HGETALL", self.k.done }
   if all == nil then return nil, err end
@@ -217,12 +236,20 @@ function _M:outcomes()
   return out
 end
 
+--- Put the failed items back in the queue (run again).
 -- campaign:retry_failed() -> count | nil, err: failed items go back to pending (run again).
+-- @treturn number how many
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:retry_failed()
   return self.conn:script(_M.RETRY_FAILED, { self.k.done, self.k.pending }, {})
 end
 
+--- Forget the campaign in Redis (not the messages).
 -- campaign:reset() -> true | nil, err: forgets the campaign in Redis (not the messages).
+-- @treturn boolean true
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:reset()
   local k = self.k
   local r, err = self.conn:call{ "DEL", k.meta, k.pending, k.leased, k.done, k.owner }
@@ -247,6 +274,7 @@ local function lost_error(self, why, results, sum)
     { campaign = self.id, results = results, summary = sum })
 end
 
+--- Work through the campaign with the other workers until every item is done.
 -- campaign:run(client, items, opts) -> results, summary | nil, err
 -- Works through the campaign with the other workers until every item is done. items: the
 -- same array of send parameters on every worker (checked: a worker with another list gets
@@ -265,6 +293,17 @@ end
 -- "Shared campaigns"): run again with opts.resume = true to rebuild it from `items`
 -- (every item not known done is sent again with its key: the API replays those it has).
 -- A campaign object that never saw the state (a new process) rebuilds it without asking.
+-- @tparam table client a chatmaid client
+-- @tparam table items the same array of send parameter tables on every worker
+-- @tparam[opt] table opts concurrency, rate_per_minute, rate_limiter, timeout, max_retries,
+--   max_retry_wait, chunk, on_progress, ttl, resume
+-- @treturn table results for the items this worker sent (send_batch's shape)
+-- @treturn table summary { sent, replayed, failed, claimed, taken_over, requests, rate_limited,
+--   retries, elapsed, total, done }
+-- @return[2] nil
+-- @treturn[2] table err: kind "transport", "validation", "interrupted" or "state_lost" (run again
+--   with { resume = true }); err.results, err.summary
+-- @raise when client or items are not what they must be, or on a bad option
 function _M:run(client, items, opts)
   local W = "chatmaid.redis.campaign:run"
   if type(client) ~= "table" or type(client.send_batch) ~= "function" then

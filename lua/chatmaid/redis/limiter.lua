@@ -1,4 +1,6 @@
 -- SPDX-License-Identifier: MIT
+
+--- A request-rate limiter shared through Redis by every process on every machine.
 -- A request-rate limiter shared through Redis by every process on every machine that uses
 -- one API key. Same interface as chatmaid.resty's limiter (take(n) -> seconds to wait,
 -- wait(n), pause_until(t)), so send_batch{ rate_limiter = ... } uses it unchanged.
@@ -19,6 +21,7 @@
 -- An answer that came back too late for its slot, or a worker that wakes after the stale
 -- moment (it was paused, or descheduled), takes a new slot: the old one stays booked and
 -- unused, which costs capacity, never the limit.
+-- @module chatmaid.redis.limiter
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local ratelimit = require "chatmaid.ratelimit"
@@ -120,12 +123,17 @@ local function check(o)
   return limit, burst, window, margin, failmode, outage, grace
 end
 
+--- Make a limiter (chatmaid.redis.rate_limiter).
 -- new{ url, key = "default", per_minute (or limit) = starts per window, burst = 1,
 --      window = 60, margin = 1, timeout = 1, fail = "closed", on_error = fn(err),
 --      max_outage = 30 (s Redis may fail before take gives up with nil, err),
 --      slot_grace = margin / 2 (0.01 to 0.25 s: how late a slot may still start),
 --      now = clock of pause_until's t, time = test clock replacing Redis TIME }
 -- Raises on bad options (no I/O until the first take).
+-- @tparam table o url, key, per_minute or limit, burst, window, margin, timeout, connect_timeout,
+--   fail, on_error, max_outage, slot_grace, sleep, now, time
+-- @treturn table the limiter
+-- @raise on a bad option
 function _M.new(o)
   local limit, burst, window, margin, failmode, outage, grace = check(o)
   local c = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
@@ -203,8 +211,14 @@ local function book(self, n)
                    .. " s)")
 end
 
+--- One attempt to reserve n starts.
 -- limiter:try_take(n) -> wait_seconds | nil, err (kind "transport")
 -- One attempt: reserves n starts (default 1) at one time; the caller waits wait_seconds.
+-- @tparam[opt=1] number n starts
+-- @treturn number seconds to wait before starting
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
+-- @raise when n is not a positive integer or is over per_minute
 function _M:try_take(n)
   n = check_n(n)
   check_limit(self, n)
@@ -258,17 +272,33 @@ local function step(self, n)
   return nil, err, math.min(self.backoff, self.max_outage - (now - self.failing))
 end
 
+--- One non-blocking step: book n starts as a moment (for callers that do their own waiting).
+-- @tparam[opt=1] number n starts
+-- @treturn number wait: seconds from the call until the slot starts
+-- @treturn ?number stale_in: start before this many seconds from the call, or reserve again (nil
+--   with fail = "open" while Redis is down)
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
+-- @treturn[2] ?number retry_in: ask again after this many seconds; nil once Redis has failed for
+--   max_outage seconds (give up)
+-- @raise as try_take, or what on_error raises
 function _M:reserve(n)
   local w, start, stale, called = step(self, n)
   if not w or not stale or self.time then return w, start, stale end
   return start - called, stale - called
 end
 
+--- Reserve n starts, riding out a Redis outage for at most max_outage seconds.
 -- limiter:take(n) -> wait_seconds (>= 0) | nil, err. Never blocks by itself, except while
 -- Redis is unreachable and fail = "closed" (the default): it then retries (backoff up to
 -- 5 s, sleeping with `sleep`) for at most max_outage seconds, calling on_error(err) after
 -- each failure (raise there to give up sooner), then returns nil, err. With fail = "open"
 -- it paces locally (this process alone at the full rate) until Redis is back.
+-- @tparam[opt=1] number n starts
+-- @treturn number seconds (>= 0) to wait before starting
+-- @return[2] nil
+-- @treturn[2] table err after max_outage seconds of Redis failures
+-- @raise as try_take, or what on_error raises
 function _M:take(n)
   while true do
     local w, err, retry_in = step(self, n)
@@ -278,7 +308,12 @@ function _M:take(n)
   end
 end
 
+--- take(n), then sleep for it (inside a task, through the client's scheduler).
 -- limiter:wait(n) -> waited_seconds | nil, err: take(n), then sleep for it.
+-- @tparam[opt=1] number n starts
+-- @treturn number the seconds waited
+-- @return[2] nil
+-- @treturn[2] table err as take
 function _M:wait(n)
   local w, err = self:take(n)
   if not w then return nil, err end
@@ -286,9 +321,14 @@ function _M:wait(n)
   return w
 end
 
+--- No start before t on any machine (after a 429).
 -- limiter:pause_until(t) -> true | nil, err
 -- The API answered 429: no start before t (on the `now` clock: the client's clock by
 -- default) on any machine. Sent to Redis as a delay, so clocks need not agree.
+-- @tparam number t a time on the limiter's `now` clock
+-- @treturn boolean true
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:pause_until(t)
   local delay = t - self.now()
   if delay <= 0 then return true end
@@ -301,7 +341,9 @@ function _M:pause_until(t)
   return true
 end
 
+--- Drop the connection (reopened on next use).
 -- limiter:close(): drops the connection (reopened on next use).
+-- @treturn boolean true
 function _M:close() return self.conn:close() end
 
 return _M
