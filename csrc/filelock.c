@@ -6,7 +6,9 @@
  *   the same process conflicts too, and closing some other descriptor of the file does not
  *   drop it (an fcntl lock would be dropped). The holder also puts an fcntl read lock on one
  *   byte far past the end, read by nobody: F_GETLK on it tells a refused process the holder's
- *   pid. Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "open".
+ *   pid. A file of another user is refused; one of ours that others may read is made 0600.
+ *   Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "not_owner",
+ *   "open".
  * The lock's methods do the file's I/O through the same descriptor, so the holder never opens
  * the file again: lock:read() -> the whole file, lock:append(s), lock:truncate(),
  * lock:close() (also __gc and __close) releases the locks and the descriptor; idempotent. */
@@ -90,6 +92,24 @@ static int filelock_new(lua_State *L) {
     lua_pushliteral(L, "not_regular");
     lua_pushfstring(L, "%s is not a regular file", path);
     return 3;
+  }
+  /* A file someone else planted (in a shared directory) could be read by them and could hold
+   * "confirmed" lines that make us skip rows: refuse it, as ssh refuses a key file it does
+   * not own. One of ours that others may read (older versions made it 0644) becomes 0600. */
+  if (st.st_uid != geteuid()) {
+    close(k->fd);
+    k->fd = -1;
+    cm_pushfail(L);
+    lua_pushliteral(L, "not_owner");
+    lua_pushfstring(L, "%s belongs to another user (uid %d): a journal must be yours alone;"
+                    " remove it or give a path of your own", path, (int)st.st_uid);
+    return 3;
+  }
+  if ((st.st_mode & 077) != 0 && fchmod(k->fd, 0600) != 0) {
+    int e = errno;
+    close(k->fd);
+    k->fd = -1;
+    return fail(L, "open", "cannot make private (chmod 0600)", path, e);
   }
   if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;

@@ -97,14 +97,15 @@ end
 --- Become the one writer of a journal: lock it, then read it.
 -- acquire(path) -> journal | nil, problem, kind
 -- The one writer of the journal at path: takes its lock (chatmaid.core.lock_file: created
--- 0600, never through a symbolic link, a regular file only) BEFORE reading it, and holds it
+-- 0600, never through a symbolic link, a regular file of ours only, made 0600) BEFORE reading it, and holds it
 -- until journal:close() (or the journal is collected). journal.state is what earlier runs
 -- wrote (parse). kind: "busy" (another writer holds it: problem names its pid), "symlink",
--- "not_regular", "open", "io", "not_journal".
+-- "not_regular", "not_owner" (another user's file), "open", "io", "not_journal".
 -- @tparam string path the journal file (created 0600)
 -- @treturn ?table the journal (journal.state: what earlier runs wrote), or nil
 -- @treturn ?string the problem when nil (for "busy", it names the holder's pid)
--- @treturn ?string kind: "busy", "symlink", "not_regular", "open", "io" or "not_journal"
+-- @treturn ?string kind: "busy", "symlink", "not_regular", "not_owner", "open", "io" or
+--   "not_journal"
 function _M.acquire(path)
   local lock, kind, msg = core.lock_file(path)
   if not lock then return nil, msg, kind end

@@ -67,7 +67,8 @@ function _M.items(items)
 end
 
 -- journal(o) -> journal | false, batch_id | nil, err (kind "validation", err.reason = the
--- journal's problem kind: "busy", "symlink", "not_regular", "open", "io", "not_journal").
+-- journal's problem kind: "busy", "symlink", "not_regular", "not_owner", "open", "io",
+-- "not_journal").
 -- A path is acquired here (and closed by send_batch); a journal object the caller acquired
 -- is the caller's to close. Without batch_id: the journal's, else a new one it records.
 function _M.journal(o)
