@@ -37,8 +37,10 @@ sends the others with their same keys. Each row's key comes from the batch id an
 message (--from, to, content, media_url, and which occurrence of identical rows it is): an
 unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered. The
 batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
-a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine or
-with --no-journal, where the API answers the rows it already has (replayed).
+a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine,
+where the API answers the rows it already has (replayed). --no-journal still reads the
+campaign's journal for its batch id (it writes none). The ids of --new and of an earlier
+--batch-id live only in the journal: elsewhere pass the id the summary line printed.
 A different list under the name of an earlier campaign is not merged silently: unless more
 than 2 in 3 of its rows are rows of the earlier run(s), nothing is sent and the run stops
 (exit 2) naming the earlier run (date, counts). Then --continue sends the rows not sent yet
@@ -169,16 +171,29 @@ local function exists(path)
 end
 
 -- journal_path(a, name) -> path | nil: --journal, else NAME.journal beside the CSV file;
--- nil with --no-journal. A journal where versions before 0.2 put it (the --out file, else
--- the CSV file, with ".journal" appended) is used while NAME.journal does not exist: it
--- holds that campaign's batch id, so an upgrade never sends its rows again.
+-- nil with --no-journal. A journal where versions before 0.2 put it (the --out file's path,
+-- else the CSV file's, with ".journal" appended; both are looked for, since the --out of that
+-- run is not known) is used while NAME.journal does not exist: it holds that campaign's batch
+-- id, so an upgrade never sends its rows again.
 function _M.journal_path(a, name)
   if a.no_journal then return nil end
   if a.journal then return a.journal end
   local path = (a.file:match("^(.*/)") or "") .. name .. ".journal"
-  local old = (a.out or a.file) .. ".journal"
-  if not exists(path) and exists(old) then return old end
+  if exists(path) then return path end
+  for _, old in ipairs{ a.out and a.out .. ".journal", a.file .. ".journal" } do
+    if old and exists(old) then return old end
+  end
   return path
+end
+
+-- recorded_journal(a, name) -> path | nil: with --no-journal, the campaign's journal if it
+-- exists. It is read (not written) for its batch id, which may not be derivable (--new, a
+-- --batch-id of an earlier run, an older version's id): without it every row would be sent
+-- again under another id.
+function _M.recorded_journal(a, name)
+  if not a.no_journal or a.batch_id then return nil end
+  local path = _M.journal_path({ file = a.file, out = a.out, journal = a.journal }, name)
+  return exists(path) and path or nil
 end
 
 local function count(t)
@@ -260,7 +275,23 @@ local function send(c, items, opts)
   return nil, e
 end
 
--- identity(a, ctx, items, text) -> journal|false, batch_id, resumed | nil, exit code
+-- campaign_journal(a, ctx, name) -> journal | false, path, written | nil, exit code
+-- The campaign's journal, locked; written = false for one only read (--no-journal).
+local function campaign_journal(a, ctx, name)
+  if a.new and a.no_journal then
+    return nil, ctx.usage("--new needs the journal: it alone records the new campaign's batch"
+                          .. " id (without a journal, pass a new --batch-id or --campaign)")
+  end
+  local jpath = _M.journal_path(a, name)
+  local path = jpath or _M.recorded_journal(a, name)
+  if not path then return false end
+  local j, code = acquire(path, ctx)
+  if j and a.new then j, code = start_new(j, ctx) end
+  if not j then return nil, code end
+  return j, path, jpath ~= nil
+end
+
+-- identity(a, ctx, items) -> journal|false, batch_id | nil, exit code
 -- The campaign's journal (locked), its batch id, and the check that this list is that
 -- campaign (else exit 2 before anything is sent, unless --continue or --new).
 local function identity(a, ctx, items)
@@ -269,19 +300,14 @@ local function identity(a, ctx, items)
   if a.continue and a.new then return nil, ctx.usage("--continue and --new: pick one") end
   local api_key = a.api_key or os.getenv("CHATMAID_API_KEY") or ""
   local derived = _M.default_batch_id(name, a.from, api_key)
-  local jpath = _M.journal_path(a, name)
-  local j = false
-  if jpath then
-    local code
-    j, code = acquire(jpath, ctx)
-    if j and a.new then j, code = start_new(j, ctx) end
-    if not j then return nil, code end
-  end
+  local j, jpath, written = campaign_journal(a, ctx, name)
+  if j == nil then return nil, jpath end
   if a.new then   -- a new campaign under the name: a new id, kept by its journal
     derived = _M.default_batch_id(name .. "\n" .. string.format("%.6f", core.time()), a.from,
                                   api_key)
   end
   local st = j and j.state
+  if j and not written then j:close(); j = false end   -- --no-journal: its id only
   local resumed = not a.batch_id and st and st.batch_id
   local batch_id = a.batch_id or resumed or derived
   if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
@@ -292,7 +318,7 @@ local function identity(a, ctx, items)
   if resumed and not a.continue then
     local same, both = _M.same_campaign(st, idempotency.keys(batch_id, items))
     if not same then
-      j:close()
+      if j then j:close() end
       ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
         .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
         .. " Run again with --continue to send the rows not sent yet as part of that"

@@ -1,0 +1,96 @@
+-- SPDX-License-Identifier: MIT
+-- chatmaid batch, issue 22 tried from outside: the campaign's batch id lives in its journal
+-- when it cannot be derived (after --new, or recorded by a version before 0.2 at its old
+-- default place, <--out or CSV>.journal), so a re-run with another --out or with --no-journal
+-- must still use it: an unchanged row is never sent twice. A journal of another user is
+-- refused.
+local R = require "spec.cli.run"
+local F = require "spec.support.fixtures"
+local files = require "spec.support.files"
+
+local function csv(rows)
+  local t = { "to,content" }
+  for _, r in ipairs(rows) do t[#t + 1] = r[1] .. "," .. r[2] end
+  return table.concat(t, "\n") .. "\n"
+end
+
+local function rows_of(n, tag, fixed)
+  local rows = {}
+  for i = 1, n do
+    rows[i] = { string.format("+1553%07d", i), tag .. " " .. i .. (i == fixed and " fixed" or "") }
+  end
+  return rows
+end
+
+describe("chatmaid batch: the journal's batch id is used wherever the journal is", function()
+  local sb = F.block_sandbox{ rate_limit = false }
+  local env, dir
+  local get_dir = files.block_dir()
+  before_each(function() env, dir = R.env(sb), get_dir() end)
+
+  local function created() return sb:stats().messagesCreated end
+  local function batch(file, ...)
+    local _, err, code = R.run({ "batch", file, "--from", "ph_primary", ... }, { env = env })
+    return code, err
+  end
+
+  it("after --new, an edited list re-run with --no-journal sends only the changed row",
+     function()
+    local file = R.write(dir .. "/weekly.csv", csv(rows_of(6, "week 1")))
+    assert.are.equal(0, batch(file))
+    R.write(file, csv(rows_of(6, "week 2")))
+    local code, err = batch(file, "--new")
+    assert.are.equal(0, code, err)
+    assert.are.equal(12, created())
+    local id = err:match("\nbatch (%S+): sent 6,")
+    assert.is_truthy(id, err)
+    R.write(file, csv(rows_of(6, "week 2", 4)))
+    code, err = batch(file, "--no-journal", "--out", dir .. "/other.jsonl")
+    assert.are.equal(0, code, err)
+    assert.are.equal(13, created())
+    assert.truthy(err:find("batch " .. id .. ": sent 1, replayed 5, skipped 0", 1, true), err)
+    -- --new without a journal would make an id nothing remembers: refused
+    code, err = batch(file, "--no-journal", "--new")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("--new needs the journal", 1, true), err)
+    assert.are.equal(13, created())
+  end)
+
+  for _, how in ipairs{ "another --out", "--no-journal" } do
+    it("a journal an older version left beside the CSV (FILE.csv.journal, 0644) is used with "
+       .. how .. ", and made 0600", function()
+      local tag = how:sub(3, 6)
+      local file = R.write(dir .. "/old-" .. tag .. ".csv", csv(rows_of(5, "old " .. tag)))
+      local old = file .. ".journal"           -- where versions before 0.2 put it (no --out)
+      local code, err = batch(file, "--batch-id", "csv-00112233445566" .. tag:sub(1, 2),
+                              "--journal", old)
+      assert.are.equal(0, code, err)
+      os.execute("chmod 0644 " .. R.quote(old))
+      local before = created()
+      R.write(file, csv(rows_of(5, "old " .. tag, 2)))
+      if how == "--no-journal" then
+        code, err = batch(file, "--no-journal", "--out", dir .. "/n.jsonl")
+      else
+        code, err = batch(file, "--out", dir .. "/o.jsonl")
+        assert.are.equal("600", files.mode(old))
+        assert.is_false(files.exists(dir .. "/old-" .. tag .. ".journal"))
+      end
+      assert.are.equal(0, code, err)
+      assert.are.equal(before + 1, created())
+      assert.truthy(err:find("csv%-00112233445566" .. tag:sub(1, 2) .. ": sent 1, "), err)
+    end)
+  end
+
+  it("a journal file of another user is refused (exit 2), nothing sent", function()
+    if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
+    local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))
+    R.write(dir .. "/planted.journal", "")
+    os.execute("chown nobody " .. R.quote(dir .. "/planted.journal"))
+    local before = created()
+    local code, err = batch(file)
+    assert.are.equal(2, code)
+    assert.truthy(err:find(dir .. "/planted.journal belongs to another user (uid ", 1, true),
+                  err)
+    assert.are.equal(before, created())
+  end)
+end)
