@@ -58,7 +58,7 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
 
   for _, how in ipairs{ "another --out", "--no-journal" } do
     it("a journal an older version left beside the CSV (FILE.csv.journal, 0644) is used with "
-       .. how .. ", and made 0600", function()
+       .. how .. " (and then moved beside it as NAME.journal, 0600)", function()
       local tag = how:sub(3, 6)
       local file = R.write(dir .. "/old-" .. tag .. ".csv", csv(rows_of(5, "old " .. tag)))
       local old = file .. ".journal"           -- where versions before 0.2 put it (no --out)
@@ -72,14 +72,36 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
         code, err = batch(file, "--no-journal", "--out", dir .. "/n.jsonl")
       else
         code, err = batch(file, "--out", dir .. "/o.jsonl")
-        assert.are.equal("600", files.mode(old))
-        assert.is_false(files.exists(dir .. "/old-" .. tag .. ".journal"))
+        assert.is_false(files.exists(old))                 -- moved to its place now
+        assert.are.equal("600", files.mode(dir .. "/old-" .. tag .. ".journal"))
       end
       assert.are.equal(0, code, err)
       assert.are.equal(before + 1, created())
       assert.truthy(err:find("csv%-00112233445566" .. tag:sub(1, 2) .. ": sent 1, "), err)
     end)
   end
+
+  it("an older version's journal at <--out>.journal moves beside the CSV on first use, so a"
+     .. " later run with yet another --out still finds it", function()
+    local file = R.write(dir .. "/moved.csv", csv(rows_of(4, "moved")))
+    local out = dir .. "/monday.jsonl"
+    local code, err = batch(file, "--batch-id", "csv-0011223344556677", "--journal",
+                            out .. ".journal")
+    assert.are.equal(0, code, err)
+    local before = created()
+    code, err = batch(file, "--out", out)           -- the old place: used, and moved
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("chatmaid batch: moved the journal " .. out .. ".journal to "
+                           .. dir .. "/moved.journal (its place since 0.2)\n", 1, true), err)
+    assert.is_false(files.exists(out .. ".journal"))
+    assert.are.equal("600", files.mode(dir .. "/moved.journal"))
+    R.write(file, csv(rows_of(4, "moved", 3)))
+    code, err = batch(file, "--out", dir .. "/tuesday.jsonl")
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("batch csv-0011223344556677: sent 1, replayed 0, skipped 3", 1,
+                           true), err)
+    assert.are.equal(before + 1, created())
+  end)
 
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)

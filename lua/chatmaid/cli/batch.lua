@@ -170,20 +170,35 @@ local function exists(path)
   return f ~= nil
 end
 
--- journal_path(a, name) -> path | nil: --journal, else NAME.journal beside the CSV file;
--- nil with --no-journal. A journal where versions before 0.2 put it (the --out file's path,
--- else the CSV file's, with ".journal" appended; both are looked for, since the --out of that
--- run is not known) is used while NAME.journal does not exist: it holds that campaign's batch
--- id, so an upgrade never sends its rows again.
+-- journal_path(a, name) -> path, its new place | nil: --journal, else NAME.journal beside
+-- the CSV file; nil with --no-journal. A journal where versions before 0.2 put it (the --out
+-- file's path, else the CSV file's, with ".journal" appended; both are looked for, since the
+-- --out of that run is not known) is used while NAME.journal does not exist: it holds that
+-- campaign's batch id, so an upgrade never sends its rows again. Then the second value is
+-- NAME.journal, where the caller moves it (so that a later run with another --out finds it).
 function _M.journal_path(a, name)
   if a.no_journal then return nil end
   if a.journal then return a.journal end
   local path = (a.file:match("^(.*/)") or "") .. name .. ".journal"
   if exists(path) then return path end
   for _, old in ipairs{ a.out and a.out .. ".journal", a.file .. ".journal" } do
-    if old and exists(old) then return old end
+    if old and exists(old) then return old, path end
   end
   return path
+end
+
+-- move_journal(j, to, ctx): an older version's journal, held, renamed to its place now.
+local function move_journal(j, to, ctx)
+  if exists(to) then return end             -- appeared meanwhile: leave both alone
+  local ok, err = os.rename(j.path, to)
+  if not ok then
+    ctx.stderr:write("chatmaid batch: could not move the journal ", j.path, " to ", to, ": ",
+                     tostring(err), "; it is used where it is\n")
+    return
+  end
+  ctx.stderr:write("chatmaid batch: moved the journal ", j.path, " to ", to,
+                   " (its place since 0.2)\n")
+  j.path = to
 end
 
 -- recorded_journal(a, name) -> path | nil: with --no-journal, the campaign's journal if it
@@ -282,13 +297,14 @@ local function campaign_journal(a, ctx, name)
     return nil, ctx.usage("--new needs the journal: it alone records the new campaign's batch"
                           .. " id (without a journal, pass a new --batch-id or --campaign)")
   end
-  local jpath = _M.journal_path(a, name)
+  local jpath, moved_to = _M.journal_path(a, name)
   local path = jpath or _M.recorded_journal(a, name)
   if not path then return false end
   local j, code = acquire(path, ctx)
+  if j and moved_to then move_journal(j, moved_to, ctx) end
   if j and a.new then j, code = start_new(j, ctx) end
   if not j then return nil, code end
-  return j, path, jpath ~= nil
+  return j, j.path, jpath ~= nil
 end
 
 -- identity(a, ctx, items) -> journal|false, batch_id | nil, exit code
