@@ -103,6 +103,19 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before + 1, created())
   end)
 
+  it("--new never overwrites a journal kept aside before (same date of last run)", function()
+    local file = R.write(dir .. "/aside.csv", csv(rows_of(2, "aside")))
+    local header = '{"journal":"chatmaid.batch","v":1,"batch":"csv-aaaabbbbccccdddd","at":1000}\n'
+    R.write(dir .. "/aside.journal", header)
+    R.write(dir .. "/aside.journal.19700101T001640Z", "kept before\n")
+    local code, err = batch(file, "--new")
+    assert.are.equal(0, code, err)
+    assert.are.equal("kept before\n", R.read(dir .. "/aside.journal.19700101T001640Z"))
+    assert.are.equal(header, R.read(dir .. "/aside.journal.19700101T001640Z-2"))
+    assert.truthy(err:find("journal is now " .. dir .. "/aside.journal.19700101T001640Z-2\n",
+                           1, true), err)
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

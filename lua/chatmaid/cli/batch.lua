@@ -266,6 +266,8 @@ local function start_new(j, ctx)
   local st = j.state
   if not st.exists then return j end
   local aside = j.path .. "." .. os.date("!%Y%m%dT%H%M%SZ", math.floor(st.last_at or 0))
+  local n, base = 1, aside
+  while exists(aside) do n = n + 1; aside = base .. "-" .. n end   -- never over another
   local ok, err = os.rename(j.path, aside)
   j:close()
   if not ok then return nil, ctx.usage("--new: cannot keep the earlier journal: " .. err) end
