@@ -116,6 +116,17 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
                            1, true), err)
   end)
 
+  it("a journal that cannot be created says what to do (exit 2, nothing sent)", function()
+    local file = R.write(dir .. "/nodir.csv", csv(rows_of(1, "nodir")))
+    local before = created()
+    local code, err = batch(file, "--journal", dir .. "/no/such/x.journal")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("--journal: cannot open " .. dir .. "/no/such/x.journal: No such file"
+      .. " or directory (pass --journal PATH to keep the journal where you can write, or"
+      .. " --no-journal)", 1, true), err)
+    assert.are.equal(before, created())
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

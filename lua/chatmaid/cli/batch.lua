@@ -257,6 +257,10 @@ local function acquire(path, ctx)
                      .. " campaign; nothing was sent (wait for it, or kill it and run again)\n")
     return nil, 2
   end
+  if kind == "open" then   -- e.g. the CSV's directory is read-only
+    problem = problem .. " (pass --journal PATH to keep the journal where you can write, or"
+              .. " --no-journal)"
+  end
   return nil, ctx.usage("--journal: " .. problem)
 end
 
