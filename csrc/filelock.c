@@ -38,6 +38,14 @@ static int fail(lua_State *L, const char *kind, const char *what, const char *pa
   return 3;
 }
 
+/* nil, "io", the system's message: the caller knows the path and what it was doing */
+static int io_fail(lua_State *L, int err) {
+  cm_pushfail(L);
+  lua_pushliteral(L, "io");
+  lua_pushstring(L, strerror(err));
+  return 3;
+}
+
 static void pid_lock(int fd, short type, int cmd, struct flock *fl) {
   memset(fl, 0, sizeof *fl);
   fl->l_type = type;
@@ -131,7 +139,7 @@ static int filelock_new(lua_State *L) {
   return 1;
 }
 
-/* lock:read() -> the whole file | nil, "io", message */
+/* lock:read() -> the whole file | nil, "io", the system's message (strerror) */
 static int filelock_read(lua_State *L) {
   FileLock *k = check_open(L);
   luaL_Buffer b;
@@ -142,7 +150,7 @@ static int filelock_read(lua_State *L) {
     ssize_t n = pread(k->fd, p, LUAL_BUFFERSIZE, at);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(L, "io", "cannot read", "the file", errno);
+      return io_fail(L, errno);
     }
     if (n == 0) break;
     luaL_addsize(&b, (size_t)n);
@@ -161,7 +169,7 @@ static int filelock_append(lua_State *L) {
     ssize_t n = write(k->fd, s + done, len - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(L, "io", "cannot write", "the file", errno);
+      return io_fail(L, errno);
     }
     done += (size_t)n;
   }
@@ -172,7 +180,7 @@ static int filelock_append(lua_State *L) {
 /* lock:truncate() -> true | nil, "io", message */
 static int filelock_truncate(lua_State *L) {
   FileLock *k = check_open(L);
-  if (ftruncate(k->fd, 0) != 0) return fail(L, "io", "cannot truncate", "the file", errno);
+  if (ftruncate(k->fd, 0) != 0) return io_fail(L, errno);
   lua_pushboolean(L, 1);
   return 1;
 }

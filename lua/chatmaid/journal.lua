@@ -109,8 +109,8 @@ end
 function _M.acquire(path)
   local lock, kind, msg = core.lock_file(path)
   if not lock then return nil, msg, kind end
-  local text, rerr = lock:read()
-  if not text then lock:close(); return nil, rerr, "io" end
+  local text, _, rerr = lock:read()     -- nil, "io", the system's message
+  if not text then lock:close(); return nil, "cannot read " .. path .. ": " .. rerr, "io" end
   local st, problem = _M.parse(text, path)
   if not st then lock:close(); return nil, problem, "not_journal" end
   return setmetatable({ lock = lock, path = path, state = st, buf = {} }, mt)
@@ -125,8 +125,8 @@ function _M:start(batch_id)
   local st = self.state
   -- a file holding only a torn header is started again
   if st.torn and not st.exists then
-    local ok, err = self.lock:truncate()
-    if not ok then return nil, err end
+    local ok, _, err = self.lock:truncate()
+    if not ok then return nil, "cannot truncate " .. self.path .. ": " .. err end
   elseif not st.ends_clean then
     self:write("\n")  -- after a torn line, start on a line of our own (the fragment is ignored)
   end
@@ -152,7 +152,7 @@ function _M:flush()
   if buf[1] == nil then return true end
   if not self.lock then return nil, "cannot write " .. self.path .. ": journal closed" end
   self.buf = {}
-  local ok, err = self.lock:append(table.concat(buf))
+  local ok, _, err = self.lock:append(table.concat(buf))   -- nil, "io", the system's message
   if not ok then return nil, "cannot write " .. self.path .. ": " .. tostring(err) end
   return true
 end
