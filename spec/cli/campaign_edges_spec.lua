@@ -127,6 +127,33 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before, created())
   end)
 
+  it("the list re-run with --from written another way stops, even with --continue: its rows"
+     .. " were sent (same recipient and text) under other keys", function()
+    local file = R.write(dir .. "/sender.csv", csv(rows_of(6, "sender")))
+    local start = created()
+    assert.are.equal(0, batch(file))                            -- --from ph_primary
+    R.write(file, csv(rows_of(6, "sender", 5)))
+    for _, extra in ipairs{ "--out", "--continue" } do
+      local _, err, code = R.run({ "batch", file, "--from", "+15551230001", extra,
+                                   extra == "--out" and dir .. "/x.jsonl" or nil },
+                                 { env = env })
+      assert.are.equal(2, code, err)
+      assert.truthy(err:find("^chatmaid batch: campaign 'sender': 5 of this file's 6 rows were"
+        .. " already sent by the run of [%d%- :]+ UTC %(sent 6, failed 0%) to the same"
+        .. " recipients with the same text, under other idempotency keys: %-%-from is written"
+        .. " differently from that run's %(it sent from %+15551230001%), or the rows'"
+        .. " idempotency_key column changed%. Nothing was sent%. Run again with that run's"
+        .. " %-%-from to continue the campaign; %-%-new sends every row again as a new"
+        .. " campaign%.\n$"), err)
+    end
+    assert.are.equal(start + 6, created())                      -- nothing sent twice
+    local before = created()
+    local code, err = batch(file)                               -- the same --from again
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("sent 1, replayed 0, skipped 5", 1, true), err)
+    assert.are.equal(before + 1, created())
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

@@ -35,7 +35,9 @@ CSV as NAME.journal (--journal PATH elsewhere; --no-journal none) and records ev
 it completes: a re-run, with any --out, asks the API nothing for the rows it confirmed and
 sends the others with their same keys. Each row's key comes from the batch id and the row's
 message (--from, to, content, media_url, and which occurrence of identical rows it is): an
-unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered. The
+unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered
+(write --from the same way on every run: a list the journal shows was sent under other keys
+stops, even with --continue). The
 batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
 a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine,
 where the API answers the rows it already has (replayed). --no-journal still reads the
@@ -244,7 +246,57 @@ end
 function _M.same_campaign(st, keys)
   local both, known = shared(st, keys)
   if known == 0 then return true end
-  return both * 3 > math.min(#keys, known) * 2, both
+  return both * 3 > math.min(#keys, known) * 2, both, known
+end
+
+-- resent(st, items, keys) -> rows of this list without a confirmed key whose message (same
+-- recipient, text and media) the journal confirmed under another key, a sender it used.
+-- Keys include --from as written: "ph_primary" one day and "+15551230001" (the same phone)
+-- the next make other keys, and only this comparison sees that those rows were sent.
+local function resent(st, items, keys)
+  local function sig(to, content, media)
+    return tostring(to) .. "\0" .. tostring(content or "") .. "\0"
+           .. (type(media) == "table" and table.concat(media, " ") or "")
+  end
+  local sent, from = {}, nil
+  for _, m in pairs(st.confirmed) do
+    if type(m) == "table" then
+      sent[sig(m.to, m.content, m.mediaUrls)] = true
+      from = from or m.from
+    end
+  end
+  local n = 0
+  for i, it in ipairs(items) do
+    if not st.confirmed[keys[i]] and sent[sig(it.to, it.content, it.media_urls)] then
+      n = n + 1
+    end
+  end
+  return n, from
+end
+
+-- check_campaign(a, ctx, name, jpath, st, batch_id, items) -> true | nil, 2 (stopped: the
+-- list is not this campaign's, or is its rows under other keys; nothing is sent)
+local function check_campaign(a, ctx, name, jpath, st, batch_id, items)
+  local keys = idempotency.keys(batch_id, items)
+  local same, both, known = _M.same_campaign(st, keys)
+  if same then return true end
+  local again, from = resent(st, items, keys)
+  if again * 3 > math.min(#items, known) * 2 then      -- --continue would send them twice
+    ctx.stderr:write(string.format("chatmaid batch: campaign '%s': %d of this file's %d rows"
+      .. " were already sent by %s to the same recipients with the same text, under other"
+      .. " idempotency keys: --from is written differently from that run's (it sent from %s),"
+      .. " or the rows' idempotency_key column changed. Nothing was sent. Run again with that"
+      .. " run's --from to continue the campaign; --new sends every row again as a new"
+      .. " campaign.\n", name, again, #items, earlier(st), tostring(from)))
+    return nil, 2
+  end
+  if a.continue then return true end
+  ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
+    .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
+    .. " Run again with --continue to send the rows not sent yet as part of that"
+    .. " campaign, with --new to start a new campaign named '%s', or with --campaign"
+    .. " OTHER.\n", name, jpath, earlier(st), both, #items, name))
+  return nil, 2
 end
 
 -- acquire(path, ctx) -> journal | nil, exit code: the journal taken (its lock before it is
@@ -337,16 +389,11 @@ local function identity(a, ctx, items)
     return nil, ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
                           .. " characters without spaces")
   end
-  if resumed and not a.continue then
-    local same, both = _M.same_campaign(st, idempotency.keys(batch_id, items))
-    if not same then
+  if resumed then
+    local ok, code = check_campaign(a, ctx, name, jpath, st, batch_id, items)
+    if not ok then
       if j then j:close() end
-      ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
-        .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
-        .. " Run again with --continue to send the rows not sent yet as part of that"
-        .. " campaign, with --new to start a new campaign named '%s', or with --campaign"
-        .. " OTHER.\n", name, jpath, earlier(st), both, #items, name))
-      return nil, 2
+      return nil, code
     end
   end
   if resumed then
