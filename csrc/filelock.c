@@ -6,11 +6,13 @@
  *   the same process conflicts too, and closing some other descriptor of the file does not
  *   drop it (an fcntl lock would be dropped). The holder also puts an fcntl read lock on one
  *   byte far past the end, read by nobody: F_GETLK on it tells a refused process the holder's
- *   pid. A file of another user is refused; one of ours that others may read is made 0600.
+ *   pid. A file of another user is refused.
  *   Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "not_owner",
  *   "open".
  * The lock's methods do the file's I/O through the same descriptor, so the holder never opens
  * the file again: lock:read() -> the whole file, lock:append(s), lock:truncate(),
+ * lock:private() makes the file 0600 (a journal older versions left 0644; called once the file
+ * is known to be a journal, so a file given by mistake keeps its mode),
  * lock:close() (also __gc and __close) releases the locks and the descriptor; idempotent. */
 #include <errno.h>
 #include <fcntl.h>
@@ -103,7 +105,7 @@ static int filelock_new(lua_State *L) {
   }
   /* A file someone else planted (in a shared directory) could be read by them and could hold
    * "confirmed" lines that make us skip rows: refuse it, as ssh refuses a key file it does
-   * not own. One of ours that others may read (older versions made it 0644) becomes 0600. */
+   * not own. */
   if (st.st_uid != geteuid()) {
     close(k->fd);
     k->fd = -1;
@@ -112,12 +114,6 @@ static int filelock_new(lua_State *L) {
     lua_pushfstring(L, "%s belongs to another user (uid %d): a journal must be yours alone;"
                     " remove it or give a path of your own", path, (int)st.st_uid);
     return 3;
-  }
-  if ((st.st_mode & 077) != 0 && fchmod(k->fd, 0600) != 0) {
-    int e = errno;
-    close(k->fd);
-    k->fd = -1;
-    return fail(L, "open", "cannot make private (chmod 0600)", path, e);
   }
   if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
@@ -185,6 +181,16 @@ static int filelock_truncate(lua_State *L) {
   return 1;
 }
 
+/* lock:private() -> true | nil, "io", message: owner read and write only */
+static int filelock_private(lua_State *L) {
+  FileLock *k = check_open(L);
+  struct stat st;
+  if (fstat(k->fd, &st) != 0) return io_fail(L, errno);
+  if ((st.st_mode & 077) != 0 && fchmod(k->fd, st.st_mode & 0700) != 0) return io_fail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int filelock_tostring(lua_State *L) {
   FileLock *k = luaL_checkudata(L, 1, FILELOCK_MT);
   lua_pushstring(L, k->fd >= 0 ? "chatmaid.filelock (held)" : "chatmaid.filelock (closed)");
@@ -204,6 +210,7 @@ void cm_filelock_open(lua_State *L) {
     {"read", filelock_read},
     {"append", filelock_append},
     {"truncate", filelock_truncate},
+    {"private", filelock_private},
     {"close", filelock_release},
     {NULL, NULL}
   };

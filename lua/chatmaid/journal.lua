@@ -113,6 +113,8 @@ function _M.acquire(path)
   if not text then lock:close(); return nil, "cannot read " .. path .. ": " .. rerr, "io" end
   local st, problem = _M.parse(text, path)
   if not st then lock:close(); return nil, problem, "not_journal" end
+  local ok, _, perr = lock:private()      -- 0600 also for one an older version made 0644
+  if not ok then lock:close(); return nil, "cannot chmod " .. path .. ": " .. perr, "io" end
   return setmetatable({ lock = lock, path = path, state = st, buf = {} }, mt)
 end
 

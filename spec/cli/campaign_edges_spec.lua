@@ -154,6 +154,17 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before + 1, created())
   end)
 
+  it("a file given as --journal by mistake is refused and keeps its mode", function()
+    local file = R.write(dir .. "/mistake.csv", csv(rows_of(1, "mistake")))
+    local res = R.write(dir .. "/results.jsonl", '{"line":2}\n')
+    os.execute("chmod 0644 " .. R.quote(res))
+    local code, err = batch(file, "--journal", res)
+    assert.are.equal(2, code)
+    assert.truthy(err:find(res .. " is not a chatmaid batch journal", 1, true), err)
+    assert.are.equal("644", files.mode(res))
+    assert.are.equal('{"line":2}\n', R.read(res))
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

@@ -73,11 +73,14 @@ describe("core.lock_file", function()
   -- issue 22 item 3 as an attacker sees it: a journal planted by another user (who can read
   -- it, and write "confirmed" lines into it) is refused; one of ours left readable by others
   -- (an older version made it 0644) is made 0600 before it is used.
-  it("refuses a file owned by another user; makes a readable file of ours 0600", function()
+  it("refuses a file owned by another user; lock:private() makes a file of ours 0600",
+     function()
     local mine = dir .. "/old"
     assert(io.open(mine, "w")):close()
     os.execute("chmod 0666 '" .. mine .. "'")
     local k = assert(core.lock_file(mine))
+    assert.are.equal("666", mode(mine))     -- not before the caller knows what the file is
+    assert.is_true(k:private())
     assert.are.equal("600", mode(mine))
     k:close()
     local me = io.popen("id -u"):read("*l")

@@ -170,7 +170,7 @@ describe("send_batch pipeline", function()
       local j = assert(journal.acquire(path))
       local lock = j.lock
       local fails = { close = function() return lock:close() end,
-                      append = function() return nil, "cannot write the file: No space left" end }
+                      append = function() return nil, "io", "No space left on device" end }
       local r, err = c:send_batch(items(4), { batch_id = "unit", concurrency = 1,
         rate_per_minute = false, journal = j, on_progress = function()
           j.lock = fails                         -- the disk fills after the first outcome
