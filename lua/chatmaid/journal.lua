@@ -62,7 +62,7 @@ function _M.parse(text, path)
       st.lines = st.lines + 1
       if r.journal == _M.MAGIC and type(r.batch) == "string" then
         st.batch_id, st.runs = r.batch, st.runs + 1
-        if type(r.at) == "number" then
+        if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then   -- a date os.date takes
           st.first_at, st.last_at = st.first_at or r.at, r.at
         end
       elseif type(r.launch) == "string" then st.launched[r.launch] = true

@@ -165,6 +165,20 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal('{"line":2}\n', R.read(res))
   end)
 
+  it("a journal whose run time is out of range (a damaged file) is no internal error",
+     function()
+    local file = R.write(dir .. "/when.csv", csv(rows_of(2, "when")))
+    R.write(dir .. "/when.journal", '{"journal":"chatmaid.batch","v":1,"batch":"csv-aaaabbbb'
+            .. 'ccccdddd","at":1e300}\n{"ok":"k","message":{"to":"+1","content":"x"}}\n')
+    local code, err = batch(file)
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("with the run of an unknown date (sent 1, failed 0)", 1, true), err)
+    code, err = batch(file, "--new")
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("journal is now " .. dir .. "/when.journal.19700101T000000Z\n", 1,
+                           true), err)
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if io.popen("id -u"):read("*l") ~= "0" then return end   -- chown needs root (CI is root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))
