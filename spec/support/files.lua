@@ -34,4 +34,20 @@ function _M.exists(path)
   return f ~= nil
 end
 
+-- uid() -> this process's real uid, from /proc (no child process: specs also run under ASan)
+function _M.uid()
+  for l in io.lines("/proc/self/status") do
+    local u = l:match("^Uid:%s+(%d+)")
+    if u then return tonumber(u) end
+  end
+end
+
+-- uid_of(user) -> the uid /etc/passwd gives user, or nil
+function _M.uid_of(user)
+  for l in io.lines("/etc/passwd") do
+    local name, u = l:match("^([^:]*):[^:]*:(%d+):")
+    if name == user then return tonumber(u) end
+  end
+end
+
 return _M
