@@ -32,19 +32,12 @@ describe("campaign integrity #integration", function()
     it("a second process on the journal gets nil, err naming the first's pid; nothing is"
        .. " sent twice", function()
       local path = dir .. "/two.journal"
-      local script = dir .. "/two.lua"
-      local f = assert(io.open(script, "w"))
-      f:write(([[
-package.path = %q
-package.cpath = %q
-local F = require "spec.support.fixtures"
-local c = assert(require("chatmaid").new{ api_key = F.TEST_KEY, base_url = %q, timeout = 5 })
+      local script = files.client_script(dir .. "/two.lua", sb.url, ([[
 local items = {}
 for i = 1, 6 do items[i] = { from = F.PHONE, to = "+1559000000" .. i, content = "two " .. i } end
 local r, s = c:send_batch(items, { journal = %q, concurrency = 1, rate_per_minute = false })
 io.write(r and ("sent " .. s.sent .. " skipped " .. s.skipped) or tostring(s), "\n")
-]]):format(package.path, package.cpath, sb.url, path))
-      f:close()
+]]):format(path))
       assert(sb:fault{ path = "/v1/messages/send", method = "POST", type = "delay",
                        seconds = 0.15, count = 100 })
       local lua = os.getenv("CHATMAID_LUA") or "lua5.4"

@@ -14,21 +14,14 @@ describe("a journal write failure #integration", function()
 
   it("stops the batch with the system's reason; the re-run sends nothing twice", function()
     local path = dir .. "/full.journal"
-    local script = dir .. "/full.lua"
-    local f = assert(io.open(script, "w"))
-    f:write(([[
-package.path = %q
-package.cpath = %q
-local F = require "spec.support.fixtures"
-local c = assert(require("chatmaid").new{ api_key = F.TEST_KEY, base_url = %q, timeout = 5 })
+    local script = files.client_script(dir .. "/full.lua", sb.url, ([[
 local items = {}
 for i = 1, 30 do items[i] = { from = F.PHONE, to = "+1552100" .. (1000 + i), content = "full " .. i } end
 local r, err = c:send_batch(items, { batch_id = "full-1", journal = %q, concurrency = 2,
                                      rate_per_minute = false })
 io.write(r and "completed" or (err.kind .. "|" .. tostring(err.reason) .. "|" .. tostring(err)
          .. "|" .. err.summary.sent), "\n")
-]]):format(package.path, package.cpath, sb.url, path))
-    f:close()
+]]):format(path))
     local lua = os.getenv("CHATMAID_LUA") or "lua5.4"
     local child = assert(io.popen("sh -c \"trap '' XFSZ; ulimit -f 2; exec " .. lua .. " "
                                   .. script .. "\" 2>&1"))

@@ -50,4 +50,17 @@ function _M.uid_of(user)
   end
 end
 
+-- client_script(path, url, body) -> path: a Lua script for a child process that finds this
+-- checkout's modules, has `F` (spec.support.fixtures) and `c`, a client of the sandbox at
+-- url, then runs body. Start it with os.getenv("CHATMAID_LUA") or "lua5.4".
+function _M.client_script(path, url, body)
+  local f = assert(io.open(path, "w"))
+  f:write(("package.path = %q\npackage.cpath = %q\n"):format(package.path, package.cpath),
+          'local F = require "spec.support.fixtures"\n',
+          ("local c = assert(require('chatmaid').new{ api_key = F.TEST_KEY, base_url = %q,"
+           .. " timeout = 5 })\n"):format(url), body)
+  f:close()
+  return path
+end
+
 return _M
