@@ -49,6 +49,14 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(0, code, err)
     assert.are.equal(13, created())
     assert.truthy(err:find("batch " .. id .. ": sent 1, replayed 5, skipped 0", 1, true), err)
+    -- another list with --no-journal: stopped, and pointed at what works without it
+    R.write(file, csv(rows_of(6, "week 3")))
+    code, err = batch(file, "--no-journal")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("shares only 0 of its 6 rows with it. Nothing was sent. Run again"
+      .. " with --continue to send the rows not sent yet as part of that campaign, without"
+      .. " --no-journal and with --new to start a new campaign named 'weekly', or with"
+      .. " --campaign OTHER.\n", 1, true), err)
     -- --new without a journal would make an id nothing remembers: refused
     code, err = batch(file, "--no-journal", "--new")
     assert.are.equal(2, code)

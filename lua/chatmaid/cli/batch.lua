@@ -286,16 +286,18 @@ local function check_campaign(a, ctx, name, jpath, st, batch_id, items)
       .. " were already sent by %s to the same recipients with the same text, under other"
       .. " idempotency keys: --from is written differently from that run's (it sent from %s),"
       .. " or the rows' idempotency_key column changed. Nothing was sent. Run again with that"
-      .. " run's --from to continue the campaign; --new sends every row again as a new"
-      .. " campaign.\n", name, again, #items, earlier(st), tostring(from)))
+      .. " run's --from to continue the campaign; --new%s sends every row again as a new"
+      .. " campaign.\n", name, again, #items, earlier(st), tostring(from),
+      a.no_journal and " (without --no-journal)" or ""))
     return nil, 2
   end
   if a.continue then return true end
   ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
     .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
     .. " Run again with --continue to send the rows not sent yet as part of that"
-    .. " campaign, with --new to start a new campaign named '%s', or with --campaign"
-    .. " OTHER.\n", name, jpath, earlier(st), both, #items, name))
+    .. " campaign, %s--new to start a new campaign named '%s', or with --campaign"
+    .. " OTHER.\n", name, jpath, earlier(st), both, #items,
+    a.no_journal and "without --no-journal and with " or "with ", name))
   return nil, 2
 end
 
