@@ -62,7 +62,8 @@ function _M.parse(text, path)
       st.lines = st.lines + 1
       if r.journal == _M.MAGIC and type(r.batch) == "string" then
         st.batch_id, st.runs = r.batch, st.runs + 1
-        if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then   -- a date os.date takes
+        -- a time os.date takes (a damaged file's 1e300 would make it raise)
+        if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then
           st.first_at, st.last_at = st.first_at or r.at, r.at
         end
       elseif type(r.launch) == "string" then st.launched[r.launch] = true
@@ -97,8 +98,9 @@ end
 --- Become the one writer of a journal: lock it, then read it.
 -- acquire(path) -> journal | nil, problem, kind
 -- The one writer of the journal at path: takes its lock (chatmaid.core.lock_file: created
--- 0600, never through a symbolic link, a regular file of ours only, made 0600) BEFORE reading it, and holds it
--- until journal:close() (or the journal is collected). journal.state is what earlier runs
+-- 0600, never through a symbolic link, a regular file of ours only) BEFORE reading it, makes
+-- it 0600 once it parses as a journal, and holds it until journal:close() (or the journal is
+-- collected). journal.state is what earlier runs
 -- wrote (parse). kind: "busy" (another writer holds it: problem names its pid), "symlink",
 -- "not_regular", "not_owner" (another user's file), "open", "io", "not_journal".
 -- @tparam string path the journal file (created 0600)

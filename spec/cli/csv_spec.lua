@@ -45,7 +45,7 @@ describe("chatmaid.cli.csv", function()
         { line = 4, fields = { "c" } },
       }, csv.parse('a\n"bad\nb\nc\n'))
     end)
-  
+
     -- a file saved with CR-only line ends (classic Mac spreadsheets): each record on its own
     -- line number, and a bad record does not swallow the rest
     it("numbers lines ended by a lone CR, and resumes after a bad one", function()

@@ -16,7 +16,9 @@ describe("a journal write failure #integration", function()
     local path = dir .. "/full.journal"
     local script = files.client_script(dir .. "/full.lua", sb.url, ([[
 local items = {}
-for i = 1, 30 do items[i] = { from = F.PHONE, to = "+1552100" .. (1000 + i), content = "full " .. i } end
+for i = 1, 30 do
+  items[i] = { from = F.PHONE, to = "+1552100" .. (1000 + i), content = "full " .. i }
+end
 local r, err = c:send_batch(items, { batch_id = "full-1", journal = %q, concurrency = 2,
                                      rate_per_minute = false })
 io.write(r and "completed" or (err.kind .. "|" .. tostring(err.reason) .. "|" .. tostring(err)

@@ -35,13 +35,12 @@ CSV as NAME.journal (--journal PATH elsewhere; --no-journal none) and records ev
 it completes: a re-run, with any --out, asks the API nothing for the rows it confirmed and
 sends the others with their same keys. Each row's key comes from the batch id and the row's
 message (--from, to, content, media_url, and which occurrence of identical rows it is): an
-unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered
-(write --from the same way on every run: a list the journal shows was sent under other keys
-stops, even with --continue). The
-batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
-a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine,
-where the API answers the rows it already has (replayed). --no-journal still reads the
-campaign's journal for its batch id (it writes none). The ids of --new and of an earlier
+unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered.
+Write --from the same way on every run: a list the journal shows was sent under other keys
+stops, even with --continue. The batch id is --batch-id, else the one the journal recorded
+(--no-journal still reads it, and writes none), else "csv-" and 16 hex digits of a SHA-256
+HMAC of the campaign name, --from and the API key: the same on another machine, where the
+API answers the rows it already has (replayed). The ids of --new and of an earlier
 --batch-id live only in the journal: elsewhere pass the id the summary line printed.
 A different list under the name of an earlier campaign is not merged silently: unless more
 than 2 in 3 of its rows are rows of the earlier run(s), nothing is sent and the run stops

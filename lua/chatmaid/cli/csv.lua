@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- CSV per RFC 4180: quoted fields with doubled quotes, embedded commas, quotes and newlines;
--- CRLF, LF or CR line ends; a UTF-8 BOM is ignored. A malformed record is reported with the line it
--- starts on and parsing resumes on the next line, so one bad row never hides the rest.
+-- CRLF, LF or CR line ends; a UTF-8 BOM is ignored. A malformed record is reported with the
+-- line it starts on and parsing resumes on the next line, so one bad row never hides the rest.
 local _M = {}
 
 -- Line ends in s[i..j]: CRLF, LF, or a lone CR (files saved with CR-only line ends).
