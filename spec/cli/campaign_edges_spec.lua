@@ -187,6 +187,23 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
                            true), err)
   end)
 
+  it("Ctrl-C while a big file is read exits 130 saying nothing was sent (no internal error)",
+     function()
+    local t = { "to,content" }
+    for i = 1, 50000 do t[#t + 1] = '+1,"not a number ' .. i .. '"' end   -- nothing to send
+    local file = R.write(dir .. "/big.csv", table.concat(t, "\n") .. "\n")
+    local before = created()
+    local pid, wait = R.spawn({ "batch", file, "--from", "ph_primary", "--out",
+                               dir .. "/big.jsonl" }, env, dir .. "/big.err")
+    require("socket").sleep(0.15)                 -- still reading the file
+    os.execute("kill -INT " .. pid)
+    local code = wait()
+    local out = R.read(dir .. "/big.err")
+    assert.are.equal(130, code, out)
+    assert.is_nil(out:find("internal error", 1, true), out)
+    assert.are.equal(before, created())
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if files.uid() ~= 0 then return end   -- chown needs root (CI runs as root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

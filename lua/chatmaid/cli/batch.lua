@@ -335,14 +335,11 @@ end
 -- send(c, items, opts) -> results, summary, interrupted_err | nil, err
 -- SIGINT and SIGTERM stop the batch (within STOP_SLICE) instead of killing the process.
 local function send(c, items, opts)
-  core.signal_watch{ "INT", "TERM" }
-  opts.should_stop = function()
+  opts.should_stop = function()               -- the flag commands.batch's watch sets
     local sig = core.signal_pending()
     return sig and ("SIG" .. sig) or nil
   end
-  local ok, results, summary = pcall(c.send_batch, c, items, opts)
-  core.signal_restore()
-  if not ok then error(results, 0) end       -- a programmer error: raised again
+  local results, summary = c:send_batch(items, opts)
   if results then return results, summary end
   local e = summary
   if errors.is(e) and e.kind == "interrupted" then return e.results, e.summary, e end
@@ -467,7 +464,7 @@ local function shared_limiter(a, ctx)
   return lim
 end
 
-function _M.commands.batch(a, ctx)
+local function run(a, ctx)
   local text, rerr = read_file(a.file)
   if not text then return ctx.usage("cannot read " .. rerr) end
   local herr, rows, bad = _M.rows(text)
@@ -484,6 +481,12 @@ function _M.commands.batch(a, ctx)
   local function bail(code)
     if j then j:close() end
     return code
+  end
+  local sig = core.signal_pending()     -- Ctrl-C while reading the file or the journal
+  if sig then
+    ctx.stderr:write("chatmaid batch: interrupted (SIG", sig, ") before sending; nothing was"
+                     .. " sent\n")
+    return bail(_M.SIGNAL_EXIT[sig])
   end
   local limiter, lcode = shared_limiter(a, ctx)
   if lcode then return bail(lcode) end
@@ -529,6 +532,16 @@ function _M.commands.batch(a, ctx)
     return _M.SIGNAL_EXIT[sig] or 1
   end
   return #failed_lines == 0 and 0 or 1
+end
+
+-- SIGINT and SIGTERM are watched from the start (reading a big file, taking the journal),
+-- not only while sending: Lua's own handler would end the run with an "internal error".
+function _M.commands.batch(a, ctx)
+  core.signal_watch{ "INT", "TERM" }
+  local ok, code = pcall(run, a, ctx)
+  core.signal_restore()
+  if not ok then error(code, 0) end           -- a programmer error: raised again
+  return code
 end
 
 return _M
