@@ -528,8 +528,8 @@ local function run(a, ctx)
     return 1
   end
   if stopped then
-    local sig = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")
-    return _M.SIGNAL_EXIT[sig] or 1
+    local caught = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")
+    return _M.SIGNAL_EXIT[caught] or 1
   end
   return #failed_lines == 0 and 0 or 1
 end
