@@ -204,6 +204,26 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before, created())
   end)
 
+  it("--out naming the CSV file or the journal (a slip of the keyboard) is refused before"
+     .. " either is touched", function()
+    local text = csv(rows_of(2, "slip"))
+    local file = R.write(dir .. "/slip.csv", text)
+    assert.are.equal(0, batch(file))
+    local journal = R.read(dir .. "/slip.journal")
+    local before = created()
+    for _, out in ipairs{ file, dir .. "/./slip.csv", dir .. "//slip.journal" } do
+      for _, extra in ipairs{ "--continue", "--no-journal" } do
+        local code, err = batch(file, "--out", out, extra)
+        assert.are.equal(2, code, err)
+        assert.truthy(err:find("--out " .. out .. " is the ", 1, true), err)
+        assert.truthy(err:find(": the results would replace it; give another file", 1, true))
+      end
+    end
+    assert.are.equal(text, R.read(file))
+    assert.are.equal(journal, R.read(dir .. "/slip.journal"))
+    assert.are.equal(before, created())
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if files.uid() ~= 0 then return end   -- chown needs root (CI runs as root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

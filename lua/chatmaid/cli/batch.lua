@@ -464,7 +464,32 @@ local function shared_limiter(a, ctx)
   return lim
 end
 
+-- absolute(path) -> the path from /, without "." segments or doubled slashes. Symbolic
+-- links and ".." are not resolved: enough to catch the same file named two ways by a slip.
+local function absolute(p)
+  if p:sub(1, 1) ~= "/" then p = (os.getenv("PWD") or ".") .. "/" .. p end
+  local prev
+  repeat prev = p; p = p:gsub("/%./", "/"):gsub("//+", "/") until p == prev
+  return (p:gsub("/%.$", ""))
+end
+
+-- out_clash(a) -> what --out would overwrite (it is truncated before sending): the CSV file
+-- or the campaign's journal; nil when it is neither.
+local function out_clash(a)
+  if not a.out then return nil end
+  local out = absolute(a.out)
+  if out == absolute(a.file) then return "the CSV file" end
+  local name = _M.campaign_name(a)
+  local jp = name and _M.journal_path({ file = a.file, out = a.out, journal = a.journal }, name)
+  if jp and out == absolute(jp) then return "the campaign's journal" end
+end
+
 local function run(a, ctx)
+  local clash = out_clash(a)
+  if clash then
+    return ctx.usage("--out " .. a.out .. " is " .. clash .. ": the results would replace it;"
+                     .. " give another file")
+  end
   local text, rerr = read_file(a.file)
   if not text then return ctx.usage("cannot read " .. rerr) end
   local herr, rows, bad = _M.rows(text)
