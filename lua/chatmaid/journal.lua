@@ -165,7 +165,8 @@ end
 -- launch(key): buffered; the next flush (at the latest the next outcome) writes it.
 -- @tparam string key the idempotency key
 function _M:launch(key)
-  return self:write(json.encode{ launch = key } .. "\n")
+  self.state.launched[key] = true     -- the state follows the file: a journal acquired once
+  return self:write(json.encode{ launch = key } .. "\n")   -- may serve several batches
 end
 
 --- Record a send's message (written and flushed at once).
@@ -173,6 +174,7 @@ end
 -- @tparam string key the idempotency key
 -- @tparam table message the message the API returned
 function _M:ok(key, message)
+  self.state.confirmed[key], self.state.failed[key] = message, nil
   self:write(json.encode{ ok = key, message = message } .. "\n")
   return self:flush()
 end
@@ -181,6 +183,7 @@ end
 -- @tparam string key the idempotency key
 -- @tparam table e the error
 function _M:fail(key, e)
+  self.state.failed[key] = e.kind or true
   self:write(json.encode{ fail = key, kind = e.kind, error = tostring(e.message) } .. "\n")
   return self:flush()
 end

@@ -83,6 +83,12 @@ io.write(r and ("sent " .. s.sent .. " skipped " .. s.skipped) or tostring(s), "
       assert.is_truthy(r2)
       assert.are.equal(1, s2.sent)
       assert.is_truthy(held.lock)          -- still held
+      -- the same journal for the next batch knows what the first one confirmed
+      local requests = sb:stats().sendRequests
+      local r3, s3 = c:send_batch({ params("+15590000100") }, { journal = held })
+      assert.is_truthy(r3, tostring(s3))
+      assert.are.same({ 0, 0, 1 }, { s3.sent, s3.replayed, s3.skipped })
+      assert.are.equal(requests, sb:stats().sendRequests)   -- nothing asked again
       assert.is_true(held:close())
       local st = assert(journal.read(path))
       assert.is_truthy(st.confirmed[r2[1].idempotency_key])
