@@ -51,7 +51,8 @@ again on purpose. The summary says how many rows an earlier run had already sent
 One writer per journal: a second `chatmaid batch` on the same campaign (same journal) stops
 before sending, naming the other's pid (exit 2). The journal holds phone numbers and
 message text: it is created with mode 0600 (owner only), and a journal path that is a
-symbolic link or not a regular file is refused.
+symbolic link, not a regular file or another user's file is refused. --out may not name the
+CSV file or the journal.
 Ctrl-C (SIGINT) or SIGTERM stops new sends at once, lets those in flight finish, writes the
 results (unsent rows as "interrupted") and exits 130 (143 for SIGTERM). An interrupted row
 whose request may have reached the API has "maybe_sent": true; running the same command
