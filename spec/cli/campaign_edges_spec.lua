@@ -127,7 +127,10 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
   it("a journal that cannot be created says what to do (exit 2, nothing sent)", function()
     local file = R.write(dir .. "/nodir.csv", csv(rows_of(1, "nodir")))
     local before = created()
-    local code, err = batch(file, "--journal", dir .. "/no/such/x.journal")
+    local code, err = batch(file, "--journal", "")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("chatmaid usage: --journal needs a file path", 1, true), err)
+    code, err = batch(file, "--journal", dir .. "/no/such/x.journal")
     assert.are.equal(2, code)
     assert.truthy(err:find("--journal: cannot open " .. dir .. "/no/such/x.journal: No such file"
       .. " or directory (pass --journal PATH to keep the journal where you can write, or"

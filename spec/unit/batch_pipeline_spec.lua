@@ -54,6 +54,11 @@ describe("send_batch pipeline", function()
       assert.has_error(function() plan.options({ journal = {} }) end,
                        "chatmaid: send_batch: journal must be a path or a journal from "
                        .. "chatmaid.journal.acquire")
+      for _, bad in ipairs{ "", "a\0b" } do
+        assert.has_error(function() plan.options({ journal = bad }) end,
+                         "chatmaid: send_batch: journal must be a file path: not empty, without"
+                         .. " NUL bytes")
+      end
       assert.has_error(function() plan.items({ 1 }) end,
                        "chatmaid: send_batch: items[1] must be a table of send parameters"
                        .. " (got number)")

@@ -40,6 +40,9 @@ function _M.options(o)
       error("chatmaid: send_batch: " .. k .. " must be a positive number", 3)
     end
   end
+  if type(o.journal) == "string" and (o.journal == "" or o.journal:find("\0", 1, true)) then
+    error("chatmaid: send_batch: journal must be a file path: not empty, without NUL bytes", 3)
+  end
   if type(o.journal) == "table" and getmetatable(o.journal) ~= journal_mod.mt then
     error("chatmaid: send_batch: journal must be a path or a journal from "
           .. "chatmaid.journal.acquire", 3)

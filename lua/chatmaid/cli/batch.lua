@@ -350,6 +350,7 @@ end
 -- campaign_journal(a, ctx, name) -> journal | false, path, written | nil, exit code
 -- The campaign's journal, locked; written = false for one only read (--no-journal).
 local function campaign_journal(a, ctx, name)
+  if a.journal == "" then return nil, ctx.usage("--journal needs a file path") end
   if a.new and a.no_journal then
     return nil, ctx.usage("--new needs the journal: it alone records the new campaign's batch"
                           .. " id (without a journal, pass a new --batch-id or --campaign)")
