@@ -227,6 +227,24 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before, created())
   end)
 
+  it("an empty --batch-id, an empty or malformed --from: usage errors (exit 2), nothing sent",
+     function()
+    local file = R.write(dir .. "/opts.csv", csv(rows_of(2, "opts")))
+    local before = created()
+    for _, case in ipairs{
+      { { "--batch-id", "" }, "--batch-id must be 1 to 48 printable ASCII characters" },
+      { { "--from", "" }, "--from must be a non-empty string" },
+      { { "--from", "+1 555" }, "--from must be in E.164 format" },
+    } do
+      local args = { "batch", file, case[1][1], case[1][2] }
+      if case[1][1] ~= "--from" then args[#args + 1] = "--from"; args[#args + 1] = "ph_primary" end
+      local _, err, code = R.run(args, { env = env })
+      assert.are.equal(2, code, err)
+      assert.truthy(err:find("chatmaid usage: " .. case[2], 1, true), err)
+    end
+    assert.are.equal(before, created())
+  end)
+
   it("a journal file of another user is refused (exit 2), nothing sent", function()
     if files.uid() ~= 0 then return end   -- chown needs root (CI runs as root)
     local file = R.write(dir .. "/planted.csv", csv(rows_of(2, "planted")))

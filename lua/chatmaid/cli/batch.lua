@@ -4,6 +4,7 @@ local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 local journal = require "chatmaid.journal"
 local idempotency = require "chatmaid.idempotency"
+local validate = require "chatmaid.validate"
 local csv = require "chatmaid.cli.csv"
 local output = require "chatmaid.cli.output"
 local progress = require "chatmaid.cli.progress"
@@ -384,7 +385,7 @@ local function identity(a, ctx, items)
   if j and not written then j:close(); j = false end   -- --no-journal: its id only
   local resumed = not a.batch_id and st and st.batch_id
   local batch_id = a.batch_id or resumed or derived
-  if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
+  if #batch_id == 0 or #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
     if j then j:close() end
     return nil, ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
                           .. " characters without spaces")
@@ -487,6 +488,9 @@ local function out_clash(a)
 end
 
 local function run(a, ctx)
+  local bad_from = a.from and (a.from:sub(1, 1) == "+" and validate.e164(a.from, "--from")
+                               or validate.id(a.from, "--from"))
+  if bad_from then return ctx.usage(bad_from) end     -- else every row would fail with it
   local clash = out_clash(a)
   if clash then
     return ctx.usage("--out " .. a.out .. " is " .. clash .. ": the results would replace it;"
