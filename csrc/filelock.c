@@ -6,9 +6,13 @@
  *   the same process conflicts too, and closing some other descriptor of the file does not
  *   drop it (an fcntl lock would be dropped). The holder also puts an fcntl read lock on one
  *   byte far past the end, read by nobody: F_GETLK on it tells a refused process the holder's
- *   pid. Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "open".
+ *   pid. A file of another user is refused.
+ *   Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "not_owner",
+ *   "open".
  * The lock's methods do the file's I/O through the same descriptor, so the holder never opens
  * the file again: lock:read() -> the whole file, lock:append(s), lock:truncate(),
+ * lock:private() makes the file 0600 (a journal older versions left 0644; called once the file
+ * is known to be a journal, so a file given by mistake keeps its mode),
  * lock:close() (also __gc and __close) releases the locks and the descriptor; idempotent. */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +37,14 @@ static int fail(lua_State *L, const char *kind, const char *what, const char *pa
   cm_pushfail(L);
   lua_pushstring(L, kind);
   lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+  return 3;
+}
+
+/* nil, "io", the system's message: the caller knows the path and what it was doing */
+static int io_fail(lua_State *L, int err) {
+  cm_pushfail(L);
+  lua_pushliteral(L, "io");
+  lua_pushstring(L, strerror(err));
   return 3;
 }
 
@@ -91,6 +103,18 @@ static int filelock_new(lua_State *L) {
     lua_pushfstring(L, "%s is not a regular file", path);
     return 3;
   }
+  /* A file someone else planted (in a shared directory) could be read by them and could hold
+   * "confirmed" lines that make us skip rows: refuse it, as ssh refuses a key file it does
+   * not own. */
+  if (st.st_uid != geteuid()) {
+    close(k->fd);
+    k->fd = -1;
+    cm_pushfail(L);
+    lua_pushliteral(L, "not_owner");
+    lua_pushfstring(L, "%s belongs to another user (uid %d): a journal must be yours alone;"
+                    " remove it or give a path of your own", path, (int)st.st_uid);
+    return 3;
+  }
   if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
     pid_lock(k->fd, F_WRLCK, F_GETLK, &fl);
@@ -111,7 +135,7 @@ static int filelock_new(lua_State *L) {
   return 1;
 }
 
-/* lock:read() -> the whole file | nil, "io", message */
+/* lock:read() -> the whole file | nil, "io", the system's message (strerror) */
 static int filelock_read(lua_State *L) {
   FileLock *k = check_open(L);
   luaL_Buffer b;
@@ -122,7 +146,7 @@ static int filelock_read(lua_State *L) {
     ssize_t n = pread(k->fd, p, LUAL_BUFFERSIZE, at);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(L, "io", "cannot read", "the file", errno);
+      return io_fail(L, errno);
     }
     if (n == 0) break;
     luaL_addsize(&b, (size_t)n);
@@ -141,7 +165,7 @@ static int filelock_append(lua_State *L) {
     ssize_t n = write(k->fd, s + done, len - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(L, "io", "cannot write", "the file", errno);
+      return io_fail(L, errno);
     }
     done += (size_t)n;
   }
@@ -152,7 +176,17 @@ static int filelock_append(lua_State *L) {
 /* lock:truncate() -> true | nil, "io", message */
 static int filelock_truncate(lua_State *L) {
   FileLock *k = check_open(L);
-  if (ftruncate(k->fd, 0) != 0) return fail(L, "io", "cannot truncate", "the file", errno);
+  if (ftruncate(k->fd, 0) != 0) return io_fail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* lock:private() -> true | nil, "io", message: owner read and write only */
+static int filelock_private(lua_State *L) {
+  FileLock *k = check_open(L);
+  struct stat st;
+  if (fstat(k->fd, &st) != 0) return io_fail(L, errno);
+  if ((st.st_mode & 077) != 0 && fchmod(k->fd, st.st_mode & 0700) != 0) return io_fail(L, errno);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -176,6 +210,7 @@ void cm_filelock_open(lua_State *L) {
     {"read", filelock_read},
     {"append", filelock_append},
     {"truncate", filelock_truncate},
+    {"private", filelock_private},
     {"close", filelock_release},
     {NULL, NULL}
   };

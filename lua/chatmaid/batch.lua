@@ -52,8 +52,8 @@ end
 --                            on_progress = fn(done, total, result), timeout, max_retries,
 --                            max_retry_wait })
 --   -> results, summary | nil, err (kind "validation": the journal cannot be used, err.reason
---      its problem: "busy" another writer holds it, "symlink", "not_regular", "open", "io",
---      "not_journal"; kind "interrupted": the batch stopped, see below)
+--      its problem: "busy" another writer holds it, "symlink", "not_regular", "not_owner",
+--      "open", "io", "not_journal"; kind "interrupted": the batch stopped, see below)
 -- items: array of send parameter tables (from, to, content, media_urls, idempotency_key).
 -- results[i] = { message = msg, idempotency_key = k, replayed = true?, skipped = true? }
 --            | { err = err, idempotency_key = k? }

@@ -62,7 +62,8 @@ function _M.parse(text, path)
       st.lines = st.lines + 1
       if r.journal == _M.MAGIC and type(r.batch) == "string" then
         st.batch_id, st.runs = r.batch, st.runs + 1
-        if type(r.at) == "number" then
+        -- a time os.date takes (a damaged file's 1e300 would make it raise)
+        if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then
           st.first_at, st.last_at = st.first_at or r.at, r.at
         end
       elseif type(r.launch) == "string" then st.launched[r.launch] = true
@@ -97,21 +98,25 @@ end
 --- Become the one writer of a journal: lock it, then read it.
 -- acquire(path) -> journal | nil, problem, kind
 -- The one writer of the journal at path: takes its lock (chatmaid.core.lock_file: created
--- 0600, never through a symbolic link, a regular file only) BEFORE reading it, and holds it
--- until journal:close() (or the journal is collected). journal.state is what earlier runs
+-- 0600, never through a symbolic link, a regular file of ours only) BEFORE reading it, makes
+-- it 0600 once it parses as a journal, and holds it until journal:close() (or the journal is
+-- collected). journal.state is what earlier runs
 -- wrote (parse). kind: "busy" (another writer holds it: problem names its pid), "symlink",
--- "not_regular", "open", "io", "not_journal".
+-- "not_regular", "not_owner" (another user's file), "open", "io", "not_journal".
 -- @tparam string path the journal file (created 0600)
 -- @treturn ?table the journal (journal.state: what earlier runs wrote), or nil
 -- @treturn ?string the problem when nil (for "busy", it names the holder's pid)
--- @treturn ?string kind: "busy", "symlink", "not_regular", "open", "io" or "not_journal"
+-- @treturn ?string kind: "busy", "symlink", "not_regular", "not_owner", "open", "io" or
+--   "not_journal"
 function _M.acquire(path)
   local lock, kind, msg = core.lock_file(path)
   if not lock then return nil, msg, kind end
-  local text, rerr = lock:read()
-  if not text then lock:close(); return nil, rerr, "io" end
+  local text, _, rerr = lock:read()     -- nil, "io", the system's message
+  if not text then lock:close(); return nil, "cannot read " .. path .. ": " .. rerr, "io" end
   local st, problem = _M.parse(text, path)
   if not st then lock:close(); return nil, problem, "not_journal" end
+  local ok, _, perr = lock:private()      -- 0600 also for one an older version made 0644
+  if not ok then lock:close(); return nil, "cannot chmod " .. path .. ": " .. perr, "io" end
   return setmetatable({ lock = lock, path = path, state = st, buf = {} }, mt)
 end
 
@@ -124,8 +129,8 @@ function _M:start(batch_id)
   local st = self.state
   -- a file holding only a torn header is started again
   if st.torn and not st.exists then
-    local ok, err = self.lock:truncate()
-    if not ok then return nil, err end
+    local ok, _, err = self.lock:truncate()
+    if not ok then return nil, "cannot truncate " .. self.path .. ": " .. err end
   elseif not st.ends_clean then
     self:write("\n")  -- after a torn line, start on a line of our own (the fragment is ignored)
   end
@@ -151,7 +156,7 @@ function _M:flush()
   if buf[1] == nil then return true end
   if not self.lock then return nil, "cannot write " .. self.path .. ": journal closed" end
   self.buf = {}
-  local ok, err = self.lock:append(table.concat(buf))
+  local ok, _, err = self.lock:append(table.concat(buf))   -- nil, "io", the system's message
   if not ok then return nil, "cannot write " .. self.path .. ": " .. tostring(err) end
   return true
 end
@@ -160,7 +165,8 @@ end
 -- launch(key): buffered; the next flush (at the latest the next outcome) writes it.
 -- @tparam string key the idempotency key
 function _M:launch(key)
-  return self:write(json.encode{ launch = key } .. "\n")
+  self.state.launched[key] = true     -- the state follows the file: a journal acquired once
+  return self:write(json.encode{ launch = key } .. "\n")   -- may serve several batches
 end
 
 --- Record a send's message (written and flushed at once).
@@ -168,6 +174,7 @@ end
 -- @tparam string key the idempotency key
 -- @tparam table message the message the API returned
 function _M:ok(key, message)
+  self.state.confirmed[key], self.state.failed[key] = message, nil
   self:write(json.encode{ ok = key, message = message } .. "\n")
   return self:flush()
 end
@@ -176,6 +183,7 @@ end
 -- @tparam string key the idempotency key
 -- @tparam table e the error
 function _M:fail(key, e)
+  self.state.failed[key] = e.kind or true
   self:write(json.encode{ fail = key, kind = e.kind, error = tostring(e.message) } .. "\n")
   return self:flush()
 end

@@ -293,20 +293,7 @@ describe("chatmaid batch: resume", function()
     end)
   end
 
-  -- spawns the CLI in the background; returns its pid and a function that waits for its
-  -- exit and returns the exit code
-  local function spawn(args)
-    local cmd = R.command(args, env) .. " 2>" .. R.quote(dir .. "/stderr")
-    -- the inner shell prints its pid (the CLI's, after exec) before the CLI prints anything
-    local inner = "sh -c " .. R.quote("echo $$; exec " .. cmd)
-    local h = io.popen("sh -c " .. R.quote(inner .. " & wait $!; echo \"=$?\""))
-    local pid = assert(tonumber(h:read("*l")))
-    return pid, function()
-      local rest = h:read("*a")
-      h:close()
-      return tonumber(rest:match("=(%d+)"))
-    end
-  end
+  local function spawn(args) return R.spawn(args, env, dir .. "/stderr") end
 
   local function until_created(n)
     local deadline = socket.gettime() + 15

@@ -69,4 +69,28 @@ describe("core.lock_file", function()
     assert.has_error(function() core.lock_file("a\0b") end)
     assert.has_error(function() core.lock_file() end)
   end)
+
+  -- issue 22 item 3 as an attacker sees it: a journal planted by another user (who can read
+  -- it, and write "confirmed" lines into it) is refused; one of ours left readable by others
+  -- (an older version made it 0644) is made 0600 before it is used.
+  it("refuses a file owned by another user; lock:private() makes a file of ours 0600",
+     function()
+    local mine = dir .. "/old"
+    assert(io.open(mine, "w")):close()
+    os.execute("chmod 0666 '" .. mine .. "'")
+    local k = assert(core.lock_file(mine))
+    assert.are.equal("666", mode(mine))     -- not before the caller knows what the file is
+    assert.is_true(k:private())
+    assert.are.equal("600", mode(mine))
+    k:close()
+    if files.uid() ~= 0 then return end   -- chown needs root (CI runs as root)
+    local theirs = dir .. "/planted"
+    assert(io.open(theirs, "w")):close()
+    os.execute("chmod 0666 '" .. theirs .. "'; chown nobody '" .. theirs .. "'")
+    local uid = assert(files.uid_of("nobody"))
+    assert.are.same({ nil, "not_owner", theirs .. " belongs to another user (uid " .. uid
+      .. "): a journal must be yours alone; remove it or give a path of your own" },
+      { core.lock_file(theirs) })
+    assert.are.equal("666", mode(theirs))   -- left as it was
+  end)
 end)

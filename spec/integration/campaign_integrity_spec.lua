@@ -32,19 +32,12 @@ describe("campaign integrity #integration", function()
     it("a second process on the journal gets nil, err naming the first's pid; nothing is"
        .. " sent twice", function()
       local path = dir .. "/two.journal"
-      local script = dir .. "/two.lua"
-      local f = assert(io.open(script, "w"))
-      f:write(([[
-package.path = %q
-package.cpath = %q
-local F = require "spec.support.fixtures"
-local c = assert(require("chatmaid").new{ api_key = F.TEST_KEY, base_url = %q, timeout = 5 })
+      local script = files.client_script(dir .. "/two.lua", sb.url, ([[
 local items = {}
 for i = 1, 6 do items[i] = { from = F.PHONE, to = "+1559000000" .. i, content = "two " .. i } end
 local r, s = c:send_batch(items, { journal = %q, concurrency = 1, rate_per_minute = false })
 io.write(r and ("sent " .. s.sent .. " skipped " .. s.skipped) or tostring(s), "\n")
-]]):format(package.path, package.cpath, sb.url, path))
-      f:close()
+]]):format(path))
       assert(sb:fault{ path = "/v1/messages/send", method = "POST", type = "delay",
                        seconds = 0.15, count = 100 })
       local lua = os.getenv("CHATMAID_LUA") or "lua5.4"
@@ -90,6 +83,12 @@ io.write(r and ("sent " .. s.sent .. " skipped " .. s.skipped) or tostring(s), "
       assert.is_truthy(r2)
       assert.are.equal(1, s2.sent)
       assert.is_truthy(held.lock)          -- still held
+      -- the same journal for the next batch knows what the first one confirmed
+      local requests = sb:stats().sendRequests
+      local r3, s3 = c:send_batch({ params("+15590000100") }, { journal = held })
+      assert.is_truthy(r3, tostring(s3))
+      assert.are.same({ 0, 0, 1 }, { s3.sent, s3.replayed, s3.skipped })
+      assert.are.equal(requests, sb:stats().sendRequests)   -- nothing asked again
       assert.is_true(held:close())
       local st = assert(journal.read(path))
       assert.is_truthy(st.confirmed[r2[1].idempotency_key])

@@ -54,6 +54,11 @@ describe("send_batch pipeline", function()
       assert.has_error(function() plan.options({ journal = {} }) end,
                        "chatmaid: send_batch: journal must be a path or a journal from "
                        .. "chatmaid.journal.acquire")
+      for _, bad in ipairs{ "", "a\0b" } do
+        assert.has_error(function() plan.options({ journal = bad }) end,
+                         "chatmaid: send_batch: journal must be a file path: not empty, without"
+                         .. " NUL bytes")
+      end
       assert.has_error(function() plan.items({ 1 }) end,
                        "chatmaid: send_batch: items[1] must be a table of send parameters"
                        .. " (got number)")
@@ -170,7 +175,7 @@ describe("send_batch pipeline", function()
       local j = assert(journal.acquire(path))
       local lock = j.lock
       local fails = { close = function() return lock:close() end,
-                      append = function() return nil, "cannot write the file: No space left" end }
+                      append = function() return nil, "io", "No space left on device" end }
       local r, err = c:send_batch(items(4), { batch_id = "unit", concurrency = 1,
         rate_per_minute = false, journal = j, on_progress = function()
           j.lock = fails                         -- the disk fills after the first outcome

@@ -40,6 +40,9 @@ function _M.options(o)
       error("chatmaid: send_batch: " .. k .. " must be a positive number", 3)
     end
   end
+  if type(o.journal) == "string" and (o.journal == "" or o.journal:find("\0", 1, true)) then
+    error("chatmaid: send_batch: journal must be a file path: not empty, without NUL bytes", 3)
+  end
   if type(o.journal) == "table" and getmetatable(o.journal) ~= journal_mod.mt then
     error("chatmaid: send_batch: journal must be a path or a journal from "
           .. "chatmaid.journal.acquire", 3)
@@ -67,7 +70,8 @@ function _M.items(items)
 end
 
 -- journal(o) -> journal | false, batch_id | nil, err (kind "validation", err.reason = the
--- journal's problem kind: "busy", "symlink", "not_regular", "open", "io", "not_journal").
+-- journal's problem kind: "busy", "symlink", "not_regular", "not_owner", "open", "io",
+-- "not_journal").
 -- A path is acquired here (and closed by send_batch); a journal object the caller acquired
 -- is the caller's to close. Without batch_id: the journal's, else a new one it records.
 function _M.journal(o)

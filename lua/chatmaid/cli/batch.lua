@@ -4,6 +4,7 @@ local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 local journal = require "chatmaid.journal"
 local idempotency = require "chatmaid.idempotency"
+local validate = require "chatmaid.validate"
 local csv = require "chatmaid.cli.csv"
 local output = require "chatmaid.cli.output"
 local progress = require "chatmaid.cli.progress"
@@ -35,10 +36,13 @@ CSV as NAME.journal (--journal PATH elsewhere; --no-journal none) and records ev
 it completes: a re-run, with any --out, asks the API nothing for the rows it confirmed and
 sends the others with their same keys. Each row's key comes from the batch id and the row's
 message (--from, to, content, media_url, and which occurrence of identical rows it is): an
-unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered. The
-batch id is --batch-id, else the one the journal recorded, else "csv-" and 16 hex digits of
-a SHA-256 HMAC of the campaign name, --from and the API key: the same on another machine or
-with --no-journal, where the API answers the rows it already has (replayed).
+unchanged row is never sent twice after rows are fixed, deleted, inserted or reordered.
+Write --from the same way on every run: a list the journal shows was sent under other keys
+stops, even with --continue. The batch id is --batch-id, else the one the journal recorded
+(--no-journal still reads it, and writes none), else "csv-" and 16 hex digits of a SHA-256
+HMAC of the campaign name, --from and the API key: the same on another machine, where the
+API answers the rows it already has (replayed). The ids of --new and of an earlier
+--batch-id live only in the journal: elsewhere pass the id the summary line printed.
 A different list under the name of an earlier campaign is not merged silently: unless more
 than 2 in 3 of its rows are rows of the earlier run(s), nothing is sent and the run stops
 (exit 2) naming the earlier run (date, counts). Then --continue sends the rows not sent yet
@@ -48,7 +52,8 @@ again on purpose. The summary says how many rows an earlier run had already sent
 One writer per journal: a second `chatmaid batch` on the same campaign (same journal) stops
 before sending, naming the other's pid (exit 2). The journal holds phone numbers and
 message text: it is created with mode 0600 (owner only), and a journal path that is a
-symbolic link or not a regular file is refused.
+symbolic link, not a regular file or another user's file is refused. --out may not name the
+CSV file or the journal.
 Ctrl-C (SIGINT) or SIGTERM stops new sends at once, lets those in flight finish, writes the
 results (unsent rows as "interrupted") and exits 130 (143 for SIGTERM). An interrupted row
 whose request may have reached the API has "maybe_sent": true; running the same command
@@ -168,17 +173,45 @@ local function exists(path)
   return f ~= nil
 end
 
--- journal_path(a, name) -> path | nil: --journal, else NAME.journal beside the CSV file;
--- nil with --no-journal. A journal where versions before 0.2 put it (the --out file, else
--- the CSV file, with ".journal" appended) is used while NAME.journal does not exist: it
--- holds that campaign's batch id, so an upgrade never sends its rows again.
+-- journal_path(a, name) -> path, its new place | nil: --journal, else NAME.journal beside
+-- the CSV file; nil with --no-journal. A journal where versions before 0.2 put it (the --out
+-- file's path, else the CSV file's, with ".journal" appended; both are looked for, since the
+-- --out of that run is not known) is used while NAME.journal does not exist: it holds that
+-- campaign's batch id, so an upgrade never sends its rows again. Then the second value is
+-- NAME.journal, where the caller moves it (so that a later run with another --out finds it).
 function _M.journal_path(a, name)
   if a.no_journal then return nil end
   if a.journal then return a.journal end
   local path = (a.file:match("^(.*/)") or "") .. name .. ".journal"
-  local old = (a.out or a.file) .. ".journal"
-  if not exists(path) and exists(old) then return old end
+  if exists(path) then return path end
+  for _, old in ipairs{ a.out and a.out .. ".journal", a.file .. ".journal" } do
+    if old and exists(old) then return old, path end
+  end
   return path
+end
+
+-- move_journal(j, to, ctx): an older version's journal, held, renamed to its place now.
+local function move_journal(j, to, ctx)
+  if exists(to) then return end             -- appeared meanwhile: leave both alone
+  local ok, err = os.rename(j.path, to)
+  if not ok then
+    ctx.stderr:write("chatmaid batch: could not move the journal ", j.path, " to ", to, ": ",
+                     tostring(err), "; it is used where it is\n")
+    return
+  end
+  ctx.stderr:write("chatmaid batch: moved the journal ", j.path, " to ", to,
+                   " (its place since 0.2)\n")
+  j.path = to
+end
+
+-- recorded_journal(a, name) -> path | nil: with --no-journal, the campaign's journal if it
+-- exists. It is read (not written) for its batch id, which may not be derivable (--new, a
+-- --batch-id of an earlier run, an older version's id): without it every row would be sent
+-- again under another id.
+function _M.recorded_journal(a, name)
+  if not a.no_journal or a.batch_id then return nil end
+  local path = _M.journal_path({ file = a.file, out = a.out, journal = a.journal }, name)
+  return exists(path) and path or nil
 end
 
 local function count(t)
@@ -214,7 +247,59 @@ end
 function _M.same_campaign(st, keys)
   local both, known = shared(st, keys)
   if known == 0 then return true end
-  return both * 3 > math.min(#keys, known) * 2, both
+  return both * 3 > math.min(#keys, known) * 2, both, known
+end
+
+-- resent(st, items, keys) -> rows of this list without a confirmed key whose message (same
+-- recipient, text and media) the journal confirmed under another key, a sender it used.
+-- Keys include --from as written: "ph_primary" one day and "+15551230001" (the same phone)
+-- the next make other keys, and only this comparison sees that those rows were sent.
+local function resent(st, items, keys)
+  local function sig(to, content, media)
+    return tostring(to) .. "\0" .. tostring(content or "") .. "\0"
+           .. (type(media) == "table" and table.concat(media, " ") or "")
+  end
+  local sent, from = {}, nil
+  for _, m in pairs(st.confirmed) do
+    if type(m) == "table" then
+      sent[sig(m.to, m.content, m.mediaUrls)] = true
+      from = from or m.from
+    end
+  end
+  local n = 0
+  for i, it in ipairs(items) do
+    if not st.confirmed[keys[i]] and sent[sig(it.to, it.content, it.media_urls)] then
+      n = n + 1
+    end
+  end
+  return n, from
+end
+
+-- check_campaign(a, ctx, name, jpath, st, batch_id, items) -> true | nil, 2 (stopped: the
+-- list is not this campaign's, or is its rows under other keys; nothing is sent)
+local function check_campaign(a, ctx, name, jpath, st, batch_id, items)
+  local keys = idempotency.keys(batch_id, items)
+  local same, both, known = _M.same_campaign(st, keys)
+  if same then return true end
+  local again, from = resent(st, items, keys)
+  if again * 3 > math.min(#items, known) * 2 then      -- --continue would send them twice
+    ctx.stderr:write(string.format("chatmaid batch: campaign '%s': %d of this file's %d rows"
+      .. " were already sent by %s to the same recipients with the same text, under other"
+      .. " idempotency keys: --from is written differently from that run's (it sent from %s),"
+      .. " or the rows' idempotency_key column changed. Nothing was sent. Run again with that"
+      .. " run's --from to continue the campaign; --new%s sends every row again as a new"
+      .. " campaign.\n", name, again, #items, earlier(st), tostring(from),
+      a.no_journal and " (without --no-journal)" or ""))
+    return nil, 2
+  end
+  if a.continue then return true end
+  ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
+    .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
+    .. " Run again with --continue to send the rows not sent yet as part of that"
+    .. " campaign, %s--new to start a new campaign named '%s', or with --campaign"
+    .. " OTHER.\n", name, jpath, earlier(st), both, #items,
+    a.no_journal and "without --no-journal and with " or "with ", name))
+  return nil, 2
 end
 
 -- acquire(path, ctx) -> journal | nil, exit code: the journal taken (its lock before it is
@@ -227,6 +312,10 @@ local function acquire(path, ctx)
                      .. " campaign; nothing was sent (wait for it, or kill it and run again)\n")
     return nil, 2
   end
+  if kind == "open" then   -- e.g. the CSV's directory is read-only
+    problem = problem .. " (pass --journal PATH to keep the journal where you can write, or"
+              .. " --no-journal)"
+  end
   return nil, ctx.usage("--journal: " .. problem)
 end
 
@@ -236,6 +325,8 @@ local function start_new(j, ctx)
   local st = j.state
   if not st.exists then return j end
   local aside = j.path .. "." .. os.date("!%Y%m%dT%H%M%SZ", math.floor(st.last_at or 0))
+  local n, base = 1, aside
+  while exists(aside) do n = n + 1; aside = base .. "-" .. n end   -- never over another
   local ok, err = os.rename(j.path, aside)
   j:close()
   if not ok then return nil, ctx.usage("--new: cannot keep the earlier journal: " .. err) end
@@ -246,21 +337,36 @@ end
 -- send(c, items, opts) -> results, summary, interrupted_err | nil, err
 -- SIGINT and SIGTERM stop the batch (within STOP_SLICE) instead of killing the process.
 local function send(c, items, opts)
-  core.signal_watch{ "INT", "TERM" }
-  opts.should_stop = function()
+  opts.should_stop = function()               -- the flag commands.batch's watch sets
     local sig = core.signal_pending()
     return sig and ("SIG" .. sig) or nil
   end
-  local ok, results, summary = pcall(c.send_batch, c, items, opts)
-  core.signal_restore()
-  if not ok then error(results, 0) end       -- a programmer error: raised again
+  local results, summary = c:send_batch(items, opts)
   if results then return results, summary end
   local e = summary
   if errors.is(e) and e.kind == "interrupted" then return e.results, e.summary, e end
   return nil, e
 end
 
--- identity(a, ctx, items, text) -> journal|false, batch_id, resumed | nil, exit code
+-- campaign_journal(a, ctx, name) -> journal | false, path, written | nil, exit code
+-- The campaign's journal, locked; written = false for one only read (--no-journal).
+local function campaign_journal(a, ctx, name)
+  if a.journal == "" then return nil, ctx.usage("--journal needs a file path") end
+  if a.new and a.no_journal then
+    return nil, ctx.usage("--new needs the journal: it alone records the new campaign's batch"
+                          .. " id (without a journal, pass a new --batch-id or --campaign)")
+  end
+  local jpath, moved_to = _M.journal_path(a, name)
+  local path = jpath or _M.recorded_journal(a, name)
+  if not path then return false end
+  local j, code = acquire(path, ctx)
+  if j and moved_to then move_journal(j, moved_to, ctx) end
+  if j and a.new then j, code = start_new(j, ctx) end
+  if not j then return nil, code end
+  return j, j.path, jpath ~= nil
+end
+
+-- identity(a, ctx, items) -> journal|false, batch_id | nil, exit code
 -- The campaign's journal (locked), its batch id, and the check that this list is that
 -- campaign (else exit 2 before anything is sent, unless --continue or --new).
 local function identity(a, ctx, items)
@@ -269,36 +375,26 @@ local function identity(a, ctx, items)
   if a.continue and a.new then return nil, ctx.usage("--continue and --new: pick one") end
   local api_key = a.api_key or os.getenv("CHATMAID_API_KEY") or ""
   local derived = _M.default_batch_id(name, a.from, api_key)
-  local jpath = _M.journal_path(a, name)
-  local j = false
-  if jpath then
-    local code
-    j, code = acquire(jpath, ctx)
-    if j and a.new then j, code = start_new(j, ctx) end
-    if not j then return nil, code end
-  end
+  local j, jpath, written = campaign_journal(a, ctx, name)
+  if j == nil then return nil, jpath end
   if a.new then   -- a new campaign under the name: a new id, kept by its journal
     derived = _M.default_batch_id(name .. "\n" .. string.format("%.6f", core.time()), a.from,
                                   api_key)
   end
   local st = j and j.state
+  if j and not written then j:close(); j = false end   -- --no-journal: its id only
   local resumed = not a.batch_id and st and st.batch_id
   local batch_id = a.batch_id or resumed or derived
-  if #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
+  if #batch_id == 0 or #batch_id > MAX_BATCH_ID or batch_id:find("[^\33-\126]") then
     if j then j:close() end
     return nil, ctx.usage("--batch-id must be 1 to " .. MAX_BATCH_ID .. " printable ASCII"
                           .. " characters without spaces")
   end
-  if resumed and not a.continue then
-    local same, both = _M.same_campaign(st, idempotency.keys(batch_id, items))
-    if not same then
-      j:close()
-      ctx.stderr:write(string.format("chatmaid batch: campaign '%s' already has a journal (%s)"
-        .. " with %s; this file shares only %d of its %d rows with it. Nothing was sent."
-        .. " Run again with --continue to send the rows not sent yet as part of that"
-        .. " campaign, with --new to start a new campaign named '%s', or with --campaign"
-        .. " OTHER.\n", name, jpath, earlier(st), both, #items, name))
-      return nil, 2
+  if resumed then
+    local ok, code = check_campaign(a, ctx, name, jpath, st, batch_id, items)
+    if not ok then
+      if j then j:close() end
+      return nil, code
     end
   end
   if resumed then
@@ -374,7 +470,35 @@ local function shared_limiter(a, ctx)
   return lim
 end
 
-function _M.commands.batch(a, ctx)
+-- absolute(path) -> the path from /, without "." segments or doubled slashes. Symbolic
+-- links and ".." are not resolved: enough to catch the same file named two ways by a slip.
+local function absolute(p)
+  if p:sub(1, 1) ~= "/" then p = (os.getenv("PWD") or ".") .. "/" .. p end
+  local prev
+  repeat prev = p; p = p:gsub("/%./", "/"):gsub("//+", "/") until p == prev
+  return (p:gsub("/%.$", ""))
+end
+
+-- out_clash(a) -> what --out would overwrite (it is truncated before sending): the CSV file
+-- or the campaign's journal; nil when it is neither.
+local function out_clash(a)
+  if not a.out then return nil end
+  local out = absolute(a.out)
+  if out == absolute(a.file) then return "the CSV file" end
+  local name = _M.campaign_name(a)
+  local jp = name and _M.journal_path({ file = a.file, out = a.out, journal = a.journal }, name)
+  if jp and out == absolute(jp) then return "the campaign's journal" end
+end
+
+local function run(a, ctx)
+  local bad_from = a.from and (a.from:sub(1, 1) == "+" and validate.e164(a.from, "--from")
+                               or validate.id(a.from, "--from"))
+  if bad_from then return ctx.usage(bad_from) end     -- else every row would fail with it
+  local clash = out_clash(a)
+  if clash then
+    return ctx.usage("--out " .. a.out .. " is " .. clash .. ": the results would replace it;"
+                     .. " give another file")
+  end
   local text, rerr = read_file(a.file)
   if not text then return ctx.usage("cannot read " .. rerr) end
   local herr, rows, bad = _M.rows(text)
@@ -391,6 +515,12 @@ function _M.commands.batch(a, ctx)
   local function bail(code)
     if j then j:close() end
     return code
+  end
+  local sig = core.signal_pending()     -- Ctrl-C while reading the file or the journal
+  if sig then
+    ctx.stderr:write("chatmaid batch: interrupted (SIG", sig, ") before sending; nothing was"
+                     .. " sent\n")
+    return bail(_M.SIGNAL_EXIT[sig])
   end
   local limiter, lcode = shared_limiter(a, ctx)
   if lcode then return bail(lcode) end
@@ -435,10 +565,20 @@ function _M.commands.batch(a, ctx)
     return 1
   end
   if stopped then
-    local sig = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")
-    return _M.SIGNAL_EXIT[sig] or 1
+    local caught = stopped.reason == "stop" and tostring(stopped.cause):match("^SIG(%u+)$")
+    return _M.SIGNAL_EXIT[caught] or 1
   end
   return #failed_lines == 0 and 0 or 1
+end
+
+-- SIGINT and SIGTERM are watched from the start (reading a big file, taking the journal),
+-- not only while sending: Lua's own handler would end the run with an "internal error".
+function _M.commands.batch(a, ctx)
+  core.signal_watch{ "INT", "TERM" }
+  local ok, code = pcall(run, a, ctx)
+  core.signal_restore()
+  if not ok then error(code, 0) end           -- a programmer error: raised again
+  return code
 end
 
 return _M
