@@ -6,14 +6,9 @@ local _M = {}
 
 -- alive(pid) -> true while the process runs. The daemons are started in the background of a
 -- shell that exited: their parent is init, which may reap them a second or more after they
--- exited, so a zombie counts as gone (kill -0 would still succeed on it).
-function _M.alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local s = f:read("*l") or ""
-  f:close()
-  return not s:match("^%d+ %b() Z")
-end
+-- exited, so a zombie counts as gone (kill -0 would still succeed on it). The sandbox's own
+-- check, which treats its child the same way.
+_M.alive = require("chatmaid.sandbox.util").alive
 
 -- stop(pid, signal): sends signal ("TERM", "QUIT", ...), waits up to 5 s for the process to
 -- go, then KILLs it if it still runs.
