@@ -81,7 +81,6 @@ build = {
     ["chatmaid.resty"] = "lua/chatmaid/resty.lua",
     ["chatmaid.resty.detect"] = "lua/chatmaid/resty/detect.lua",
     ["chatmaid.resty.limiter"] = "lua/chatmaid/resty/limiter.lua",
-    ["chatmaid.resty.thread"] = "lua/chatmaid/resty/thread.lua",
     ["chatmaid.resty.transport"] = "lua/chatmaid/resty/transport.lua",
     ["chatmaid.resty.webhook"] = "lua/chatmaid/resty/webhook.lua",
     ["chatmaid.retry"] = "lua/chatmaid/retry.lua",

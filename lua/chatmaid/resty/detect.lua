@@ -20,8 +20,8 @@ local function interpret(self, method, path, res, kind, msg, ...)
   return getmetatable(self).__index._interpret(self, method, path, res, kind, msg, ...)
 end
 
--- apply(client, opts): client.transport/sleep/now unless opts names them. Another route
--- (backend "http", another pool): transport = require("chatmaid.resty").transport{...}.
+-- apply(client, opts): client.transport/sleep/now unless opts names them. Other pool
+-- settings: transport = require("chatmaid.resty").transport{ keepalive_pool = n, ... }.
 function _M.apply(self, opts)
   self._interpret = interpret
   if not opts.transport then
@@ -29,7 +29,6 @@ function _M.apply(self, opts)
       timeout_ms = math.ceil(self.timeout * 1000),
       connect_timeout_ms = math.ceil((opts.connect_timeout or 10) * 1000),
       ca_file = opts.ca_file, proxy = opts.proxy, max_body = opts.max_body,
-      http_version = opts.http_version or "1.1",
     }
   end
   if not opts.sleep then self.sleep = ngx.sleep end

@@ -1,17 +1,27 @@
 -- SPDX-License-Identifier: MIT
--- The OpenResty transports: same request() contract as chatmaid.transport, without ever
--- blocking the nginx worker.
---   "thread" (default): the libcurl core in nginx's thread pool (ngx.run_worker_thread,
---            lua-nginx-module >= 0.10.21; needs `thread_pool <name> threads=N;` in nginx.conf)
---   "http":  lua-resty-http on cosockets, when the user has it installed.
+-- The OpenResty transport: HTTP/1.1 to the one API host over nginx cosockets
+-- (ngx.socket.tcp), with the same request() contract and error kinds as chatmaid.transport
+-- (the libcurl core), never blocking the worker. Kept-alive connections go back to a
+-- per-worker pool only after a complete, reusable response. add/poll run transfers side by
+-- side (one ngx.thread each), so send_batch and tasks keep N requests in flight.
 -- In a phase without non-blocking I/O (init, init_worker, set, header/body filter, log,
 -- balancer, exit_worker) request() fails with kind "validation": use ngx.timer.at.
 local base_transport = require "chatmaid.transport"
 
 local ngx = ngx   -- luacheck: ignore (nginx global)
+local tcp = ngx.socket.tcp
+local spawn, kill, wait_thread = ngx.thread.spawn, ngx.thread.kill, ngx.thread.wait
+local co_running = coroutine.running
+local concat, tonumber, find, sub = table.concat, tonumber, string.find, string.sub
+local ceil = math.ceil
 
-local _M = { DEFAULT_POOL = "chatmaid" }
+local _M = {}
 local mt = { __index = _M }
+
+-- The libcurl core's caps (csrc/session.c): whole header block, default body limit.
+local MAX_HEADER_BYTES = 256 * 1024
+local DEFAULT_MAX_BODY = 16 * 1024 * 1024
+local MAX_CHUNK_LINE = 1024     -- a chunk-size line with extensions, or one trailer line
 
 -- Phases where a request may wait on the network without blocking the event loop.
 local IO_PHASES = {
@@ -31,101 +41,419 @@ function _M.phase_error()
 end
 
 -- new(opts) -> transport
--- opts: backend ("thread" | "http"; default "thread"), thread_pool (default "chatmaid"),
--- timeout_ms, connect_timeout_ms, ca_file, proxy, max_body, http_version (as chatmaid.core),
--- keepalive_timeout_ms / keepalive_pool (http backend).
+-- opts: timeout_ms (whole request), connect_timeout_ms, max_body (bytes),
+-- keepalive_timeout_ms (idle time in the pool, default 60 s), keepalive_pool (idle
+-- connections kept per worker, default 256). ca_file and proxy are libcurl options that
+-- cosockets cannot honour: set, they make every request fail with kind "config" (nginx's
+-- lua_ssl_trusted_certificate names the CA bundle instead).
 function _M.new(opts)
   opts = opts or {}
-  local backend = opts.backend or "thread"
-  if backend ~= "thread" and backend ~= "http" then
-    error('chatmaid.resty: backend must be "thread" or "http" (got ' .. tostring(backend)
-          .. ")", 2)
+  local self = {
+    backend = "cosocket",
+    timeout_ms = opts.timeout_ms or 30000,
+    connect_timeout_ms = opts.connect_timeout_ms or 10000,
+    max_body = opts.max_body or DEFAULT_MAX_BODY,
+    keepalive_timeout_ms = opts.keepalive_timeout_ms or 60000,
+    keepalive_pool = opts.keepalive_pool or 256,
+    hosts = {},                       -- url prefix -> parsed origin (a handful at most)
+    -- add/poll: transfers not started yet, running threads, finished completions
+    queue = {}, threads = {}, done = {}, n_running = 0,
+  }
+  if opts.ca_file then
+    self.config_error = "ca_file cannot be used inside nginx: name the CA bundle in "
+      .. "nginx.conf instead (lua_ssl_trusted_certificate /path/ca.pem; and "
+      .. "lua_ssl_verify_depth 5;)"
+  elseif opts.proxy then
+    self.config_error = "proxy is not supported inside nginx (cosockets connect to the "
+      .. "API host directly)"
   end
-  local self = { backend = backend, pool = opts.thread_pool or _M.DEFAULT_POOL,
-                 blocking = false, sopts = {} }
-  for _, k in ipairs{ "timeout_ms", "connect_timeout_ms", "ca_file", "proxy", "max_body",
-                      "http_version" } do
-    self.sopts[k] = opts[k]
-  end
-  self.keepalive_timeout_ms = opts.keepalive_timeout_ms or 60000
-  self.keepalive_pool = opts.keepalive_pool or 16
   return setmetatable(self, mt)
 end
 
-local function thread_request(self, req)
-  -- pcall: run_worker_thread raises on misuse (e.g. an unknown pool in some versions)
-  local pok, ok, status, body, headers, code = pcall(ngx.run_worker_thread, self.pool,
-    "chatmaid.resty.thread", "request", self.sopts, req.method, req.url, req.headers,
-    req.body, req.timeout_ms, req.fresh_connect or false)
-  if not pok or not ok then
-    local why = tostring(pok and status or ok)
-    if not ngx.run_worker_thread then
-      -- configuration errors (kind "config") are not retried: they fail the same way again
-      return nil, "config", "this nginx has no ngx.run_worker_thread (lua-nginx-module "
-                            .. ">= 0.10.21 needed), or use backend \"http\""
-    end
-    if why:find("thread pool", 1, true) or why:find("not found", 1, true) then
-      return nil, "config", "nginx worker thread failed: " .. why .. ": add `thread_pool "
-                            .. self.pool .. " threads=16;` to the main (top-level) context "
-                            .. "of nginx.conf"
-    end
-    return nil, "transport", "nginx worker thread failed: " .. why
+-- "https://host:port/path?q" -> origin { tls, host, port, host_header, pool }, path
+local function origin(self, url)
+  local scheme, authority, path = url:match("^(https?)://([^/?#]+)(.*)$")
+  if not scheme then return nil end
+  local prefix = scheme .. "://" .. authority
+  local o = self.hosts[prefix]
+  if not o then
+    local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")   -- [::1]:8080
+    if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+    if not host then return nil end
+    local tls = scheme == "https"
+    port = tonumber(port) or (tls and 443 or 80)
+    o = { tls = tls, host = host, port = port,
+          host_header = "Host: " .. authority .. "\r\n",
+          pool = "chatmaid|" .. prefix }
+    o.fresh_pool = o.pool .. "|fresh"   -- never fed: a connection of its own
+    self.hosts[prefix] = o
   end
-  -- status..code are the returns of chatmaid.resty.thread.request
-  if not status then return nil, body, headers, code end
-  return base_transport.response(status, body, headers)
+  if path == "" then path = "/" end
+  return o, path
 end
 
--- lua-resty-http's errors are strings; map the ones we can onto the core's kinds.
-local function http_kind(err)
-  err = tostring(err)
-  if err:find("timeout", 1, true) then return "timeout" end
-  if err:find("resolve", 1, true) or err:find("no resolver", 1, true) then return "resolve" end
-  if err:find("refused", 1, true) or err:find("connect", 1, true) then return "connect" end
-  if err:find("handshake", 1, true) or err:find("certificate", 1, true) then return "tls" end
-  return "transport"
+-- ---- the response reader: every read bounded by the deadline and the caps ----
+
+local function remaining(deadline)
+  ngx.update_time()
+  return ceil((deadline - ngx.now()) * 1000)
 end
 
-local function http_request(self, req)
-  local okm, http = pcall(require, "resty.http")
-  if not okm then
-    return nil, "config", "backend \"http\" needs lua-resty-http (resty.http): "
-                             .. tostring(http)
+-- A cosocket error -> kind, message
+local function read_failure(err, what)
+  if err == "timeout" then return "timeout", "timed out while reading the " .. what end
+  if err == "closed" then
+    return "transport", "the server closed the connection before the " .. what .. " ended"
   end
-  local c = http.new()
-  local t = req.timeout_ms or self.sopts.timeout_ms or 30000
-  c:set_timeouts(self.sopts.connect_timeout_ms or t, t, t)
-  local headers = {}
-  for _, line in ipairs(req.headers or {}) do
-    local k, v = line:match("^([^:]+):%s*(.*)$")
-    if k then headers[k] = v end
+  return "transport", "reading the " .. what .. " failed: " .. tostring(err)
+end
+
+-- Sets the read timeout to the time left; false when none is left.
+local function arm(sock, deadline)
+  local ms = remaining(deadline)
+  if ms <= 0 then return false end
+  sock:settimeout(ms)
+  return true
+end
+
+-- Reads up to (and consuming) `pattern`, refusing more than `cap` bytes before it.
+-- -> text | nil, kind, message
+local function read_until(sock, pattern, cap, deadline, what)
+  local reader = sock:receiveuntil(pattern)
+  local parts, n = {}, 0
+  while true do
+    if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the " .. what end
+    local data, err = reader(4096)
+    if not data then
+      if err then return nil, read_failure(err, what) end
+      return concat(parts)
+    end
+    n = n + #data
+    if n > cap then return nil, "too_large", what, cap end
+    parts[#parts + 1] = data
   end
-  local res, err = c:request_uri(req.url, {
-    method = req.method, headers = headers, body = req.body,
-    ssl_verify = true, keepalive = not req.fresh_connect,
-    keepalive_timeout = self.keepalive_timeout_ms, keepalive_pool = self.keepalive_pool,
+end
+
+local function read_exactly(sock, len, deadline, what)
+  if len == 0 then return "" end
+  if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the " .. what end
+  local data, err = sock:receive(len)
+  if not data then return nil, read_failure(err, what) end
+  return data
+end
+
+local function too_large_message(what, cap)
+  if what == "response headers" then
+    return "the response headers are larger than the " .. cap .. " byte limit"
+  end
+  return "response body is larger than the " .. cap .. " byte limit (max_body)"
+end
+
+-- Chunked body (RFC 9112 7.1): sizes checked against max_body before each chunk is read.
+local function read_chunked(sock, max, deadline)
+  local parts, total = {}, 0
+  while true do
+    local line, kind, msg = read_until(sock, "\r\n", MAX_CHUNK_LINE, deadline, "chunk size")
+    if not line then
+      if kind == "too_large" then return nil, "transport", "a chunk-size line is too long" end
+      return nil, kind, msg
+    end
+    local hex = line:match("^(%x+)[ \t]*;?") or line:match("^(%x+)$")
+    if not hex or #hex > 8 then
+      return nil, "transport", "invalid chunk size in the response (" .. #line .. " bytes: "
+                               .. line:sub(1, 16):gsub("%c", "?") .. ")"
+    end
+    local size = tonumber(hex, 16)
+    if size == 0 then break end
+    total = total + size
+    if total > max then return nil, "too_large", too_large_message("body", max) end
+    local data
+    data, kind, msg = read_exactly(sock, size + 2, deadline, "response body")
+    if not data then return nil, kind, msg end
+    if sub(data, -2) ~= "\r\n" then
+      return nil, "transport", "a chunk of the response is longer than its chunk size"
+    end
+    parts[#parts + 1] = sub(data, 1, -3)
+  end
+  -- trailers, up to the empty line
+  while true do
+    local line, kind, msg = read_until(sock, "\r\n", MAX_CHUNK_LINE, deadline, "trailer")
+    if not line then
+      if kind == "too_large" then return nil, "too_large", "a response trailer is too long" end
+      return nil, kind, msg
+    end
+    if line == "" then break end
+  end
+  return concat(parts)
+end
+
+-- Reads a body delimited by the connection's end (no length, not chunked), capped.
+local function read_to_close(sock, max, deadline)
+  local parts, n = {}, 0
+  while true do
+    if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the response body" end
+    local data, err = sock:receiveany(65536)
+    if not data then
+      if err == "closed" then return concat(parts) end
+      return nil, read_failure(err, "response body")
+    end
+    n = n + #data
+    if n > max then return nil, "too_large", too_large_message("body", max) end
+    parts[#parts + 1] = data
+  end
+end
+
+-- -> status, body, raw header block, reusable | nil, kind, message
+local function read_response(sock, method, max, deadline)
+  local head, kind, msg, cap, status, minor
+  repeat   -- 1xx answers (100 Continue) come before the real one
+    head, kind, msg, cap = read_until(sock, "\r\n\r\n", MAX_HEADER_BYTES, deadline,
+                                      "response headers")
+    if not head then
+      if kind == "too_large" then msg = too_large_message(msg, cap) end
+      return nil, kind, msg
+    end
+    local code
+    minor, code = head:match("^HTTP/1%.([01]) (%d%d%d)")
+    status = tonumber(code)
+    if not status then
+      return nil, "transport", "the server did not answer with an HTTP/1.x status line"
+    end
+  until status >= 200
+  head = head .. "\r\n"
+  local h = head:lower()
+  local te = h:match("\r\ntransfer%-encoding:[ \t]*([^\r\n]*)")
+  local cl = h:match("\r\ncontent%-length:[ \t]*([^\r\n]*)")
+  local conn = h:match("\r\nconnection:[ \t]*([^\r\n]*)")
+  local reusable = minor == "1" and not (conn and find(conn, "close", 1, true))
+  local body
+  if method == "HEAD" or status == 204 or status == 304 then
+    body = ""
+  elseif te and te:match("chunked[ \t]*$") then
+    if cl then reusable = false end   -- both framings: chunked wins, connection not trusted
+    body, kind, msg = read_chunked(sock, max, deadline)
+  elseif te and not te:match("^[ \t]*identity[ \t]*$") then
+    return nil, "transport", "the response has a transfer coding other than chunked ("
+                             .. te:sub(1, 40):gsub("%c", "?") .. ")"
+  elseif cl then
+    local len = cl:match("^(%d+)[ \t]*$")
+    local _, repeats = h:gsub("\r\ncontent%-length:", "")
+    if not len or #len > 15 or repeats > 1 then
+      return nil, "transport", "invalid or repeated Content-Length in the response"
+    end
+    len = tonumber(len)
+    if len > max then return nil, "too_large", too_large_message("body", max) end
+    body, kind, msg = read_exactly(sock, len, deadline, "response body")
+  else
+    reusable = false
+    body, kind, msg = read_to_close(sock, max, deadline)
+  end
+  if not body then return nil, kind, msg end
+  -- the raw block without the status line, as the core gives it (parsed lazily)
+  return status, body, head:match("^[^\r\n]*\r\n(.*)$") or "", reusable
+end
+
+-- ---- one request ----
+
+local function connect(self, o, fresh, deadline)
+  local sock = tcp()
+  local left = remaining(deadline)
+  if left <= 0 then return nil, "timeout", "deadline reached before connecting" end
+  local ct = self.connect_timeout_ms < left and self.connect_timeout_ms or left
+  sock:settimeouts(ct, left, left)
+  local ok, err = sock:connect(o.host, o.port, {
+    pool = fresh and o.fresh_pool or o.pool, pool_size = self.keepalive_pool,
   })
-  if not res then return nil, http_kind(err), tostring(err), nil end
-  local max = self.sopts.max_body or 16 * 1024 * 1024
-  if res.body and #res.body > max then
-    return nil, "too_large", "response body over " .. max .. " bytes", nil
+  if not ok then
+    err = tostring(err)
+    if err == "timeout" then
+      return nil, "timeout", "timed out connecting to " .. o.host .. ":" .. o.port
+    end
+    if find(err, "resolve", 1, true) or find(err, "resolver", 1, true) then
+      local hint = find(err, "no resolver", 1, true)
+        and " (add a `resolver` line to nginx.conf, e.g. `resolver 127.0.0.53 ipv6=off;`:"
+            .. " nginx does not read /etc/hosts or resolv.conf)" or ""
+      return nil, "resolve", "could not resolve " .. o.host .. ": " .. err .. hint
+    end
+    return nil, "connect", "could not connect to " .. o.host .. ":" .. o.port .. ": " .. err
   end
-  local h = {}
-  for k, v in pairs(res.headers or {}) do
-    h[k:lower()] = type(v) == "table" and v[#v] or v
+  local reused = sock:getreusedtimes() > 0
+  if o.tls and not reused then
+    -- chain and host name checked by nginx against lua_ssl_trusted_certificate
+    local sok, serr = sock:sslhandshake(false, o.host, true)
+    if not sok then
+      sock:close()
+      return nil, "tls", "TLS handshake with " .. o.host .. " failed: " .. tostring(serr)
+             .. " (nginx.conf must name a CA bundle that signs the API's certificate: "
+             .. "lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt; "
+             .. "lua_ssl_verify_depth 5;)"
+    end
   end
-  return { status = res.status, body = res.body or "", headers = h }
+  return sock, reused
 end
+
+-- The request bytes: request line, Host, the client's header lines, Content-Length, body.
+-- A table: cosocket send() writes its parts without concatenating them.
+local function request_parts(o, req, path)
+  local parts = { req.method, " ", path, " HTTP/1.1\r\n", o.host_header }
+  local n = #parts
+  local headers = req.headers
+  for i = 1, #headers do
+    parts[n + 1], parts[n + 2] = headers[i], "\r\n"
+    n = n + 2
+  end
+  local body = req.body
+  if body or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
+    parts[n + 1] = "Content-Length: " .. (body and #body or 0) .. "\r\n\r\n"
+    parts[n + 2] = body or ""
+  else
+    parts[n + 1] = "\r\n"
+  end
+  return parts
+end
+
+local REPLAY_REFUSED = "the reused connection closed before the response arrived; the "
+  .. "request was not sent again (the server may have received it)"
 
 -- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
--- -> { status, body, headers } | nil, kind, message, code
--- kinds: those of chatmaid.core, plus "validation" in a phase without non-blocking I/O and
--- "config" for a setup that cannot work (no thread pool, no lua-resty-http): not retried.
+-- -> { status, body, headers (lazy) } | nil, kind, message
+-- kinds: those of chatmaid.core (timeout, connect, resolve, tls, transport, too_large),
+-- "validation" in a phase without non-blocking I/O, "config" for a setup that cannot work.
+-- fresh_connect: a connection of its own, closed afterwards. Nothing is ever re-sent.
 function _M:request(req)
   local perr = _M.phase_error()
   if perr then return nil, "validation", perr end
-  if self.backend == "http" then return http_request(self, req) end
-  return thread_request(self, req)
+  if self.config_error then return nil, "config", self.config_error end
+  local o, path = origin(self, req.url)
+  if not o then return nil, "transport", "unsupported URL (http:// or https:// only)" end
+  ngx.update_time()
+  local deadline = ngx.now() + (req.timeout_ms or self.timeout_ms) / 1000
+  local sock, reused, msg = connect(self, o, req.fresh_connect, deadline)
+  if not sock then return nil, reused, msg end
+  local left = remaining(deadline)
+  if left <= 0 then
+    sock:close()
+    return nil, "timeout", "deadline reached before the request was sent"
+  end
+  sock:settimeout(left)
+  local ok, err = sock:send(request_parts(o, req, path))
+  if not ok then
+    sock:close()
+    if err == "timeout" then return nil, "timeout", "timed out sending the request" end
+    if reused then return nil, "transport", REPLAY_REFUSED end
+    return nil, "transport", "sending the request failed: " .. tostring(err)
+  end
+  local status, body, head, reusable = read_response(sock, req.method, self.max_body,
+                                                     deadline)
+  if not status then
+    sock:close()
+    -- a kept-alive connection the server had closed: the core's words (nothing re-sent)
+    if reused and body == "transport" and find(head, "response headers", 1, true) then
+      return nil, "transport", REPLAY_REFUSED
+    end
+    return nil, body, head
+  end
+  if reusable and not req.fresh_connect then
+    -- fails (and closes) with unread bytes left: a body longer than its Content-Length
+    if not sock:setkeepalive(self.keepalive_timeout_ms, self.keepalive_pool) then
+      sock:close()
+    end
+  else
+    sock:close()
+  end
+  return base_transport.response(status, body, head)
+end
+
+-- ---- transfers side by side (chatmaid.sched): one ngx.thread per transfer ----
+-- Threads are spawned by poll(), so the coroutine that polls is their parent and reaps them
+-- with ngx.thread.wait (a finished thread nobody waits for stays as a zombie until its
+-- parent ends: a long batch would pile them up). A semaphore wakes the poller.
+
+local semaphore
+
+local function run(self, token, req)
+  local res, kind, msg = self:request(req)
+  local th = self.threads[token]
+  if not th then return end   -- cancelled
+  local c = res or { kind = kind, message = msg }
+  c.token = token
+  self.done[#self.done + 1] = c
+  if self.sleeping then
+    self.sleeping = false
+    self.sem:post(1)
+  end
+end
+
+-- add(token, req) -> true | nil, kind, message
+function _M:add(token, req)
+  local perr = _M.phase_error()
+  if perr then return nil, "validation", perr end
+  self.queue[#self.queue + 1] = { token, req }
+  self.threads[token] = true    -- the thread comes at the next poll
+  return true
+end
+
+local function start_queued(self)
+  local q = self.queue
+  if q[1] == nil then return end
+  self.queue = {}
+  local parent = co_running()
+  for i = 1, #q do
+    local token, req = q[i][1], q[i][2]
+    if self.threads[token] == true then
+      local entry = { parent = parent }
+      self.threads[token] = entry
+      local th, err = spawn(run, self, token, req)
+      if th then
+        entry.th = th
+      else
+        self.threads[token] = nil
+        self.done[#self.done + 1] = { token = token, kind = "transport",
+                                      message = "could not start an nginx light thread: "
+                                                .. tostring(err) }
+      end
+    end
+  end
+end
+
+-- poll(wait_ms) -> completions { token, status, body, headers } | { token, kind, message }
+function _M:poll(wait_ms)
+  start_queued(self)
+  if self.done[1] == nil and wait_ms > 0 then
+    if not self.sem then
+      semaphore = semaphore or require "ngx.semaphore"
+      self.sem = semaphore.new()
+    end
+    self.sleeping = true
+    self.sem:wait(wait_ms / 1000)
+    self.sleeping = false
+  end
+  local done = self.done
+  if done[1] == nil then return done end
+  self.done = {}
+  local me, threads = co_running(), self.threads
+  for i = 1, #done do
+    local e = threads[done[i].token]
+    threads[done[i].token] = nil
+    -- reaps the finished thread (only its parent may)
+    if type(e) == "table" and e.th and e.parent == me then wait_thread(e.th) end
+  end
+  return done
+end
+
+function _M:pending()
+  local n = 0
+  for _ in pairs(self.threads) do n = n + 1 end
+  return n
+end
+
+-- cancel(token): the transfer's thread is killed (its socket closed), or its result dropped.
+function _M:cancel(token)
+  local e = self.threads[token]
+  if not e then return false end
+  self.threads[token] = nil
+  if type(e) == "table" and e.th and e.parent == co_running() then kill(e.th) end
+  return true
 end
 
 function _M.close() return true end
