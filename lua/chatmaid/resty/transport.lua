@@ -93,53 +93,14 @@ local function origin(self, url)
 end
 
 -- ---- the response reader: every read bounded by the deadline and the caps ----
+-- nginx restarts a socket's read timeout whenever bytes arrive, so one long receive would
+-- let a server trickling a byte at a time run past the deadline. Every read here is a
+-- receiveany (it returns as soon as bytes arrive) armed with the time left, into a buffer
+-- of our own: r = { sock, deadline, buf, pos }.
 
 local function remaining(deadline)
   ngx.update_time()
   return ceil((deadline - ngx.now()) * 1000)
-end
-
--- A cosocket error -> kind, message
-local function read_failure(err, what)
-  if err == "timeout" then return "timeout", "timed out while reading the " .. what end
-  if err == "closed" then
-    return "transport", "the server closed the connection before the " .. what .. " ended"
-  end
-  return "transport", "reading the " .. what .. " failed: " .. tostring(err)
-end
-
--- Sets the read timeout to the time left; false when none is left.
-local function arm(sock, deadline)
-  local ms = remaining(deadline)
-  if ms <= 0 then return false end
-  sock:settimeout(ms)
-  return true
-end
-
--- Reads up to (and consuming) `pattern`, refusing more than `cap` bytes before it.
--- -> text | nil, kind, message
-local function read_until(sock, pattern, cap, deadline, what)
-  local reader = sock:receiveuntil(pattern)
-  local parts, n = {}, 0
-  while true do
-    if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the " .. what end
-    local data, err = reader(4096)
-    if not data then
-      if err then return nil, read_failure(err, what) end
-      return concat(parts)
-    end
-    n = n + #data
-    if n > cap then return nil, "too_large", what, cap end
-    parts[#parts + 1] = data
-  end
-end
-
-local function read_exactly(sock, len, deadline, what)
-  if len == 0 then return "" end
-  if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the " .. what end
-  local data, err = sock:receive(len)
-  if not data then return nil, read_failure(err, what) end
-  return data
 end
 
 local function too_large_message(what, cap)
@@ -149,37 +110,97 @@ local function too_large_message(what, cap)
   return "response body is larger than the " .. cap .. " byte limit (max_body)"
 end
 
+-- One receiveany of at most `max` bytes within the time left -> data | nil, kind, message
+local function recv(r, max, what)
+  local ms = remaining(r.deadline)
+  if ms <= 0 then return nil, "timeout", "deadline reached while reading the " .. what end
+  local sock = r.sock
+  sock:settimeout(ms)
+  local data, err = sock:receiveany(max)
+  if data then return data end
+  if err == "timeout" then return nil, "timeout", "timed out while reading the " .. what end
+  if err == "closed" then
+    return nil, "transport", "the server closed the connection before the " .. what
+                             .. " ended"
+  end
+  return nil, "transport", "reading the " .. what .. " failed: " .. tostring(err)
+end
+
+-- The text up to `sep` (consumed), refusing more than `cap` bytes before it.
+-- -> text | nil, kind, message ("too_large": message is nil)
+local function read_until(r, sep, cap, what)
+  local from = r.pos
+  while true do
+    local buf = r.buf
+    local i = find(buf, sep, from, true)
+    if i then
+      if i - r.pos > cap then return nil, "too_large" end
+      local line = sub(buf, r.pos, i - 1)
+      r.pos = i + #sep
+      return line
+    end
+    if #buf - r.pos + 1 > cap then return nil, "too_large" end
+    from = #buf - #sep + 2          -- a separator may straddle the next read
+    if from < r.pos then from = r.pos end
+    local data, kind, msg = recv(r, 65536, what)
+    if not data then return nil, kind, msg end
+    -- drop what was consumed, so the buffer never holds more than one unread part
+    from = from - r.pos + 1
+    r.buf, r.pos = sub(buf, r.pos) .. data, 1
+  end
+end
+
+-- Exactly n bytes (the buffer first, then reads of at most what is still missing, so
+-- nothing past them is read).
+local function read_n(r, n, what)
+  local buf, pos = r.buf, r.pos
+  local avail = #buf - pos + 1
+  if avail >= n then
+    r.pos = pos + n
+    return sub(buf, pos, pos + n - 1)
+  end
+  local parts, got = { sub(buf, pos) }, avail
+  r.buf, r.pos = "", 1
+  while got < n do
+    local want = n - got
+    local data, kind, msg = recv(r, want < 65536 and want or 65536, what)
+    if not data then return nil, kind, msg end
+    parts[#parts + 1] = data
+    got = got + #data
+  end
+  return concat(parts)
+end
+
 -- Chunked body (RFC 9112 7.1): sizes checked against max_body before each chunk is read.
-local function read_chunked(sock, max, deadline)
+local function read_chunked(r, max)
   local parts, total = {}, 0
   while true do
-    local line, kind, msg = read_until(sock, "\r\n", MAX_CHUNK_LINE, deadline, "chunk size")
+    local line, kind, msg = read_until(r, "\r\n", MAX_CHUNK_LINE, "response body")
     if not line then
       if kind == "too_large" then return nil, "transport", "a chunk-size line is too long" end
       return nil, kind, msg
     end
-    local hex = line:match("^(%x+)[ \t]*;?") or line:match("^(%x+)$")
+    local hex = line:match("^(%x+)[ \t]*;") or line:match("^(%x+)[ \t]*$")
     if not hex or #hex > 8 then
-      return nil, "transport", "invalid chunk size in the response (" .. #line .. " bytes: "
-                               .. line:sub(1, 16):gsub("%c", "?") .. ")"
+      return nil, "transport", "invalid chunk size in the response (\""
+                               .. line:sub(1, 16):gsub("%c", "?") .. "\")"
     end
     local size = tonumber(hex, 16)
     if size == 0 then break end
     total = total + size
     if total > max then return nil, "too_large", too_large_message("body", max) end
     local data
-    data, kind, msg = read_exactly(sock, size + 2, deadline, "response body")
+    data, kind, msg = read_n(r, size + 2, "response body")
     if not data then return nil, kind, msg end
     if sub(data, -2) ~= "\r\n" then
       return nil, "transport", "a chunk of the response is longer than its chunk size"
     end
     parts[#parts + 1] = sub(data, 1, -3)
   end
-  -- trailers, up to the empty line
-  while true do
-    local line, kind, msg = read_until(sock, "\r\n", MAX_CHUNK_LINE, deadline, "trailer")
+  while true do   -- trailers, up to the empty line
+    local line, kind, msg = read_until(r, "\r\n", MAX_CHUNK_LINE, "response trailers")
     if not line then
-      if kind == "too_large" then return nil, "too_large", "a response trailer is too long" end
+      if kind == "too_large" then return nil, "transport", "a response trailer is too long" end
       return nil, kind, msg
     end
     if line == "" then break end
@@ -187,30 +208,35 @@ local function read_chunked(sock, max, deadline)
   return concat(parts)
 end
 
--- Reads a body delimited by the connection's end (no length, not chunked), capped.
-local function read_to_close(sock, max, deadline)
-  local parts, n = {}, 0
-  while true do
-    if not arm(sock, deadline) then return nil, "timeout", "deadline reached while reading the response body" end
-    local data, err = sock:receiveany(65536)
+-- A body delimited by the connection's end (no length, not chunked), capped.
+local function read_to_close(r, max)
+  local parts = { sub(r.buf, r.pos) }
+  local n = #parts[1]
+  r.buf, r.pos = "", 1
+  while n <= max do
+    local data, kind, msg = recv(r, 65536, "response body")
     if not data then
-      if err == "closed" then return concat(parts) end
-      return nil, read_failure(err, "response body")
+      if kind == "transport" and find(msg, "closed the connection", 1, true) then
+        return concat(parts)
+      end
+      return nil, kind, msg
     end
     n = n + #data
-    if n > max then return nil, "too_large", too_large_message("body", max) end
     parts[#parts + 1] = data
   end
+  return nil, "too_large", too_large_message("body", max)
 end
 
 -- -> status, body, raw header block, reusable | nil, kind, message
 local function read_response(sock, method, max, deadline)
-  local head, kind, msg, cap, status, minor
+  local r = { sock = sock, deadline = deadline, buf = "", pos = 1 }
+  local head, kind, msg, status, minor
   repeat   -- 1xx answers (100 Continue) come before the real one
-    head, kind, msg, cap = read_until(sock, "\r\n\r\n", MAX_HEADER_BYTES, deadline,
-                                      "response headers")
+    head, kind, msg = read_until(r, "\r\n\r\n", MAX_HEADER_BYTES, "response headers")
     if not head then
-      if kind == "too_large" then msg = too_large_message(msg, cap) end
+      if kind == "too_large" then
+        msg = too_large_message("response headers", MAX_HEADER_BYTES)
+      end
       return nil, kind, msg
     end
     local code
@@ -231,7 +257,7 @@ local function read_response(sock, method, max, deadline)
     body = ""
   elseif te and te:match("chunked[ \t]*$") then
     if cl then reusable = false end   -- both framings: chunked wins, connection not trusted
-    body, kind, msg = read_chunked(sock, max, deadline)
+    body, kind, msg = read_chunked(r, max)
   elseif te and not te:match("^[ \t]*identity[ \t]*$") then
     return nil, "transport", "the response has a transfer coding other than chunked ("
                              .. te:sub(1, 40):gsub("%c", "?") .. ")"
@@ -243,12 +269,14 @@ local function read_response(sock, method, max, deadline)
     end
     len = tonumber(len)
     if len > max then return nil, "too_large", too_large_message("body", max) end
-    body, kind, msg = read_exactly(sock, len, deadline, "response body")
+    body, kind, msg = read_n(r, len, "response body")
   else
     reusable = false
-    body, kind, msg = read_to_close(sock, max, deadline)
+    body, kind, msg = read_to_close(r, max)
   end
   if not body then return nil, kind, msg end
+  -- bytes past the response (a Content-Length shorter than the body): never reused
+  if r.pos <= #r.buf then reusable = false end
   -- the raw block without the status line, as the core gives it (parsed lazily)
   return status, body, head:match("^[^\r\n]*\r\n(.*)$") or "", reusable
 end
