@@ -11,11 +11,18 @@ local _M = {}
 
 -- The transport reports a phase without I/O as kind "validation" (nothing was sent); the
 -- shared pipeline would file an unknown kind under "transport", so this turns it into the
--- validation error, and hands everything else to the class's own interpret.
+-- validation error. A TLS failure names nginx's directive, not ca_file (which cosockets
+-- cannot use). Everything else goes to the class's own interpret.
 local function interpret(self, method, path, res, kind, msg, ...)
   if not res and kind == "validation" then
     return nil, errors.new("validation", msg, { method = method, path = path,
                                                 messages = { msg }, fields = {} })
+  end
+  if not res and kind == "tls" then
+    return nil, errors.new("transport", "TLS failed (certificate not trusted, or not "
+                           .. "issued for the API host): " .. tostring(msg),
+                           { method = method, path = path, reason = "tls",
+                             retryable = false })
   end
   return getmetatable(self).__index._interpret(self, method, path, res, kind, msg, ...)
 end
