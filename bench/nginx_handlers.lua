@@ -30,6 +30,22 @@ function _M.sdk()
   ngx.say("sent ", msg.id)
 end
 
+-- tr(): the transport alone (no client layer), to split the cost when profiling
+local tr, treq
+function _M.tr()
+  if not tr then
+    tr = require("chatmaid.resty.transport").new{}
+    treq = { method = "POST", url = STUB .. "/v1/messages/send",
+             headers = { "Authorization: Bearer " .. KEY, "Accept: application/json",
+                         "Content-Type: application/json" },
+             body = cjson.encode{ from = "ph_primary", to = "+15557654321",
+                                  content = "Hello from the bench" } }
+  end
+  local res, kind = tr:request(treq)
+  if not res then ngx.status = 502 ngx.say(kind) return end
+  ngx.say("sent ", cjson.decode(res.body).data.id)
+end
+
 local host, port = STUB:match("^http://([^:/]+):(%d+)")
 port = tonumber(port)
 local body = cjson.encode{ from = "ph_primary", to = "+15557654321",

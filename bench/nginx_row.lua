@@ -20,6 +20,13 @@ local SECONDS = tonumber(opt.seconds or os.getenv("BENCH_NGINX_SECONDS") or (smo
 local ROUNDS = tonumber(opt.rounds or os.getenv("BENCH_NGINX_ROUNDS") or (smoke and 1 or 3))
 local SENDS = tonumber(os.getenv("BENCH_NGINX_SENDS") or (smoke and 2000 or 100000))
 local CONNS = smoke and { 16, 256 } or { 16, 64, 256, 1024 }
+if opt.conns then
+  CONNS = {}
+  for c in opt.conns:gmatch("%d+") do CONNS[#CONNS + 1] = tonumber(c) end
+end
+-- which handlers race: base and sdk (the row), plus tr (the transport alone) when profiling
+local WHICH = {}
+for w in (opt.which or "base,sdk"):gmatch("%a+") do WHICH[#WHICH + 1] = w end
 local WRITE = opt.write == "1" or (mode == "full" and opt.write ~= "0")
 
 local function die(msg)
@@ -174,10 +181,11 @@ wrk("/sdk", 64, 1)
 
 local results = {}
 for _, c in ipairs(CONNS) do
-  local res = { base = {}, sdk = {} }
+  local res = { base = {}, sdk = {}, tr = {} }
   results[#results + 1] = { conns = c, res = res }
   for r = 1, ROUNDS do
-    local order = r % 2 == 1 and { "base", "sdk" } or { "sdk", "base" }
+    local order = {}
+    for i, w in ipairs(WHICH) do order[r % 2 == 1 and i or #WHICH + 1 - i] = w end
     for _, which in ipairs(order) do
       local x = wrk("/" .. which, c, SECONDS)
       res[which][#res[which] + 1] = x
