@@ -76,6 +76,33 @@ location = /batch { content_by_lua_block {
   ngx.say("started")
 } }
 
+# /shared: two timers and this request run send_batch at once on one client of the worker
+# (made in init_by_lua): each has its own scheduler, none waits for the others.
+location = /shared { content_by_lua_block {
+  local function items(tag)
+    local t = {}
+    for i = 1, 32 do
+      t[i] = { from = "ph_primary", to = string.format("+1555%s%06d", tag, i), content = "x" }
+    end
+    return t
+  end
+  local function run(tag)
+    ngx.update_time()
+    local t0 = ngx.now()
+    local ok, results, summary = pcall(shared_client.send_batch, shared_client, items(tag),
+                                       { concurrency = 16, rate_per_minute = false })
+    ngx.update_time()
+    ngx.shared.results:set("shared" .. tag, ok and (summary.sent .. " "
+      .. string.format("%.2f", ngx.now() - t0)) or ("raised " .. tostring(results)))
+  end
+  for _, k in ipairs{ "shared1", "shared2", "shared3" } do ngx.shared.results:delete(k) end
+  local function timer(_, tag) run(tag) end   -- a timer gets `premature` first
+  ngx.timer.at(0, timer, "1")
+  ngx.timer.at(0, timer, "2")
+  run("3")
+  ngx.say("done")
+} }
+
 location = /result { content_by_lua_block {
   local v = ngx.shared.results:get(ngx.var.arg_k)
   if not v then return ngx.exit(404) end
@@ -89,7 +116,12 @@ local function urlencode(s)
 end
 
 describe(NAME, function()
-  local srv = H.serve{ http = "lua_shared_dict results 1m;", server = CALL,
+  local srv = H.serve{ http = [[
+lua_shared_dict results 1m;
+init_by_lua_block {
+  shared_client = require("chatmaid").new{ api_key = "${KEY}", max_retries = 0,
+                                           base_url = "http://127.0.0.1:${PORT}" }
+}]], server = CALL,
                        vars = { KEY = KEY } }
   local servers = {}
 
@@ -360,6 +392,25 @@ describe(NAME, function()
       -- 200 / 16 = 13 rounds of 100 ms: 1.3 s when they truly overlap, 20 s one at a time
       assert.is_true(res.elapsed <= 2, "took " .. res.elapsed .. " s")
       assert.is_true(res.elapsed >= 1.2, "faster than the stub allows: " .. res.elapsed)
+    end)
+
+    it("one client of the worker, three send_batch at once (two timers, a request)", function()
+      assert.matches("done", (H.curl("'" .. srv:url("/shared") .. "'")))
+      local socket = require "socket"
+      for _, k in ipairs{ "1", "2", "3" } do
+        local deadline, v = socket.gettime() + 10, nil
+        while socket.gettime() < deadline do
+          local status, body = H.raw(srv.port, "GET", "/result?k=shared" .. k)
+          if status == 200 then v = body break end
+          socket.sleep(0.05)
+        end
+        assert(v, "batch " .. k .. " did not finish: " .. srv:error_log())
+        local sent, elapsed = v:match("^(%d+) ([%d%.]+)$")
+        assert(sent, "batch " .. k .. ": " .. v)
+        assert.equal("32", sent)
+        -- 32 at 16 in flight: two rounds of 100 ms, whatever the other batches do
+        assert.is_true(tonumber(elapsed) < 0.6, "batch " .. k .. " took " .. elapsed .. " s")
+      end
     end)
   end)
 end)

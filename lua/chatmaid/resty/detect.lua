@@ -27,10 +27,30 @@ local function interpret(self, method, path, res, kind, msg, ...)
   return getmetatable(self).__index._interpret(self, method, path, res, kind, msg, ...)
 end
 
+-- One scheduler per request or timer (chatmaid.sched): a client made once per worker is
+-- used by many requests at once, and a task's coroutine and light threads belong to the
+-- request that started them. Keyed by ngx.ctx (one table per request and per timer, gone
+-- with it). Outside the phases with non-blocking I/O there is none (nothing can wait there).
+local by_request = setmetatable({}, { __mode = "k" })   -- ngx.ctx -> { [client] = sched }
+local IO_PHASES = transport.IO_PHASES
+
+local function sched_slot(client, s)
+  if not IO_PHASES[ngx.get_phase()] then return nil end
+  local ctx = ngx.ctx
+  local t = by_request[ctx]
+  if s == nil then return t and t[client] end
+  if not t then
+    t = setmetatable({}, { __mode = "k" })
+    by_request[ctx] = t
+  end
+  t[client] = s
+end
+
 -- apply(client, opts): client.transport/sleep/now unless opts names them. Other pool
 -- settings: transport = require("chatmaid.resty").transport{ keepalive_pool = n, ... }.
 function _M.apply(self, opts)
   self._interpret = interpret
+  self._sched_slot = sched_slot
   if not opts.transport then
     self.transport = transport.new{
       timeout_ms = math.ceil(self.timeout * 1000),

@@ -57,8 +57,6 @@ function _M.new(opts)
     keepalive_pool = opts.keepalive_pool or 256,
     hosts = {},                       -- url prefix -> parsed origin (a handful at most)
     urls = {}, n_urls = 0,            -- url -> { origin, path }
-    -- add/poll: transfers not started yet, running threads, finished completions
-    queue = {}, threads = {}, done = {}, n_running = 0,
   }
   if opts.ca_file then
     self.config_error = "ca_file cannot be used inside nginx: name the CA bundle in "
@@ -415,22 +413,42 @@ function _M:request(req)
 end
 
 -- ---- transfers side by side (chatmaid.sched): one ngx.thread per transfer ----
+-- A client (and so its transport) serves every request and timer of a worker, each with a
+-- scheduler of its own (chatmaid.resty.detect) numbering its tokens from 1: the transfers
+-- in flight are kept per request (ngx.ctx), as the light threads belong to it anyway.
 -- Threads are spawned by poll(), so the coroutine that polls is their parent and reaps them
 -- with ngx.thread.wait (a finished thread nobody waits for stays as a zombie until its
 -- parent ends: a long batch would pile them up). A semaphore wakes the poller.
 
 local semaphore
+local by_request = setmetatable({}, { __mode = "k" })   -- ngx.ctx -> { [transport] = st }
 
-local function run(self, token, req)
+-- The transfers of this transport in the current request: { queue, threads, done, sem }.
+local function state(self)
+  local ctx = ngx.ctx
+  local t = by_request[ctx]
+  if not t then
+    t = setmetatable({}, { __mode = "k" })
+    by_request[ctx] = t
+  end
+  local st = t[self]
+  if not st then
+    semaphore = semaphore or require "ngx.semaphore"
+    st = { queue = {}, threads = {}, done = {}, sem = semaphore.new() }
+    t[self] = st
+  end
+  return st
+end
+
+local function run(self, st, token, req)
   local res, kind, msg = self:request(req)
-  local th = self.threads[token]
-  if not th then return end   -- cancelled
+  if not st.threads[token] then return end   -- cancelled
   local c = res or { kind = kind, message = msg }
   c.token = token
-  self.done[#self.done + 1] = c
-  if self.sleeping then
-    self.sleeping = false
-    self.sem:post(1)
+  st.done[#st.done + 1] = c
+  if st.sleeping then
+    st.sleeping = false
+    st.sem:post(1)
   end
 end
 
@@ -438,29 +456,30 @@ end
 function _M:add(token, req)
   local perr = _M.phase_error()
   if perr then return nil, "validation", perr end
-  self.queue[#self.queue + 1] = { token, req }
-  self.threads[token] = true    -- the thread comes at the next poll
+  local st = state(self)
+  st.queue[#st.queue + 1] = { token, req }
+  st.threads[token] = true    -- the thread comes at the next poll
   return true
 end
 
-local function start_queued(self)
-  local q = self.queue
+local function start_queued(self, st)
+  local q = st.queue
   if q[1] == nil then return end
-  self.queue = {}
+  st.queue = {}
   local parent = co_running()
   for i = 1, #q do
     local token, req = q[i][1], q[i][2]
-    if self.threads[token] == true then
+    if st.threads[token] == true then
       local entry = { parent = parent }
-      self.threads[token] = entry
-      local th, err = spawn(run, self, token, req)
+      st.threads[token] = entry
+      local th, err = spawn(run, self, st, token, req)
       if th then
         entry.th = th
       else
-        self.threads[token] = nil
-        self.done[#self.done + 1] = { token = token, kind = "transport",
-                                      message = "could not start an nginx light thread: "
-                                                .. tostring(err) }
+        st.threads[token] = nil
+        st.done[#st.done + 1] = { token = token, kind = "transport",
+                                  message = "could not start an nginx light thread: "
+                                            .. tostring(err) }
       end
     end
   end
@@ -468,20 +487,23 @@ end
 
 -- poll(wait_ms) -> completions { token, status, body, headers } | { token, kind, message }
 function _M:poll(wait_ms)
-  start_queued(self)
-  if self.done[1] == nil and wait_ms > 0 then
-    if not self.sem then
-      semaphore = semaphore or require "ngx.semaphore"
-      self.sem = semaphore.new()
+  local st = state(self)
+  start_queued(self, st)
+  if st.done[1] == nil and next(st.threads) ~= nil then
+    if wait_ms > 0 then
+      st.sleeping = true
+      st.sem:wait(wait_ms / 1000)
+      st.sleeping = false
+    else
+      -- a step that must not wait still lets the event loop (and so the threads) run:
+      -- a task yielding every step would otherwise spin the worker
+      ngx.sleep(0)
     end
-    self.sleeping = true
-    self.sem:wait(wait_ms / 1000)
-    self.sleeping = false
   end
-  local done = self.done
+  local done = st.done
   if done[1] == nil then return done end
-  self.done = {}
-  local me, threads = co_running(), self.threads
+  st.done = {}
+  local me, threads = co_running(), st.threads
   for i = 1, #done do
     local e = threads[done[i].token]
     threads[done[i].token] = nil
@@ -493,15 +515,16 @@ end
 
 function _M:pending()
   local n = 0
-  for _ in pairs(self.threads) do n = n + 1 end
+  for _ in pairs(state(self).threads) do n = n + 1 end
   return n
 end
 
 -- cancel(token): the transfer's thread is killed (its socket closed), or its result dropped.
 function _M:cancel(token)
-  local e = self.threads[token]
+  local st = state(self)
+  local e = st.threads[token]
   if not e then return false end
-  self.threads[token] = nil
+  st.threads[token] = nil
   if type(e) == "table" and e.th and e.parent == co_running() then kill(e.th) end
   return true
 end
