@@ -150,7 +150,8 @@ local function wrk(path, conns, seconds)
   r.p99 = v and ms(v, unit)
   if not (r.requests and r.rps and r.p99) then stop_all() die("wrk output: " .. out) end
   r.errors = tonumber(out:match("Non%-2xx or 3xx responses:%s*(%d+)") or 0)
-  local a, b, c, d = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+  local a, b, c, d = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), "
+                               .. "timeout (%d+)")
   if a then r.errors = r.errors + a + b + c + d end
   r.cpu = (c1 - c0) / math.max(r.requests, 1)
   return r

@@ -275,9 +275,11 @@ init_by_lua_block {
 
   describe("broken framing", function()
     local cases = {
-      { "a chunk size that is not hex", "Transfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nab\\r\\n0\\r\\n\\r\\n",
+      { "a chunk size that is not hex",
+        "Transfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nab\\r\\n0\\r\\n\\r\\n",
         "invalid chunk size" },
-      { "a chunk longer than its size", "Transfer-Encoding: chunked\\r\\n\\r\\n2\\r\\nabcdef\\r\\n0\\r\\n\\r\\n",
+      { "a chunk longer than its size",
+        "Transfer-Encoding: chunked\\r\\n\\r\\n2\\r\\nabcdef\\r\\n0\\r\\n\\r\\n",
         "longer than its chunk size" },
       { "a huge chunk size", "Transfer-Encoding: chunked\\r\\n\\r\\nffffffffffffffff\\r\\n",
         "invalid chunk size" },
