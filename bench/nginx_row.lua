@@ -118,7 +118,11 @@ end
 local WORKER = worker_pid()
 local TICK = tonumber((sh("getconf CLK_TCK")):match("%d+")) or 100
 
+-- The worker's CPU time in seconds: /proc/<pid>/schedstat (nanoseconds; /proc/<pid>/stat
+-- counts 10 ms ticks, too coarse for a few hundred sends).
 local function cpu_seconds()
+  local ns = (read("/proc/" .. WORKER .. "/schedstat") or ""):match("^(%d+)")
+  if ns then return tonumber(ns) / 1e9 end
   local stat = read("/proc/" .. WORKER .. "/stat") or ""
   local fields = {}
   for f in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
@@ -202,7 +206,7 @@ local rss0 = rss_kib()
 local t_rss = socket.gettime()
 local x = { requests = 0, errors = 0 }
 while x.requests < SENDS do
-  local y = wrk("/sdk", 256, 10)
+  local y = wrk("/sdk", 256, smoke and 1 or 10)
   x.requests, x.errors = x.requests + y.requests, x.errors + y.errors
 end
 local rss1 = rss_kib()

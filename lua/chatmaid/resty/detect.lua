@@ -35,6 +35,9 @@ local by_request = setmetatable({}, { __mode = "k" })   -- ngx.ctx -> { [client]
 local IO_PHASES = transport.IO_PHASES
 
 local function sched_slot(client, s)
+  -- the common case, a plain send with no scheduler anywhere, never touches ngx.ctx (its
+  -- first use in a request makes a table and a registry reference)
+  if s == nil and next(by_request) == nil then return nil end
   if not IO_PHASES[ngx.get_phase()] then return nil end
   local ctx = ngx.ctx
   local t = by_request[ctx]

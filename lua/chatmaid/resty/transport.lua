@@ -270,8 +270,10 @@ local function read_response(sock, method, max, deadline)
       return nil, "transport", "the server did not answer with an HTTP/1.x status line"
     end
   until status >= 200
-  head = head .. "\r\n"
-  local h = head:lower()
+  local eol = find(head, "\r\n", 1, true)
+  -- the raw block without the status line, as the core gives it (parsed lazily)
+  local raw = eol and sub(head, eol + 2) .. "\r\n" or ""
+  local h = head:lower() .. "\r\n"
   local te = field(h, "\r\ntransfer-encoding:")
   local cl, cl_at = field(h, "\r\ncontent-length:")
   local conn = field(h, "\r\nconnection:")
@@ -300,8 +302,7 @@ local function read_response(sock, method, max, deadline)
   if not body then return nil, kind, msg end
   -- bytes past the response (a Content-Length shorter than the body): never reused
   if r.pos <= #r.buf then reusable = false end
-  -- the raw block without the status line, as the core gives it (parsed lazily)
-  return status, body, head:match("^[^\r\n]*\r\n(.*)$") or "", reusable
+  return status, body, raw, reusable
 end
 
 -- ---- one request ----
@@ -341,24 +342,28 @@ local function connect(self, o, fresh, deadline)
   return sock, reused
 end
 
+-- The client's header lists are read-only and reused for every request (the transport
+-- contract), so each becomes its block of "Name: value\r\n" lines once.
+local header_blocks = setmetatable({}, { __mode = "k" })
+local function header_block(headers)
+  local b = header_blocks[headers]
+  if not b then
+    b = headers[1] and concat(headers, "\r\n") .. "\r\n" or ""
+    header_blocks[headers] = b
+  end
+  return b
+end
+
 -- The request bytes: request line, Host, the client's header lines, Content-Length, body.
 -- A table: cosocket send() writes its parts without concatenating them.
 local function request_parts(o, req, path)
-  local parts = { req.method, " ", path, " HTTP/1.1\r\n", o.host_header }
-  local n = #parts
-  local headers = req.headers
-  for i = 1, #headers do
-    parts[n + 1], parts[n + 2] = headers[i], "\r\n"
-    n = n + 2
+  local body, method = req.body, req.method
+  local length = ""
+  if body or method == "POST" or method == "PUT" or method == "PATCH" then
+    length = "Content-Length: " .. (body and #body or 0) .. "\r\n"
   end
-  local body = req.body
-  if body or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
-    parts[n + 1] = "Content-Length: " .. (body and #body or 0) .. "\r\n\r\n"
-    parts[n + 2] = body or ""
-  else
-    parts[n + 1] = "\r\n"
-  end
-  return parts
+  return { method, " ", path, " HTTP/1.1\r\n", o.host_header, header_block(req.headers),
+           length, "\r\n", body or "" }
 end
 
 local REPLAY_REFUSED = "the reused connection closed before the response arrived; the "
