@@ -41,7 +41,7 @@ location = /call { content_by_lua_block {
 location = /v1/messages/send { content_by_lua_block {
   ngx.req.read_body()
   local b = require("cjson").decode(ngx.req.get_body_data())
-  ngx.sleep(0.1)
+  ngx.sleep(b.content == "slow" and 1.5 or 0.1)
   ngx.status = 201
   ngx.say(require("cjson").encode{ success = true, data = { id = "msg_" .. b.to,
     to = b.to, content = b.content, status = "queued",
@@ -101,6 +101,23 @@ location = /shared { content_by_lua_block {
   ngx.timer.at(0, timer, "2")
   run("3")
   ngx.say("done")
+} }
+
+# /cancel: a task's send in flight (3 s), cancelled after 0.2 s; then a send on the client.
+location = /cancel { content_by_lua_block {
+  local c = shared_client
+  ngx.update_time()
+  local t0 = ngx.now()
+  local task = c:spawn(function()
+    return c:send{ from = "ph_primary", to = "+15550000001", content = "slow" }
+  end)
+  c:step(0.2)
+  local cancelled = task:cancel()
+  local _, err = task:result()
+  ngx.update_time()
+  local m = c:send{ from = "ph_primary", to = "+15550000002", content = "after" }
+  ngx.say(tostring(cancelled), " ", tostring(err and err.kind), " ",
+          string.format("%.2f", ngx.now() - t0), " ", m and m.id or "no message")
 } }
 
 location = /result { content_by_lua_block {
@@ -394,6 +411,16 @@ init_by_lua_block {
       -- 200 / 16 = 13 rounds of 100 ms: 1.3 s when they truly overlap, 20 s one at a time
       assert.is_true(res.elapsed <= 2, "took " .. res.elapsed .. " s")
       assert.is_true(res.elapsed >= 1.2, "faster than the stub allows: " .. res.elapsed)
+    end)
+
+    it("a task's send in flight is cancelled at once, and the client goes on", function()
+      local out = H.curl("'" .. srv:url("/cancel") .. "'")
+      local cancelled, kind, elapsed, id = out:match("^(%S+) (%S+) ([%d%.]+) (%S+)")
+      assert(cancelled, out .. "\n" .. srv:error_log())
+      assert.equal("true", cancelled)
+      assert.equal("cancelled", kind)
+      assert.is_true(tonumber(elapsed) < 0.8, "took " .. elapsed .. " s")
+      assert.equal("msg_+15550000002", id)
     end)
 
     it("one client of the worker, three send_batch at once (two timers, a request)", function()
