@@ -31,7 +31,8 @@ location = /call { content_by_lua_block {
     if err then
       out.kind, out.reason, out.message = err.kind, err.reason, err.message
       out.retryable, out.status, out.str = err.retryable, err.status, tostring(err)
-      out.attempts = err.attempts
+      out.attempts, out.request_id, out.retry_after = err.attempts, err.request_id,
+                                                      err.retry_after
     end
   end
   ngx.say(require("cjson").encode(out))
@@ -347,6 +348,19 @@ init_by_lua_block {
       local r = call(s, { n = 2 })
       assert.is_true(r.ok, r.str)
       assert.same({ "conn 1", "conn 2" }, s:log())
+    end)
+  end)
+
+  describe("headers the client reads", function()
+    it("Retry-After and X-Request-Id of a 429 (any case, last line wins)", function()
+      local s = hostile([[if read() then
+        c:send('HTTP/1.1 429 Too Many Requests\r\nretry-after: 99\r\nRETRY-AFTER: 7\r\n'
+               .. 'X-Request-Id: req_abc\r\nContent-Length: 0\r\n\r\n') end]])
+      local r = call(s)
+      assert.equal("rate_limited", r.kind, r.str)
+      assert.equal(429, r.status)
+      assert.equal(7, r.retry_after)
+      assert.equal("req_abc", r.request_id)
     end)
   end)
 

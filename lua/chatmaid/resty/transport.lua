@@ -270,10 +270,7 @@ local function read_response(sock, method, max, deadline)
       return nil, "transport", "the server did not answer with an HTTP/1.x status line"
     end
   until status >= 200
-  local eol = find(head, "\r\n", 1, true)
-  -- the raw block without the status line, as the core gives it (parsed lazily)
-  local raw = eol and sub(head, eol + 2) .. "\r\n" or ""
-  local h = head:lower() .. "\r\n"
+  local h = head:lower()
   local te = field(h, "\r\ntransfer-encoding:")
   local cl, cl_at = field(h, "\r\ncontent-length:")
   local conn = field(h, "\r\nconnection:")
@@ -302,7 +299,8 @@ local function read_response(sock, method, max, deadline)
   if not body then return nil, kind, msg end
   -- bytes past the response (a Content-Length shorter than the body): never reused
   if r.pos <= #r.buf then reusable = false end
-  return status, body, raw, reusable
+  -- the raw block, status line first, as the core gives it (parsed only when read)
+  return status, body, head, reusable
 end
 
 -- ---- one request ----
