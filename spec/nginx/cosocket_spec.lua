@@ -38,6 +38,18 @@ location = /call { content_by_lua_block {
   ngx.say(require("cjson").encode(out))
 } }
 
+# /fresh?base=URL: two requests with fresh_connect (a send that must never be replayed)
+location = /fresh { content_by_lua_block {
+  local tr = require("chatmaid.resty").transport{ timeout_ms = 3000 }
+  local out, url = {}, ngx.unescape_uri(ngx.var.arg_base) .. "/v1/x"
+  for i = 1, 2 do
+    local res, kind, msg = tr:request{ method = "POST", url = url,
+      headers = { "Content-Type: application/json" }, body = "{}", fresh_connect = true }
+    out[i] = res and res.status or (kind .. ": " .. tostring(msg))
+  end
+  ngx.say(table.concat(out, " "))
+} }
+
 # The stub API for send_batch: answers a send in 100 ms without blocking the worker.
 location = /v1/messages/send { content_by_lua_block {
   ngx.req.read_body()
@@ -196,6 +208,13 @@ init_by_lua_block {
       local r = call(s, { n = 2 })
       assert.is_true(r.ok, r.str)
       assert.same({ "conn 1" }, s:log())
+    end)
+
+    it("fresh_connect: a connection of its own each time, never a pooled one", function()
+      local s = hostile("log('conn ' .. n) while read() do " .. GOOD .. " end")
+      local out = H.curl("'" .. srv:url("/fresh?base=" .. urlencode(s.url)) .. "'")
+      assert.equal("200 200\n", out)
+      assert.same({ "conn 1", "conn 2" }, s:log())
     end)
 
     it("Connection: close is honoured: the next request opens a new connection", function()
