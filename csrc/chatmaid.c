@@ -13,11 +13,12 @@
 #include "webhook.h"
 #include "random.h"
 #include "clock.h"
-#include "redis.h"
 #include "sigwatch.h"
+#include "fdwatch.h"
 #include "text.h"
+#include "filelock.h"
 
-#define CM_VERSION "0.1.0"
+#define CM_VERSION "0.2.0"   /* = VERSION (spec/unit/version_spec.lua) */
 
 CM_EXPORT int luaopen_chatmaid_core(lua_State *L);
 
@@ -49,8 +50,9 @@ CM_EXPORT int luaopen_chatmaid_core(lua_State *L) {
   cm_webhook_open(L);
   cm_random_open(L);
   cm_clock_open(L);
-  cm_redis_open(L);
   cm_sigwatch_open(L);
+  cm_fdwatch_open(L);
   cm_text_open(L);
+  cm_filelock_open(L);
   return 1;
 }

@@ -2,5 +2,7 @@
 #ifndef CM_REDIS_H
 #define CM_REDIS_H
 #include "lua.h"
-void cm_redis_open(lua_State *L);   /* adds redis_connect() to the table on top */
+#include "compat.h"
+/* chatmaid.redis.core: { redis_connect = ... } (csrc/redis.c; built apart from chatmaid.core) */
+CM_EXPORT int luaopen_chatmaid_redis_core(lua_State *L);
 #endif

@@ -2,10 +2,11 @@
 /* lua-chatmaid as a static library for C and C++ hosts that embed Lua 5.4.
  *
  * `make embed` builds build/embed/libchatmaid.a and copies this header beside it. The archive
- * holds chatmaid.core (the C core), the Lua sources of the library compiled in as text,
- * lua-cjson 2.1.0 (Debian's liblua5.4-cjson.a) and hiredis (Debian's libhiredis.a, used by
- * chatmaid.redis), so a host needs no shared object of ours, no .lua file on disk and no
- * dlopen. Only chatmaid_preload and luaopen_chatmaid_core are global symbols of the archive;
+ * holds chatmaid.core (the C core), chatmaid.redis.core (the Redis connection), the Lua
+ * sources of the library compiled in as text, lua-cjson 2.1.0 (Debian's liblua5.4-cjson.a) and
+ * hiredis (Debian's libhiredis.a, used by chatmaid.redis.core), so a host needs no shared
+ * object of ours, no .lua file on disk and no dlopen. Only chatmaid_preload,
+ * luaopen_chatmaid_core and luaopen_chatmaid_redis_core are global symbols of the archive;
  * every other symbol (ours, lua-cjson's, hiredis's) is local, so nothing clashes with the
  * host, not even a host that links its own lua-cjson or hiredis.
  *
@@ -42,6 +43,7 @@ struct lua_State;
 /* Adds to package.preload (the registry's _PRELOAD table, so it may be called before or after
  * luaL_openlibs):
  *   "chatmaid.core"     luaopen_chatmaid_core
+ *   "chatmaid.redis.core"  luaopen_chatmaid_redis_core
  *   "cjson"             the bundled lua-cjson, unless package.loaded.cjson or
  *                       package.preload.cjson is already set (the host's own cjson wins)
  *   "chatmaid", "chatmaid.client", ... every Lua module of the library except the sandbox
@@ -50,8 +52,9 @@ struct lua_State;
  * entries with these names are replaced. Call it once per lua_State. */
 CHATMAID_EMBED_API void chatmaid_preload(struct lua_State *L);
 
-/* The C core's opener, for hosts that register modules themselves. */
+/* The C modules' openers, for hosts that register modules themselves. */
 CHATMAID_EMBED_API int luaopen_chatmaid_core(struct lua_State *L);
+CHATMAID_EMBED_API int luaopen_chatmaid_redis_core(struct lua_State *L);
 
 #ifdef __cplusplus
 }

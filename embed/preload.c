@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* chatmaid_preload: chatmaid.core, lua-cjson and the embedded Lua modules into package.preload
- * (chatmaid_embed.h). Built only into build/embed/libchatmaid.a, never into core.so. */
+/* chatmaid_preload: the C modules, lua-cjson and the embedded Lua modules into package.preload
+ * (chatmaid_embed.h). Built only into build/embed/libchatmaid.a, never into a module. */
 #include "lua.h"
 #include "lauxlib.h"
 
@@ -62,6 +62,8 @@ CHATMAID_EMBED_API void chatmaid_preload(lua_State *L) {
 #endif
   lua_pushcfunction(L, luaopen_chatmaid_core);
   lua_setfield(L, -2, "chatmaid.core");
+  lua_pushcfunction(L, luaopen_chatmaid_redis_core);
+  lua_setfield(L, -2, "chatmaid.redis.core");
   for (m = cm_embed_modules; m->name != NULL; m++) {
     lua_pushlightuserdata(L, (void *)m);
     lua_pushcclosure(L, embed_load, 1);

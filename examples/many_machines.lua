@@ -27,6 +27,13 @@ local limiter = redis.rate_limiter{ url = url, key = redis.key_id(os.getenv("CHA
 local campaign = redis.campaign{ url = url, id = id, lease = 30 }
 
 local results, summary = campaign:run(client, items, { rate_limiter = limiter, concurrency = 8 })
+if not results and summary.kind == "state_lost" then
+  -- Redis forgot the campaign (restart without persistence?): rebuild it from the list; what
+  -- was sent already comes back as replays
+  io.stderr:write(tostring(summary), "\nresuming from the item list\n")
+  results, summary = campaign:run(client, items, { rate_limiter = limiter, concurrency = 8,
+                                                   resume = true })
+end
 if not results then
   io.stderr:write(tostring(summary), "\n")   -- kind transport: Redis failed
   os.exit(1)

@@ -1,9 +1,12 @@
 -- SPDX-License-Identifier: MIT
 -- A plain-Lua Chatmaid webhook receiver on LuaSocket: reads the raw body by Content-Length,
--- verifies it, drops duplicates, answers 2xx at once and handles the event afterwards.
+-- verifies it, claims it (a delivery already handled is answered "duplicate"), handles the
+-- event (keep that quick, or queue it) and answers 2xx; a handler that fails answers 500 and
+-- the API delivers again.
 --   CHATMAID_WEBHOOK_SECRET=whsec_... lua5.4 examples/webhook_receiver.lua --port 9000
 -- Several receivers (machines) behind a load balancer: add --redis redis://host:6379/0 and
--- they share one memory of handled deliveries (chatmaid.redis.seen_set).
+-- they share one memory of handled deliveries (chatmaid.redis.seen_set's two-phase claim:
+-- --lease seconds a claim holds a delivery, --redis-timeout seconds per Redis command).
 -- Rotation: put several secrets in CHATMAID_WEBHOOK_SECRET, separated by commas.
 local socket = require "socket"
 local webhook = require "chatmaid.webhook"
@@ -13,9 +16,14 @@ local MAX_HEADER_LINES = 100
 
 local function parse_args(argv)
   local port, path, redis_url = 9000, "/webhooks/chatmaid", nil
+  local o = { lease = 30, timeout = 1 }
   local i = 1
   while argv[i] do
-    if argv[i] == "--port" then
+    if argv[i] == "--lease" or argv[i] == "--redis-timeout" then
+      local v = tonumber(argv[i + 1])
+      if not v or v <= 0 then io.stderr:write(argv[i], " needs seconds\n"); os.exit(2) end
+      o[argv[i] == "--lease" and "lease" or "timeout"] = v; i = i + 2
+    elseif argv[i] == "--port" then
       port = tonumber(argv[i + 1]); i = i + 2
     elseif argv[i] == "--path" then
       path = argv[i + 1]; i = i + 2
@@ -23,12 +31,12 @@ local function parse_args(argv)
       redis_url = argv[i + 1]; i = i + 2
     else
       io.stderr:write("usage: webhook_receiver.lua [--port N] [--path /webhooks/chatmaid]"
-                      .. " [--redis redis://host:6379/0]\n")
+                      .. " [--redis redis://host:6379/0 [--lease S] [--redis-timeout S]]\n")
       os.exit(2)
     end
   end
   if not port then io.stderr:write("--port needs a number\n"); os.exit(2) end
-  return port, path, redis_url
+  return port, path, redis_url, o
 end
 
 local function load_secrets()
@@ -73,13 +81,15 @@ end
 local function respond(client, status, text)
   local reasons = { [200] = "OK", [400] = "Bad Request", [404] = "Not Found",
                     [405] = "Method Not Allowed", [411] = "Length Required",
-                    [413] = "Payload Too Large", [431] = "Request Header Fields Too Large" }
-  client:send(("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                    [413] = "Payload Too Large", [431] = "Request Header Fields Too Large",
+                    [500] = "Internal Server Error", [503] = "Service Unavailable" }
+  client:send(("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s"
                .. "Connection: close\r\n\r\n%s"):format(status, reasons[status] or "Error",
-                                                        #text, text))
+               #text, status == 503 and "Retry-After: 5\r\n" or "", text))
 end
 
--- Your business logic goes here. It runs after the 2xx has been sent.
+-- Your business logic goes here. It runs before the 2xx is sent: keep it quick (or queue the
+-- event); if it raises, the delivery is answered 500 and the API delivers it again.
 local function handle(event)
   local d = event.data or {}
   print(("%s %s %s"):format(event.event, tostring(d.messageId or d.phoneNumberId or "-"),
@@ -87,9 +97,11 @@ local function handle(event)
 end
 
 local function main(argv)
-  local port, hook_path, redis_url = parse_args(argv)
+  local port, hook_path, redis_url, o = parse_args(argv)
   local secrets = load_secrets()
-  local seen = redis_url and require("chatmaid.redis").seen_set{ url = redis_url, ttl = 86400 }
+  local seen = redis_url and require("chatmaid.redis").seen_set{ url = redis_url, ttl = 86400,
+                                                                 lease = o.lease,
+                                                                 timeout = o.timeout }
                or webhook.seen_set{ size = 10000, ttl = 86400 }
   local server = assert(socket.bind("127.0.0.1", port))
   print(("listening on http://127.0.0.1:%d%s"):format(port, hook_path))
@@ -99,7 +111,6 @@ local function main(argv)
     if client then
       client:settimeout(5)   -- a slow client must not hold the loop for long
       local method, target, headers, body = read_request(client)
-      local event
       if not method then
         if target then respond(client, target, tostring(headers) .. "\n") end
       elseif target ~= hook_path then
@@ -107,30 +118,35 @@ local function main(argv)
       elseif method ~= "POST" then
         respond(client, 405, "POST only\n")
       else
-        local err
-        event, err = webhook.construct_event(body, headers["x-chatmaid-signature"], secrets)
+        local event, err = webhook.construct_event(body, headers["x-chatmaid-signature"], secrets,
+                                                   { secret_name = "CHATMAID_WEBHOOK_SECRET" })
         if not event then
           io.stderr:write(tostring(err), "\n")     -- never contains the secret
           respond(client, 400, err.reason .. "\n")
         else
-          local dup, serr = seen:seen(webhook.dedupe_key(event))
-          if dup == nil then                         -- Redis unreachable: let the API retry
-            io.stderr:write(tostring(serr), "\n")
+          -- two phases: claim (a short lease), handle, then done; a failed handler releases
+          local key = webhook.dedupe_key(event)
+          local token, state = seen:claim(key, o.lease)
+          if token == nil then                       -- Redis unreachable: let the API retry
+            io.stderr:write(tostring(state), "\n")
             respond(client, 503, "try again later\n")
-            event = nil
-          elseif dup then
-            respond(client, 200, "duplicate\n")      -- a retry of something already handled
-            event = nil
+          elseif not token then                      -- done: a retry of something handled;
+            respond(client, state == "done" and 200 or 503,   -- busy: handled elsewhere now
+                    state == "done" and "duplicate\n" or "in progress, try again later\n")
           else
-            respond(client, 200, "ok\n")
+            local ok, herr = pcall(handle, event)
+            if ok then
+              seen:done(key, token)   -- if Redis fails here, the claim's lease runs out
+              respond(client, 200, "ok\n")
+            else
+              io.stderr:write("handler failed: ", tostring(herr), "\n")
+              seen:release(key, token)
+              respond(client, 500, "handler failed\n")
+            end
           end
         end
       end
       client:close()
-      if event then
-        local ok, herr = pcall(handle, event)
-        if not ok then io.stderr:write("handler failed: ", tostring(herr), "\n") end
-      end
       io.stdout:flush()
     end
   end

@@ -2,9 +2,10 @@
 # `make embed`: build/embed/libchatmaid.a + chatmaid_embed.h, lua-chatmaid for C hosts that
 # embed Lua 5.4 with no shared object, no .lua file on disk and no dlopen (README, "Embedding").
 # The archive is one relocatable object (ld -r) whose only global symbols are chatmaid_preload
-# and luaopen_chatmaid_core: csrc/, the preload table (embed/preload.c), the Lua sources as C
-# arrays (scripts/embed-gen.lua), lua-cjson from Debian's lua-cjson-dev (liblua5.4-cjson.a)
-# and hiredis from libhiredis-dev (libhiredis.a, for chatmaid.redis).
+# and the two C modules' openers (luaopen_chatmaid_core, luaopen_chatmaid_redis_core): csrc/,
+# the preload table (embed/preload.c), the Lua sources as C arrays (scripts/embed-gen.lua),
+# lua-cjson from Debian's lua-cjson-dev (liblua5.4-cjson.a) and hiredis from libhiredis-dev
+# (libhiredis.a, for chatmaid.redis.core).
 # `make embed EMBED_CJSON=none` leaves lua-cjson out: the host then preloads its own "cjson".
 # `make embed EMBED_HIREDIS=none` leaves hiredis out: the host then links -lhiredis itself.
 # Also builds the frame-loop example (examples/embed/) and the spec host (spec/embed/).
@@ -22,7 +23,7 @@ EMBED_CJSON ?= /usr/lib/$(EMBED_MULTIARCH)/lib$(EMBED_LUA_PC)-cjson.a
 EMBED_HIREDIS ?= /usr/lib/$(EMBED_MULTIARCH)/libhiredis.a
 EMBED_BUNDLED = $(filter-out none,$(EMBED_CJSON) $(EMBED_HIREDIS))
 EMBED_CFLAGS = -std=c99 $(OPT) -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L $(CWARNS) \
-                $(WERROR) $(EMBED_LUA_CFLAGS) $(DEP_CFLAGS) -Icsrc -Iembed -I$(EMBED_DIR) \
+                $(WERROR) $(EMBED_LUA_CFLAGS) $(DEP_CFLAGS) $(HIREDIS_CFLAGS) -Icsrc -Iembed -I$(EMBED_DIR) \
                 $(if $(filter none,$(EMBED_CJSON)),-DCHATMAID_EMBED_NO_CJSON)
 EMBED_HOST_CFLAGS = -std=c99 $(OPT) -D_POSIX_C_SOURCE=200809L $(CWARNS) $(WERROR) \
                      $(EMBED_LUA_CFLAGS) -I$(EMBED_DIR)
@@ -34,7 +35,7 @@ EMBED_HOST_LIBS = $(EMBED_DIR)/libchatmaid.a $(EMBED_HOST_LUA_LIBS) $(EMBED_DEP_
 # Every Lua module but the sandbox and the CLI (they need LuaSocket and argparse).
 EMBED_EXCLUDE ?= lua/chatmaid/sandbox.lua lua/chatmaid/sandbox/% lua/chatmaid/cli/%
 EMBED_LUA_SRCS := $(sort $(filter-out $(EMBED_EXCLUDE),$(shell find lua/chatmaid -name '*.lua')))
-EMBED_CORE_OBJS := $(patsubst csrc/%.c,$(EMBED_OBJDIR)/%.o,$(SRCS))
+EMBED_CORE_OBJS := $(patsubst csrc/%.c,$(EMBED_OBJDIR)/%.o,$(SRCS) $(REDIS_SRCS))
 EMBED_OBJS := $(EMBED_CORE_OBJS) $(EMBED_OBJDIR)/preload.o $(EMBED_OBJDIR)/modules.o
 EMBED_LIB := $(EMBED_DIR)/libchatmaid.a
 EMBED_BINS := $(EMBED_DIR)/frame_loop $(EMBED_DIR)/spec_host
@@ -73,6 +74,7 @@ $(EMBED_LIB): $(EMBED_OBJS)
 	$(LD) -r -o $(EMBED_OBJDIR)/chatmaid_all.o $(EMBED_OBJS) \
 	  $(if $(EMBED_BUNDLED),--whole-archive $(EMBED_BUNDLED) --no-whole-archive)
 	objcopy --keep-global-symbol=chatmaid_preload --keep-global-symbol=luaopen_chatmaid_core \
+	  --keep-global-symbol=luaopen_chatmaid_redis_core \
 	  $(EMBED_OBJDIR)/chatmaid_all.o
 	rm -f $@
 	$(AR) rcs $@ $(EMBED_OBJDIR)/chatmaid_all.o

@@ -1,4 +1,4 @@
-# make asan: the C core built with ASan+UBSan, loaded into the stock interpreter through
+# make asan: the C modules built with ASan+UBSan, loaded into the stock interpreter through
 # LD_PRELOAD of the sanitizer runtimes, running the whole spec suite.
 # make valgrind: memcheck over the suite (the interpreter and every child it starts).
 ASAN_BUILD := build/asan
@@ -18,6 +18,7 @@ asan: deps
 	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  SAN_LDFLAGS="-fsanitize=address,undefined" $(ASAN_BUILD)/chatmaid/core.so \
+	  $(ASAN_BUILD)/chatmaid/redis/core.so \
 	  $(ASAN_BUILD)/chatmaid_host
 	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 \
@@ -36,6 +37,7 @@ valgrind: all
 tsan: all
 	$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT="-O1 -g" \
 	  SAN_CFLAGS="-fsanitize=thread" SAN_LDFLAGS="-fsanitize=thread" \
-	  $(TSAN_BUILD)/chatmaid/core.so $(TSAN_BUILD)/chatmaid_host
+	  $(TSAN_BUILD)/chatmaid/core.so $(TSAN_BUILD)/chatmaid/redis/core.so \
+	  $(TSAN_BUILD)/chatmaid_host
 	CHATMAID_HOST_BUILD=$(TSAN_BUILD) TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
 	CHATMAID_LUA=$(LUA) $(BUSTED) --cpath='$(BUILD)/?.so' $(BUSTED_FLAGS) $(TSAN_SPECS)

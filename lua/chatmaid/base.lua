@@ -103,6 +103,15 @@ function _M.validation(method, path, problems)
                          { messages = messages, fields = fields, method = method, path = path })
 end
 
+-- no_route(err) -> whether a 404 is the server's "no such route" (Express, which the API and
+-- the sandbox run on, answers "Cannot GET /path") rather than the API's "no such resource":
+-- then the base URL or the path is wrong, not an id.
+function _M.no_route(err)
+  local m = type(err) == "table" and err.status == 404 and type(err.messages) == "table"
+            and err.messages[1]
+  return type(m) == "string" and m:find("^Cannot %u+ /") ~= nil
+end
+
 -- Says what a not_found error was about (err.resource: "message", "phone_number",
 -- "sender_phone", "contact", "conversation"; err.resource_id: the id or number asked for).
 -- Returns nil, err for a tail return.
@@ -297,7 +306,7 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
       return nil, errors.new("timeout", "no complete response within " .. timeout .. " s ("
                              .. tostring(msg) .. ")", f)
     end
-    -- a configuration error (no thread_pool in nginx.conf, ...) fails the same way each time
+    -- a configuration error (ca_file or proxy inside nginx, ...) fails the same way each time
     if kind == "tls" or kind == "too_large" or kind == "nomem" or kind == "config" then
       f.retryable = false
     end
@@ -346,10 +355,25 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   if f.retry_after == nil then
     f.retry_after = retry.parse_retry_after(res.headers["retry-after"])
   end
+  if status == 404 and _M.no_route(f) then
+    -- say what was configured and what to change, not just the server's "Cannot GET ..."
+    message = message .. ": the server has no such route; check base_url (" .. self.base_url
+              .. "): it must be the API's root URL"
+              .. (self.DEFAULT_BASE_URL and (", such as " .. self.DEFAULT_BASE_URL) or "")
+  end
   if self.classify then self:classify(f) end   -- API-specific tweaks (conversations)
   -- never a negative, zero or NaN delay from the server: err.retry_after is safe to sleep on
   f.retry_after = retry.server_delay(f.retry_after)
   return nil, errors.new(ekind, message, f)
+end
+
+-- may_have_reached(res, kind) -> false only when this attempt provably created nothing: no
+-- connection was made (connect, resolve, tls, config), or the server refused the request
+-- with a 4xx. A timeout, a broken connection, a 5xx or an unreadable 2xx may hide a message.
+local NEVER_LEFT = { connect = true, resolve = true, tls = true, config = true }
+function _M.may_have_reached(res, kind)
+  if res then return not (res.status >= 400 and res.status < 500) end
+  return not NEVER_LEFT[kind]
 end
 
 -- The one request pipeline: hooks, attempts, retries, last_response. Every request of the
@@ -375,7 +399,9 @@ function _M.request(self, method, path, query, body, o, idem)
   local req = { method = method, url = self.base_url .. full_path, headers = headers,
                 body = payload, timeout_ms = math.ceil(timeout * 1000),
                 fresh_connect = o.no_replay }
+  req.idempotency_key = idem     -- sched: a task cancelled with this in flight says so
   local attempt, fails, limited = 0, 0, 0
+  local maybe = false           -- may an attempt have reached the server (and made the message)?
   while true do
     attempt = attempt + 1
     if gate and not gate:enter(self) then return nil, false end
@@ -413,6 +439,10 @@ function _M.request(self, method, path, query, body, o, idem)
     end
     if not err then return value end
     err.attempts, err.idempotency_key = attempt, idem
+    if idem then
+      maybe = maybe or _M.may_have_reached(res, kind)
+      err.maybe_sent = maybe
+    end
     local action, wait
     if gate and err.status == 429 then
       -- flow control, not a failure of this request: its own budget, and the gate holds

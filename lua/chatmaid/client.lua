@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
+
+--- The Chatmaid v1 client, as `chatmaid.new` returns it.
 -- The Chatmaid v1 client: builds requests, runs them through the transport with the retry
 -- policy, and turns responses into `value, err`. Runtime failures are returned; programmer
 -- mistakes (wrong argument types, unknown options, use after close) raise.
+-- @module chatmaid.client
 local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local validate = require "chatmaid.validate"
@@ -19,8 +22,14 @@ local check_table = base.check_table
 local validation = base.validation
 local check_open = _M._check_open
 
+--- Make a client (this is `chatmaid.new`).
 -- chatmaid.new(opts) -> client | nil, err (kind "validation": bad key or base URL)
 -- Raises on unknown options and wrong option types.
+-- @tparam[opt] table opts options (docs/reference/options.md); api_key and base_url default to
+--   CHATMAID_API_KEY and CHATMAID_BASE_URL
+-- @treturn ?table the client, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil (kind "validation")
+-- @raise on an unknown option or an option of the wrong type
 function _M.new(opts)
   if opts == nil then opts = {} end
   check_table("new", opts, base.OPTION_TYPES, OPTIONS)
@@ -31,6 +40,10 @@ function _M.new(opts)
   local base_url, why = validate.base_url(opts.base_url or base.getenv("CHATMAID_BASE_URL")
                                           or _M.DEFAULT_BASE_URL)
   if not base_url then return validation(nil, nil, why) end
+  -- Every path of this API starts with /v1, so a base URL ending in /v1 (as in the docs' full
+  -- URLs, or other SDKs' habit of putting the version there) can only mean the same root:
+  -- taken as such, and reported as such by tostring(client) and client.base_url.
+  base_url = base_url:gsub("/v1$", "")
   if opts.default_from then
     local from = opts.default_from
     local p = from:sub(1, 1) == "+" and validate.e164(from, "default_from")
@@ -47,6 +60,10 @@ function _M.new(opts)
 end
 
 -- ---- senders ----
+
+-- what to do about a sender the account does not have
+local PHONES_HINT = "; pass from = one of the account's phone ids or numbers: list them with "
+                    .. "client:phone_numbers() (CLI: chatmaid phones)"
 
 -- Resolves `from` (phone id, E.164 number, or nil) to a phone id. E.164 senders are looked
 -- up once per client; with no `from`, default_from or the one connected phone is used.
@@ -80,7 +97,7 @@ function _M:_sender(from, o)
   local phone, err = self:_request("GET", "/v1/phone-numbers/" .. url.segment(from), nil, nil, o)
   if not phone then
     if err.kind == "not_found" then
-      err.message = "sender " .. from .. " is not a phone number of this account"
+      err.message = "sender " .. from .. " is not a phone number of this account" .. PHONES_HINT
     end
     return base.not_found(err, "sender_phone", from)
   end
@@ -103,12 +120,17 @@ end
 local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = true,
                       idempotency_key = true }
 
+--- Send a WhatsApp message, never twice.
 -- client:send{ from, to, content, media_urls, idempotency_key } -> message, err
 -- Every send carries an idempotency key (yours, or a UUID v4 made before the first attempt
 -- and reused on each retry), so retries never duplicate a message. A message returned for
 -- the key that is not this one (another recipient, sender, content or media) is an error,
 -- never a success. err.kind: validation, auth, permission, not_found, invalid_request,
 -- rate_limited, server, timeout, transport, decode, idempotency_conflict.
+-- @tparam table p from, to, content, media_urls, idempotency_key, and the per-call options
+-- @treturn ?table the message (id, status, ...), or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:send(p)
   check_open(self, "send")
   check_table("send", p, SEND_PARAMS, CALL_OPTIONS)
@@ -134,7 +156,14 @@ function _M:_send_from(p, from, key, o, from_number)
   local media = p.media_urls and validate.array_copy(p.media_urls)   -- checked: sent as is
   if media and #media > 0 then body.mediaUrls = media end
   local msg, err = self:_request("POST", path, nil, body, o, key)
-  if not msg then return base.not_found(err, "sender_phone", from) end   -- 404: fromPhoneId
+  if not msg then   -- a 404 here is the API's "fromPhoneId not found in account"
+    -- err is false when a batch stopped the request (base.request's stop protocol)
+    if err and err.kind == "not_found" and not base.no_route(err) then
+      err.message = "sender " .. from .. " was not found in this account (the API said: "
+                    .. tostring(err.message) .. ")" .. PHONES_HINT
+    end
+    return base.not_found(err, "sender_phone", from)
+  end
   -- self._last is this request's: nothing yields between base.request's return and here
   err = idempotency.conflict(p, msg, key, from, from_number or self:_sender_number(from),
                              "POST", path, self._last.res and self._last.res.status)
@@ -152,7 +181,14 @@ local function check_ref(where, v, name)
   end
 end
 
+--- Fetch one message.
 -- client:message(id) -> message, err
+-- @tparam string id the message id (msg_...)
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table the message, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil (not_found:
+--   err.resource "message")
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:message(id, o)
   check_open(self, "message")
   check_ref("message", id, "a message id")
@@ -168,8 +204,13 @@ end
 local LIST_PARAMS = { page = true, limit = true, status = true, phone_number_id = true,
                       environment = true }
 
+--- One page of messages.
 -- client:list_messages{ page, limit, status, phone_number_id, environment }
 --   -> { data = { message... }, pagination = { page, limit, total, totalPages } }, err
+-- @tparam[opt] table p page, limit, status, phone_number_id, environment, and the per-call options
+-- @treturn ?table { data = {...}, pagination = {...} }, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:list_messages(p)
   check_open(self, "list_messages")
   if p == nil then p = {} end
@@ -191,7 +232,12 @@ function _M:list_messages(p)
   return self:_request("GET", path, q, nil, p)
 end
 
+--- The account's phones.
 -- client:phone_numbers() -> array of phones, err
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table array of phones, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:phone_numbers(o)
   check_open(self, "phone_numbers")
   if o ~= nil then check_table("phone_numbers", o, CALL_OPTIONS) end
@@ -223,28 +269,51 @@ local function phone_get(self, where, ref, suffix, o)
   return v
 end
 
+--- One phone.
 -- client:phone_number(ref) -> phone, err   (ref: phone id or E.164; encoded for you)
+-- @tparam string ref the phone id or its E.164 number
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table the phone, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:phone_number(ref, o)
   check_open(self, "phone_number")
   local phone, err = phone_get(self, "phone_number", ref, nil, o)
   return phone, err
 end
 
+--- A phone's connection status.
 -- client:phone_status(ref) -> status, err
+-- @tparam string ref the phone id or its E.164 number
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table the status, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:phone_status(ref, o)
   check_open(self, "phone_status")
   local status, err = phone_get(self, "phone_status", ref, "/status", o)
   return status, err
 end
 
+--- The account.
 -- client:account() -> account, err
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table the account, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:account(o)
   check_open(self, "account")
   if o ~= nil then check_table("account", o, CALL_OPTIONS) end
   return self:_request("GET", "/v1/account", nil, nil, o)
 end
 
+--- Usage counters for a period.
 -- client:usage(period) -> usage, err   (period: "day" | "week" | "month", default month)
+-- @tparam[opt="month"] string period "day", "week" or "month"
+-- @tparam[opt] table o per-call options: timeout, max_retries, max_retry_wait
+-- @treturn ?table the usage, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:usage(period, o)
   check_open(self, "usage")
   if period ~= nil and type(period) ~= "string" then
@@ -272,5 +341,67 @@ do
   _M.send_batch = batch.send_batch
 end
 -- ---- end of convenience layer ----
+
+--- Send many messages concurrently, paced, resumable (chatmaid.batch; docs/campaigns-and-cli.md).
+-- @function client:send_batch
+-- @tparam table items send parameters, one table per message
+-- @tparam[opt] table opts batch_id, journal, concurrency (8), rate_per_minute (100), rate_limiter,
+-- on_progress, should_stop, and the per-call options (docs/reference/options.md)
+-- @treturn ?table results, one per item in input order: { message = ... } or { err = ... };
+--   nil when the batch stopped early or its journal cannot be used
+-- @treturn table summary: sent, replayed, skipped, already_sent, failed, interrupted, requests,
+--   elapsed, ...; or, after nil, err: kind "interrupted" (err.reason, err.results,
+--   err.summary) or "validation" (the journal: err.reason busy, symlink, ...)
+-- @raise a wrong argument type or an unknown parameter in any item
+
+--- Run fn(...) as a task of this client: its calls on the client do not block
+--   (docs/games-and-apps.md).
+-- @function client:spawn
+-- @tparam function fn the task body
+-- @param ... its arguments
+-- @treturn table the task (task:done(), task:result(), task:cancel(), task:on_done(f))
+-- @raise on a closed client
+
+--- Do what is ready for the running tasks.
+-- @function client:step
+-- @tparam[opt=0] number timeout seconds to wait for I/O or a timer
+-- @treturn number the tasks still running
+-- @raise when called from inside a task or an on_done function
+
+--- Seconds until step has work.
+-- @function client:step_timeout
+-- @treturn ?number 0: now; nil when no task runs
+
+--- The sockets the tasks wait on, for an event loop.
+-- @function client:fds
+-- @treturn table { [fd] = "r" | "w" | "rw" }
+
+--- The last exchange, for debugging.
+-- @function client:last_response
+-- @treturn ?table { method, path, attempt, status, headers, elapsed }
+
+--- Close the client: cancels its tasks, frees its connections. Idempotent; also on __gc and
+--   __close.
+-- @function client:close
+-- @treturn boolean true
+
+--- Whether the task has finished (returned, raised or was cancelled).
+-- @function task:done
+-- @treturn boolean
+
+--- What the task returned; if it raised, nil and the raised value.
+-- @function task:result
+-- @return the task's return values
+-- @raise when called before task:done()
+
+--- Cancel the task: aborts its request in flight or its sleep; it ends with nil, err of kind
+--   "cancelled".
+-- @function task:cancel
+-- @treturn boolean true (cancelled) or false (already done)
+
+--- Call f(task) once the task is done, from inside a later client:step().
+-- @function task:on_done
+-- @tparam function f the callback
+-- @treturn table the task
 
 return _M

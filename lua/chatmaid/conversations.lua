@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
+
+--- The conversations Messages API client (docs/conversations.md).
 -- Client for the conversations Messages API (/api/whatsapp/...): typed messages, templates,
 -- cursor pagination. Shares transport, retries, hooks, errors and close with the Chatmaid
 -- client (chatmaid.base); adds this API's validation, error tweaks and send retry policy.
+-- @module chatmaid.conversations
 local base = require "chatmaid.base"
 local validate = require "chatmaid.validate"
 local url = require "chatmaid.url"
@@ -35,10 +38,16 @@ local function key_problem(key)
                         .. "CHATMAID_CONVERSATIONS_API_KEY")
 end
 
+--- Make a conversations client.
 -- conversations.new(opts) -> client | nil, err (kind "validation": bad key or base URL)
 -- opts: base_url (required; or CHATMAID_CONVERSATIONS_BASE_URL), api_key (or
 -- CHATMAID_CONVERSATIONS_API_KEY), and the options of chatmaid.new. Raises on unknown
 -- options and wrong option types.
+-- @tparam table opts base_url (or CHATMAID_CONVERSATIONS_BASE_URL), api_key (or
+--   CHATMAID_CONVERSATIONS_API_KEY), and the options of chatmaid.new
+-- @treturn ?table the client, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil (kind "validation")
+-- @raise on an unknown option or an option of the wrong type
 function _M.new(opts)
   if opts == nil then opts = {} end
   check_table("new", opts, base.OPTION_TYPES)
@@ -64,7 +73,10 @@ local function details_code(d)
   return tonumber(d.code)
 end
 
+--- Classify a non-2xx answer (WhatsApp codes that must not be retried).
 -- Called by base.interpret for every non-2xx answer, before the error is built.
+-- @param _ the client (unused)
+-- @tparam table f the error fields; sets f.retryable and f.reason ("reengagement_required")
 function _M.classify(_, f)
   if f.status == 429 and f.retry_after == nil then
     -- this API puts the wait in the text: "Rate limit exceeded. Try again in 60 seconds."
@@ -227,7 +239,13 @@ end
 
 local TEXT_PARAMS = { to = true, text = true }
 
+--- Send a text message.
 -- client:send_text{ to, text } -> result, err
+-- @tparam table p to, text, and the per-call options
+-- @treturn ?table the result (vendorMessageId, waMessageId, status, conversationId, contactId), or
+--   nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:send_text(p)
   check_open(self, "send_text")
   check_table("send_text", p, TEXT_PARAMS, CALL_OPTIONS)
@@ -240,8 +258,13 @@ end
 
 local TEMPLATE_PARAMS = { to = true, name = true, language = true, components = true }
 
+--- Send a template message.
 -- client:send_template{ to, name, language, components } -> result, err
 -- The only message WhatsApp delivers outside the 24-hour customer service window.
+-- @tparam table p to, name, language, components, and the per-call options
+-- @treturn ?table the result, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:send_template(p)
   check_open(self, "send_template")
   check_table("send_template", p, TEMPLATE_PARAMS, CALL_OPTIONS)
@@ -258,8 +281,13 @@ end
 
 local MEDIA_PARAMS = { to = true, type = true, url = true, caption = true, filename = true }
 
+--- Send an image, document, audio or video.
 -- client:send_media{ to, type = "image"|"document"|"audio"|"video", url, caption, filename }
 -- caption: image, video, document; filename: document only.
+-- @tparam table p to, type, url, caption, filename, and the per-call options
+-- @treturn ?table the result, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:send_media(p)
   check_open(self, "send_media")
   check_table("send_media", p, MEDIA_PARAMS, CALL_OPTIONS)
@@ -289,7 +317,12 @@ end
 local LOCATION_PARAMS = { to = true, latitude = true, longitude = true, name = true,
                           address = true }
 
+--- Send a location.
 -- client:send_location{ to, latitude, longitude, name, address } -> result, err
+-- @tparam table p to, latitude, longitude, name, address, and the per-call options
+-- @treturn ?table the result, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:send_location(p)
   check_open(self, "send_location")
   check_table("send_location", p, LOCATION_PARAMS, CALL_OPTIONS)
@@ -342,10 +375,15 @@ local function fetch(self, id, limit, before, o)
   return typed(page)
 end
 
+--- One page of a conversation, as the server sends it.
 -- client:list_messages{ conversation_id, limit, before }
 --   -> { data = { message... }, total, page, hasNext }, err
 -- One page as the server sends it (the contract does not fix the order within a page); for
 -- the next page pass before = <id of the oldest message of this page>.
+-- @tparam table p conversation_id, limit, before, and the per-call options
+-- @treturn ?table { data, total, page, hasNext }, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:list_messages(p)
   check_open(self, "list_messages")
   check_table("list_messages", p, LIST_PARAMS, CALL_OPTIONS)
@@ -357,6 +395,7 @@ end
 local ITER_PARAMS = { page_size = true, before = true, page_order = true }
 local PAGE_ORDERS = { asc = true, desc = true }
 
+--- Iterate over a conversation, newest first, each message once.
 -- for msg, err in client:messages(conversation_id, { page_size, before, page_order }) do
 -- Walks the conversation page by page (one request per page; page_size default 50, always
 -- sent), each message once, newest first overall whatever the order within a page (found
@@ -364,6 +403,11 @@ local PAGE_ORDERS = { asc = true, desc = true }
 -- the id of the page's oldest message. On failure yields false, err once and ends. err.kind:
 -- validation (nothing sent), those of list_messages, and server (retryable = false) when
 -- the server keeps answering pages that do not move on. Cursor logic: paginate.cursor_step.
+-- @tparam string id the conversation id
+-- @tparam[opt] table o page_size (50), before, page_order ("asc" | "desc"), and the per-call
+--   options
+-- @treturn function an iterator yielding msg, or false, err once on failure
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M:messages(id, o)
   check_open(self, "messages")
   if type(id) ~= "string" then

@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- Error objects: every failure is one (docs/reference/errors.md).
 -- The only place where error objects are built. Callers branch on err.kind and log with
 -- tostring(err); no error ever carries the API key or a webhook secret.
+-- @module chatmaid.errors
 local _M = {}
 
 -- The stable kinds, and whether a failure of that kind may be retried by default.
@@ -13,6 +16,8 @@ _M.kinds = {
   -- send_batch stopped early: err.results, err.summary, err.cause
   interrupted = false,
   cancelled = false,   -- task:cancel() or client:close() ended the task (chatmaid.sched)
+  -- Redis lost a shared campaign's state (chatmaid.redis.campaign): not finished, resume it
+  state_lost = false,
 }
 
 local mt = {}
@@ -29,8 +34,14 @@ function mt.__tostring(e)
   return s
 end
 
+--- Make an error object.
 -- errors.new(kind, message, fields) -> err
 -- fields are copied onto the error (status, messages, error, retry_after, method, path, ...).
+-- @tparam string kind one of errors.kinds
+-- @tparam string message readable text
+-- @tparam[opt] table fields copied onto the error
+-- @treturn table the error (tostring gives one line)
+-- @raise on an unknown kind
 function _M.new(kind, message, fields)
   if _M.kinds[kind] == nil then
     error("chatmaid.errors: unknown error kind '" .. tostring(kind) .. "'", 2)
@@ -43,11 +54,17 @@ function _M.new(kind, message, fields)
   return setmetatable(e, mt)
 end
 
+--- Whether v is an error object.
+-- @param v any value
+-- @treturn boolean
 function _M.is(v)
   return getmetatable(v) == mt
 end
 
+--- The kind of an HTTP error status.
 -- HTTP status -> kind, in the spirit of stripe-python's specific_v1_api_error.
+-- @tparam number status an HTTP status
+-- @treturn string the kind
 function _M.kind_for_status(status)
   if status == 401 then return "auth"
   elseif status == 403 then return "permission"

@@ -1,5 +1,8 @@
 -- SPDX-License-Identifier: MIT
+
+--- `require "chatmaid"`: the package (new, errors, webhook, sandbox, conversations).
 -- `require "chatmaid"`: the public package. Submodules load on first use.
+-- @module chatmaid
 local client = require "chatmaid.client"
 local core = require "chatmaid.core"
 
@@ -11,7 +14,7 @@ local _M = {
 }
 
 local lazy = { webhook = "chatmaid.webhook", sandbox = "chatmaid.sandbox",
-               conversations = "chatmaid.conversations" }
+               conversations = "chatmaid.conversations", loop = "chatmaid.loop" }
 
 return setmetatable(_M, {
   __index = function(t, k)

@@ -1,4 +1,7 @@
 -- SPDX-License-Identifier: MIT
+
+--- The batch journal: one writer, append-only JSON lines, read back to resume
+--   (docs/campaigns-and-cli.md).
 -- The batch journal: an append-only file of JSON lines recording each send's launch and
 -- outcome by idempotency key, flushed after every outcome, so that a run killed at any
 -- moment (kill -9 included) leaves a file the next run reads back. A torn last line (the
@@ -6,38 +9,38 @@
 -- keeps it across a killed process; an OS crash or power loss can lose the last lines, and
 -- then the items are sent again with their same keys (the API answers with the originals).
 --
+-- One writer at a time: acquire() locks the file before reading it (flock, see
+-- csrc/filelock.c); a second process (or a second batch in this one) gets "busy" naming the
+-- holder's pid. The file is created 0600: it holds phone numbers and message text.
+--
 -- Lines: {"journal":"chatmaid.batch","v":1,"batch":<id>,"at":<unix time>}  (each run)
 --        {"launch":<key>}                      a request for the key is about to leave
 --        {"ok":<key>,"message":{...}}          the API's message for the key
 --        {"fail":<key>,"kind":...,"error":...} the item failed (it is sent again next run)
+-- @module chatmaid.journal
 local core = require "chatmaid.core"
 local json = require("cjson").new()
 
 local _M = {}
 local mt = { __index = _M }
+_M.mt = mt
 
 _M.MAGIC = "chatmaid.batch"
 
--- read(path) -> state | nil, problem
+--- Parse a journal's text.
+-- parse(text, path) -> state | nil, problem
 -- state = { exists, batch_id (the last run's), confirmed = { [key] = message },
 --           launched = { [key] = true }, failed = { [key] = kind }, torn (a torn last
---           line was dropped), lines }. A missing file is an empty journal.
-function _M.read(path)
-  local st = { exists = false, confirmed = {}, launched = {}, failed = {}, torn = false,
-               lines = 0, ends_clean = true }
-  local f = io.open(path, "rb")
-  if not f then
-    -- missing is fine; anything else (a directory, no permission) is a problem
-    local probe, err = io.open(path, "ab")
-    if not probe then return nil, "cannot open " .. tostring(err) end
-    probe:close()
-    os.remove(path)
-    return st
-  end
-  local text = f:read("*a")
-  f:close()
-  if text == nil then return nil, "cannot read " .. path end
-  st.exists = #text > 0
+--           line was dropped), lines, runs (header lines), first_at / last_at (Unix times of
+--           the first and the last run) }.
+-- @tparam string text the file's bytes
+-- @tparam string path for messages
+-- @treturn ?table state: exists, batch_id, confirmed, launched, failed, torn, lines, runs,
+--   first_at, last_at; or nil
+-- @treturn ?string the problem when nil (not a journal)
+function _M.parse(text, path)
+  local st = { exists = #text > 0, confirmed = {}, launched = {}, failed = {}, torn = false,
+               lines = 0, ends_clean = true, runs = 0 }
   local pos, first = 1, true
   while pos <= #text do
     local nl = text:find("\n", pos, true)
@@ -57,7 +60,12 @@ function _M.read(path)
     end
     if r then
       st.lines = st.lines + 1
-      if r.journal == _M.MAGIC and type(r.batch) == "string" then st.batch_id = r.batch
+      if r.journal == _M.MAGIC and type(r.batch) == "string" then
+        st.batch_id, st.runs = r.batch, st.runs + 1
+        -- a time os.date takes (a damaged file's 1e300 would make it raise)
+        if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then
+          st.first_at, st.last_at = st.first_at or r.at, r.at
+        end
       elseif type(r.launch) == "string" then st.launched[r.launch] = true
       elseif type(r.ok) == "string" and type(r.message) == "table" then
         st.confirmed[r.ok] = r.message
@@ -69,70 +77,133 @@ function _M.read(path)
   return st
 end
 
--- open(path, batch_id) -> journal | nil, problem. Appends this run's header line.
-function _M.open(path, batch_id, state)
+--- Read a journal without taking its lock (to look at one).
+-- read(path) -> state | nil, problem: the journal as it is now, without taking its lock (to
+-- look at one). A missing file is an empty journal. A writer uses acquire().
+-- @tparam string path the journal file (missing: an empty journal)
+-- @treturn ?table state (as parse), or nil
+-- @treturn ?string the problem when nil
+function _M.read(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    if not err:find("No such file", 1, true) then return nil, "cannot open " .. err end
+    return _M.parse("", path)
+  end
+  local text = f:read("*a")
+  f:close()
+  if text == nil then return nil, "cannot read " .. path end
+  return _M.parse(text, path)
+end
+
+--- Become the one writer of a journal: lock it, then read it.
+-- acquire(path) -> journal | nil, problem, kind
+-- The one writer of the journal at path: takes its lock (chatmaid.core.lock_file: created
+-- 0600, never through a symbolic link, a regular file of ours only) BEFORE reading it, makes
+-- it 0600 once it parses as a journal, and holds it until journal:close() (or the journal is
+-- collected). journal.state is what earlier runs
+-- wrote (parse). kind: "busy" (another writer holds it: problem names its pid), "symlink",
+-- "not_regular", "not_owner" (another user's file), "open", "io", "not_journal".
+-- @tparam string path the journal file (created 0600)
+-- @treturn ?table the journal (journal.state: what earlier runs wrote), or nil
+-- @treturn ?string the problem when nil (for "busy", it names the holder's pid)
+-- @treturn ?string kind: "busy", "symlink", "not_regular", "not_owner", "open", "io" or
+--   "not_journal"
+function _M.acquire(path)
+  local lock, kind, msg = core.lock_file(path)
+  if not lock then return nil, msg, kind end
+  local text, _, rerr = lock:read()     -- nil, "io", the system's message
+  if not text then lock:close(); return nil, "cannot read " .. path .. ": " .. rerr, "io" end
+  local st, problem = _M.parse(text, path)
+  if not st then lock:close(); return nil, problem, "not_journal" end
+  local ok, _, perr = lock:private()      -- 0600 also for one an older version made 0644
+  if not ok then lock:close(); return nil, "cannot chmod " .. path .. ": " .. perr, "io" end
+  return setmetatable({ lock = lock, path = path, state = st, buf = {} }, mt)
+end
+
+--- Append this run's header line.
+-- journal:start(batch_id) -> true | nil, problem. Appends this run's header line.
+-- @tparam string batch_id the batch id
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
+function _M:start(batch_id)
+  local st = self.state
   -- a file holding only a torn header is started again
-  local f, err = io.open(path, (state and state.torn and not state.exists) and "wb" or "ab")
-  if not f then return nil, "cannot open " .. tostring(err) end
-  local j = setmetatable({ f = f, path = path, dirty = false }, mt)
-  -- after a torn line, start on a line of our own (the fragment stays an ignored line)
-  local ok, werr = j:write((state and not state.ends_clean) and "\n" or "")
-  if ok then
-    ok, werr = j:write(json.encode{ journal = _M.MAGIC, v = 1, batch = batch_id,
-                                    at = core.time() } .. "\n")
+  if st.torn and not st.exists then
+    local ok, _, err = self.lock:truncate()
+    if not ok then return nil, "cannot truncate " .. self.path .. ": " .. err end
+  elseif not st.ends_clean then
+    self:write("\n")  -- after a torn line, start on a line of our own (the fragment is ignored)
   end
-  if ok then ok, werr = j:flush() end
-  if not ok then f:close(); return nil, werr end
-  return j
+  self.batch_id = batch_id
+  self:write(json.encode{ journal = _M.MAGIC, v = 1, batch = batch_id, at = core.time() }
+             .. "\n")
+  return self:flush()
 end
 
--- write(s) -> true | nil, problem   (buffered until flush)
+--- Buffer a line until the next flush.
+-- write(s): buffered until flush.
+-- @tparam string s the line
 function _M:write(s)
-  if s == "" then return true end
-  local ok, err = self.f:write(s)
-  if not ok then return nil, "cannot write " .. self.path .. ": " .. tostring(err) end
-  self.dirty = true
+  if s ~= "" then self.buf[#self.buf + 1] = s end
   return true
 end
 
+--- Write what is buffered.
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
 function _M:flush()
-  if not self.dirty then return true end
-  self.dirty = false
-  local ok, err = self.f:flush()
+  local buf = self.buf
+  if buf[1] == nil then return true end
+  if not self.lock then return nil, "cannot write " .. self.path .. ": journal closed" end
+  self.buf = {}
+  local ok, _, err = self.lock:append(table.concat(buf))   -- nil, "io", the system's message
   if not ok then return nil, "cannot write " .. self.path .. ": " .. tostring(err) end
   return true
 end
 
+--- Record that the send with this key started (buffered).
 -- launch(key): buffered; the next flush (at the latest the next outcome) writes it.
+-- @tparam string key the idempotency key
 function _M:launch(key)
-  return self:write(json.encode{ launch = key } .. "\n")
+  self.state.launched[key] = true     -- the state follows the file: a journal acquired once
+  return self:write(json.encode{ launch = key } .. "\n")   -- may serve several batches
 end
 
+--- Record a send's message (written and flushed at once).
 -- ok(key, message) / fail(key, err): written and flushed at once.
+-- @tparam string key the idempotency key
+-- @tparam table message the message the API returned
 function _M:ok(key, message)
-  local ok, err = self:write(json.encode{ ok = key, message = message } .. "\n")
-  if not ok then return nil, err end
+  self.state.confirmed[key], self.state.failed[key] = message, nil
+  self:write(json.encode{ ok = key, message = message } .. "\n")
   return self:flush()
 end
 
+--- Record a send's failure (written and flushed at once).
+-- @tparam string key the idempotency key
+-- @tparam table e the error
 function _M:fail(key, e)
-  local ok, err = self:write(json.encode{ fail = key, kind = e.kind,
-                                          error = tostring(e.message) } .. "\n")
-  if not ok then return nil, err end
+  self.state.failed[key] = e.kind or true
+  self:write(json.encode{ fail = key, kind = e.kind, error = tostring(e.message) } .. "\n")
   return self:flush()
 end
 
+--- Write what is buffered and release the lock. Idempotent.
+-- close() -> true | nil, problem: writes what is buffered and releases the lock. Idempotent.
+-- @treturn ?boolean true, or nil
+-- @treturn ?string the problem when nil
 function _M:close()
-  if self.f then
-    local ok, err = self:flush()
-    self.f:close()
-    self.f = nil
-    if not ok then return nil, err end
-  end
+  if not self.lock then return true end
+  local ok, err = self:flush()
+  self.lock:close()
+  self.lock = nil
+  if not ok then return nil, err end
   return true
 end
 
+--- A batch id for a journal made without one.
 -- new_batch_id() -> "j-" and 16 random hex digits: the id of a journal made without one.
+-- @treturn string "j-" and 16 random hex digits
 function _M.new_batch_id()
   return "j-" .. (core.random_bytes(8):gsub(".", function(c)
     return string.format("%02x", c:byte())

@@ -1,4 +1,6 @@
 -- SPDX-License-Identifier: MIT
+
+--- Checks of named-argument tables (unknown names and wrong types raise).
 -- Tables of named arguments: unknown names and wrong types are programmer mistakes and raise,
 -- naming the argument and, if one is close, the nearest known name. One check, two wordings:
 --   PARAMETERS  the client methods' API parameters (base.check_table):
@@ -6,6 +8,7 @@
 --   OPTIONS     the helper objects' option tables (chatmaid.redis's limiter, seen set and
 --               campaign: options.check): "chatmaid.redis.seen_set: unknown option 'ttl_s'"
 -- No requires: the Redis modules also load in nginx phases, where the C core may not.
+-- @module chatmaid.options
 local _M = {}
 
 -- "string|boolean" -> { string = true, boolean = true }, parsed once per spec string.
@@ -36,8 +39,12 @@ local function distance(a, b)
   return prev[#b]
 end
 
+--- The known name nearest to an unknown one.
 -- The known name nearest to an unknown one, or nil: the same name but for case and
 -- underscores (mediaUrls -> media_urls), else the closest within 1 edit (2 from 5 letters).
+-- @tparam string name the unknown name
+-- @param ... tables whose keys are the known names
+-- @treturn ?string the suggestion
 function _M.suggest(name, ...)
   if type(name) ~= "string" then return nil end
   local function norm(s) return (s:lower():gsub("[_%-]", "")) end
@@ -68,9 +75,18 @@ local function place(where, index)
   return where .. "[" .. index .. "]"
 end
 
+--- Check a table of named arguments.
 -- check_table(words, where, t, allowed, extra, level, index): allowed (and extra, if given)
 -- map each name to "type", "type|type" or true (any type). Raises as error(msg, level) would
 -- in the function that called check_table. index: t is the item where[index] of a list.
+-- @tparam table words PARAMETERS or OPTIONS (the wording)
+-- @tparam string where the function, for the message
+-- @tparam table t the table
+-- @tparam table allowed name -> "type", "type|type" or true
+-- @tparam ?table extra more allowed names
+-- @tparam number level as error()
+-- @tparam ?number index t is where[index] of a list
+-- @raise on an unknown name or a wrong type
 function _M.check_table(words, where, t, allowed, extra, level, index)
   level = level + 1
   if type(t) ~= "table" then
@@ -91,10 +107,34 @@ function _M.check_table(words, where, t, allowed, extra, level, index)
   end
 end
 
+--- Check an option table.
 -- check(where, o, allowed, level): an option table. Raises at `level`, counted from the
 -- caller of check (as error() counts from its caller).
+-- @tparam string where the function
+-- @tparam table o the options
+-- @tparam table allowed name -> type
+-- @tparam[opt=2] number level as error()
+-- @raise on an unknown name or a wrong type
 function _M.check(where, o, allowed, level)
   _M.check_table(_M.OPTIONS, where, o, allowed, nil, (level or 2) + 1)
+end
+
+--- Require a module that lives in another rock, with an error that names the rock.
+-- Redis, the sandbox and the CLI are rocks of their own: when an option needs one that is not
+-- installed, the error says which rock to install instead of listing the paths searched. Any
+-- other failure to load the module is raised as it is.
+-- @tparam string module the module to require (e.g. "chatmaid.redis")
+-- @tparam string rock the rock that installs it (e.g. "chatmaid-redis")
+-- @tparam string what the option or command that needs it, for the message
+-- @tparam[opt] integer level the error level
+-- @return the module
+-- @raise when the module is not installed, or fails to load
+function _M.require_rock(module, rock, what, level)
+  local ok, m = pcall(require, module)
+  if ok then return m end
+  if not tostring(m):find("module '" .. module .. "' not found", 1, true) then error(m, 0) end
+  error(what .. " needs " .. module .. ", which is not installed: it is in the " .. rock
+        .. " rock (luarocks install " .. rock .. ")", (level or 1) + 1)
 end
 
 return _M

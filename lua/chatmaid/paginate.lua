@@ -1,10 +1,13 @@
 -- SPDX-License-Identifier: MIT
+
+--- Iterators over every message, installed as client methods.
 -- Lazy walks over GET /v1/messages: client:messages{}, client:message_pages{},
 -- client:collect_messages{}. Pages are fetched one at a time, only when the previous one is
 -- used up; ids already yielded are never yielded again (offset pagination shifts when new
 -- messages arrive, newest first); a failure yields `false, err` once and ends the walk.
 -- Also the cursor walk of the conversations API (`before` = a message id) as a pure step
 -- function, cursor_state()/cursor_step(), which does no I/O so any fetch loop can drive it.
+-- @module chatmaid.paginate
 local core = require "chatmaid.core"
 local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
@@ -137,12 +140,18 @@ local function failed_once(err)
   end
 end
 
+--- Iterate page by page (client:message_pages).
 -- for page, err in client:message_pages{ status, phone_number_id, environment, page_size,
 --                                         max_items, timeout, max_retries } do ... end
 -- Each page is { data = { message... } (ids not yielded before), pagination = {...}, page }.
 -- On failure yields false, err once and ends. err.kind: validation (nothing was sent),
 -- and every kind of list_messages; "server" when the walk had to stop because the server
 -- kept repeating pages.
+-- @tparam table self the client
+-- @tparam[opt] table p status, phone_number_id, environment, page_size (100), max_items, and the
+--   per-call options
+-- @treturn function an iterator yielding page, or false, err once on failure
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M.message_pages(self, p)
   require("chatmaid.client")._check_open(self, "message_pages")
   local s, err = settings("message_pages", p)
@@ -150,8 +159,13 @@ function _M.message_pages(self, p)
   return page_iter(self, s)
 end
 
+--- Iterate over every message once, newest first (client:messages).
 -- for msg, err in client:messages{ ...same parameters... } do if not msg then ... end end
 -- Yields each message once, newest first.
+-- @tparam table self the client
+-- @tparam[opt] table p as for message_pages
+-- @treturn function an iterator yielding msg, or false, err once on failure
+-- @raise on a wrong argument type, an unknown parameter or a closed client
 function _M.messages(self, p)
   require("chatmaid.client")._check_open(self, "messages")
   local s, err = settings("messages", p)
@@ -173,8 +187,15 @@ function _M.messages(self, p)
   end
 end
 
+--- Every message in one array (client:collect_messages).
 -- client:collect_messages{ max_items = n, ... } -> array of messages | nil, err
 -- max_items is required (raises without it). On failure err.collected holds what was read.
+-- @tparam table self the client
+-- @tparam table p max_items (required), and the parameters of message_pages
+-- @treturn ?table array of messages, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil (err.collected: what
+--   was read)
+-- @raise without max_items, and as messages
 function _M.collect_messages(self, p)
   require("chatmaid.client")._check_open(self, "collect_messages")
   local s, err = settings("collect_messages", p, true)
@@ -229,10 +250,13 @@ local function zone_offset(z)
   return off
 end
 
+--- Parse a timestamp.
 -- time(v) -> seconds since the epoch (fractions kept) | nil when v is not a time.
 -- Accepts ISO 8601 / RFC 3339 strings ("2026-05-16T10:30:00.000Z", any number of fraction
 -- digits, "+02:00"/"+0200"/"+02"/no zone = UTC, "T" or a space, a date alone) and epoch
 -- numbers (or digit strings) in seconds, or milliseconds when larger than 1e11.
+-- @tparam string|number v an ISO 8601 string or epoch seconds/milliseconds
+-- @treturn ?number seconds since the epoch, or nil
 function _M.time(v)
   if type(v) == "string" and v:match("^%s*%-?%d+%.?%d*%s*$") then v = tonumber(v) end
   if type(v) == "number" then
@@ -263,11 +287,14 @@ function _M.time(v)
   return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec + frac - off
 end
 
+--- A cursor walk's state (no I/O).
 -- cursor_state{ page_size, before, page_order, path } -> state for cursor_step.
 -- page_size: the `limit` sent (default CURSOR_PAGE_SIZE); before: the first cursor (nil:
 -- start at the newest message); page_order: "asc" | "desc" to trust a known page order
 -- instead of detecting it; path: for error messages. The fetch loop reads state.size,
 -- state.cursor (the next `before`; nil for the first page) and state.done.
+-- @tparam[opt] table o page_size, before, page_order, path
+-- @treturn table the state (size, cursor, done)
 function _M.cursor_state(o)
   o = o or {}
   local st = {
@@ -345,12 +372,17 @@ local function remember(st, ids)
   end
 end
 
+--- Feed one page to a cursor walk (no I/O).
 -- cursor_step(state, page) -> fresh, err
 -- page: a decoded list response { data = { message... }, hasNext?, total? }. fresh: the
 -- page's messages not handed out before, newest first (may be empty). err (kind "server",
 -- or "decode" for a page without a data array): the walk cannot go on; deliver fresh, then
 -- the error. Afterwards state.done tells whether to stop, state.cursor is the next `before`.
 -- Pure: no I/O, only state changes, so a blocking or a non-blocking fetch loop can drive it.
+-- @tparam table st the state of cursor_state
+-- @tparam table page a decoded list response
+-- @treturn table the page's new messages, newest first
+-- @treturn ?table err (kind "server" or "decode") when the walk cannot go on
 function _M.cursor_step(st, page)
   if st.done then error("chatmaid.paginate: cursor_step after the walk ended", 2) end
   st.pages = st.pages + 1

@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- Waiting for a message status, installed as client:wait.
 -- client:wait(id, opts): poll GET /v1/messages/{id} until the message reaches a status,
 -- with a growing interval, on the client's clock (self.now, self.sleep).
+-- @module chatmaid.poll
 local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local validate = require "chatmaid.validate"
@@ -65,25 +68,37 @@ local function options(o)
   }
 end
 
+--- The default request budget of a wait.
 -- The default request budget of a wait: one request per interval until the deadline, the
 -- one at the deadline, and one spare. Polls are never closer than the interval, so a wait
 -- that runs out of budget has a clock or a sleep that does not work (sleep = function() end,
 -- a clock that stands still): it ends instead of hammering the server.
+-- @tparam number timeout seconds
+-- @tparam number interval seconds
+-- @treturn number requests
 function _M.request_budget(timeout, interval)
   return math.ceil(timeout / interval) + 2
 end
 
+--- The pause before the next poll.
 -- The pause before the next poll: never shorter than the current interval; on a 429 the
 -- server's delay (clamped by retry.server_delay) when it is longer. Pure, for the specs and
 -- for any scheduler that drives waits.
+-- @tparam number interval seconds
+-- @tparam ?table err the last failure
+-- @treturn number seconds
 function _M.pause(interval, err)
   local ra = err and err.kind == "rate_limited" and retry.server_delay(err.retry_after)
   if ra and ra > interval then return ra end
   return interval
 end
 
+--- What a wait last saw, for its error message.
 -- What a wait last saw, for its final error: "last status: pending", or with a failure
 -- "last status: nil; last response: rate limited, retry_after 2 s, HTTP 429".
+-- @tparam ?table last the last message
+-- @tparam ?table last_err the last failure
+-- @treturn string
 function _M.last_seen(last, last_err)
   local s = "last status: " .. tostring(last and last.status)
   if last_err then
@@ -97,6 +112,7 @@ function _M.last_seen(last, last_err)
   return s
 end
 
+--- Poll a message until it reaches a status (client:wait).
 -- client:wait(id, { timeout = 60, interval = 1, ["until"] = { "sent", "failed" },
 --                   until_status = ..., max_interval = 10, request_timeout = s,
 --                   max_requests = n })
@@ -111,6 +127,14 @@ end
 -- err.waited: seconds, err.requests, err.last_error: the last failure when the last
 -- request failed, err.retry_after: its delay when it was rate limited). At most
 -- max_requests requests are made (default: request_budget(timeout, interval)).
+-- @tparam table self the client
+-- @tparam string id the message id
+-- @tparam[opt] table o timeout (60), interval (1), max_interval (10), until / until_status,
+--   request_timeout, max_requests
+-- @treturn ?table the message, or nil
+-- @treturn ?table err (docs/reference/errors.md) when the first value is nil (kind "timeout"
+--   without a reason when the deadline passed)
+-- @raise on an unknown option or status, and as every method
 function _M.wait(self, id, o)
   require("chatmaid.client")._check_open(self, "wait")
   if type(id) ~= "string" then

@@ -58,15 +58,35 @@ function _M.shared(lim)
   if type(lim.take) ~= "function" then
     error("chatmaid: send_batch: rate_limiter must have a take(n) method", 3)
   end
-  local slot   -- the start time reserved for the next request, if any
+  local slot       -- the start time reserved for the next request, if any
+  local stale      -- after this moment the slot may not be used (limiters with reserve)
+  local retry_at   -- the limiter failed: ask again then (never a blocking retry here)
   return {
+    -- ready_at(now) -> when the next request may start | nil, err (the limiter gave up)
     ready_at = function(_, now)
-      if not slot then slot = now + math.max(0, lim:take(1) or 0) end
+      if retry_at then
+        if now < retry_at then return retry_at end
+        retry_at = nil
+      end
+      if slot and stale and now > stale then slot = nil end   -- paused past it: book again
+      if not slot then
+        if type(lim.reserve) == "function" then
+          local w, s, retry_in = lim:reserve(1)
+          if not w then
+            if not retry_in then return nil, s end
+            retry_at = now + retry_in
+            return retry_at
+          end
+          slot, stale = now + math.max(0, w), s and now + s
+        else
+          slot = now + math.max(0, lim:take(1) or 0)
+        end
+      end
       return slot > now and slot or now
     end,
     take = function(_, now)
       if not slot then lim:take(1) end
-      slot = nil
+      slot, stale = nil, nil
       return now
     end,
     pause_until = function(_, t)

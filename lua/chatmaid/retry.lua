@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- The retry policy (pure functions; docs/sending.md, Reliability).
 -- Retry policy: which failures are retried and how long to wait. Pure functions of their
 -- inputs (random comes from the client) so specs are deterministic.
+-- @module chatmaid.retry
 local _M = {}
 
 _M.BASE_DELAY = 0.5
@@ -12,8 +15,11 @@ _M.MAX_DELAY = 8
 _M.MIN_SERVER_DELAY = 1
 _M.MAX_SERVER_DELAY = 86400
 
+--- A server-supplied delay, made safe to sleep on.
 -- A delay a server asked for, made safe to sleep on: nil when it is not a number (NaN
 -- included), else clamped to [MIN_SERVER_DELAY, MAX_SERVER_DELAY].
+-- @param v the delay as read
+-- @treturn ?number seconds clamped to 1 s .. 1 day, or nil when not a number
 function _M.server_delay(v)
   if type(v) ~= "number" or v ~= v then return nil end
   if v < _M.MIN_SERVER_DELAY then return _M.MIN_SERVER_DELAY end
@@ -21,16 +27,28 @@ function _M.server_delay(v)
   return v
 end
 
+--- The backoff before a retry.
 -- Exponential backoff with jitter and a cap: attempt 1 waits ~0.5 s, then 1, 2, 4, 8, 8...
 -- The jitter keeps [50%, 100%] of the delay so clients that failed together spread out.
+-- @tparam number attempt 1 for the first retry
+-- @tparam function random returns [0, 1)
+-- @treturn number seconds
 function _M.backoff(attempt, random)
   local delay = math.min(_M.MAX_DELAY, _M.BASE_DELAY * 2 ^ (attempt - 1))
   return delay * (0.5 + 0.5 * random())
 end
 
+--- What to do after a failed attempt.
 -- Decides what to do after a failed attempt.
 -- Returns "retry", wait_seconds | "stop" | "give_up_wait" (the server asks for a longer wait
 -- than max_retry_wait: return the error at once, with retry_after set).
+-- @tparam table err the failure
+-- @tparam number attempt attempts made
+-- @tparam number max_retries
+-- @tparam number max_retry_wait seconds
+-- @tparam function random returns [0, 1)
+-- @treturn string "retry", "stop" or "give_up_wait"
+-- @treturn ?number the wait, with "retry"
 function _M.decide(err, attempt, max_retries, max_retry_wait, random)
   if not err.retryable then return "stop" end
   if attempt > max_retries then return "stop" end
@@ -46,7 +64,11 @@ function _M.decide(err, attempt, max_retries, max_retry_wait, random)
   return "retry", _M.backoff(attempt, random)
 end
 
+--- Parse a Retry-After header.
 -- Retry-After: delay-seconds or an HTTP-date. Returns seconds (>= 0) or nil.
+-- @tparam ?string v delay-seconds or an HTTP-date
+-- @tparam[opt] number now unix time
+-- @treturn ?number seconds (>= 0), or nil
 function _M.parse_retry_after(v, now)
   if type(v) ~= "string" then return nil end
   local n = tonumber(v:match("^%s*(%d+)%s*$"))

@@ -1,26 +1,24 @@
 -- SPDX-License-Identifier: MIT
+
+--- Run the local Chatmaid emulator and drive it (docs/testing-with-sandbox.md).
 -- chatmaid.sandbox: start the local Chatmaid v1 emulator in a child process and drive it.
 -- The child is needed because SDK clients block (inside libcurl) while they wait, so the
 -- server cannot share their Lua state. Control helpers talk HTTP via LuaSocket.
+-- @module chatmaid.sandbox
 local socket = require("socket")
 local shttp = require("socket.http")
 local ltn12 = require("ltn12")
 local json = require("chatmaid.sandbox.json")
+local util = require("chatmaid.sandbox.util")
 
-local _M = { _VERSION = "0.1.0" }
+-- seconds start() waits for the child's banner (a loaded CI machine, a sanitizer build)
+local START_TIMEOUT = 30
+
+local _M = { _VERSION = "0.2.0" }   -- = VERSION (spec/unit/version_spec.lua)
 local mt = { __index = _M }
 
 local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function bin_path()
-  local env = os.getenv("CHATMAID_SANDBOX_BIN")
-  if env and env ~= "" then return env end
-  local src = debug.getinfo(1, "S").source
-  local dir = src:match("^@(.*)/[^/]*$") or "."
-  -- lua/chatmaid/sandbox.lua -> <repo>/bin/chatmaid-sandbox
-  return dir .. "/../../bin/chatmaid-sandbox"
 end
 
 local function interpreter()
@@ -31,7 +29,36 @@ local function interpreter()
     while arg[i - 1] ~= nil do i = i - 1 end
     if i < 0 and type(arg[i]) == "string" then return arg[i] end
   end
-  return "lua5.4"
+  -- no standalone interpreter in sight (an embedding host): the one of this runtime
+  if rawget(_G, "jit") then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- command(lua, args) -> the argv that starts the server with these options. By default the
+-- interpreter runs chatmaid.sandbox.cli.main by module name with this process's package.path
+-- and package.cpath, so the child loads the same modules from wherever this one found them
+-- (a checkout, a luarocks tree, the system's directories): no file to locate. The options
+-- are in the chunk itself (`lua -e` runs no script, so it has no `arg`).
+-- CHATMAID_SANDBOX_BIN names a command to run instead: a Lua script (run with the
+-- interpreter, like bin/chatmaid-sandbox of a checkout) or any other executable, such as
+-- the shell wrapper luarocks installs as bin/chatmaid-sandbox (run as is).
+local function command(lua, args)
+  local bin = os.getenv("CHATMAID_SANDBOX_BIN")
+  local argv
+  if bin and bin ~= "" then
+    local f = io.open(bin, "rb")
+    local first = f and f:read("*l") or ""
+    if f then f:close() end
+    if first:match("^#!") and not first:find("lua", 1, true) then argv = { bin }
+    else argv = { lua, bin } end
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    return argv
+  end
+  local words = {}
+  for i, a in ipairs(args) do words[i] = ("%q"):format(a) end
+  return { lua, "-e", ("package.path = %q; package.cpath = %q; "
+    .. "os.exit(require('chatmaid.sandbox.cli').main({ %s }))")
+    :format(package.path, package.cpath, table.concat(words, ", ")) }
 end
 
 local function read_file(path)
@@ -42,9 +69,14 @@ local function read_file(path)
   return s
 end
 
+--- Start a sandbox in a child process.
 -- start(opts) -> sb. Raises when the child cannot start (message includes its stderr).
 -- opts: port (0), config (table or file path), control (true), time_factor, live_delay,
 -- rate_limit (number or false), webhook = { url, secret }, lua (interpreter), verbose.
+-- @tparam[opt] table opts port (0), config, control (true), time_factor, live_delay, rate_limit,
+--   webhook, lua, verbose
+-- @treturn table sb (sb.url, sb.port, sb.pid and the methods below)
+-- @raise when the child cannot start (with its stderr), or on a bad option
 function _M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("sandbox.start: opts must be a table", 2) end
@@ -82,8 +114,18 @@ function _M.start(opts)
     end
   end
   if opts.verbose then args[#args + 1] = "--verbose" end
-  local parts = { "exec", quote(opts.lua or interpreter()), quote(bin_path()) }
-  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  -- The child runs in the background with its output in files, and watches this process
+  -- (--watch-pid) rather than its parent: no pipe stays open between the two, so a script
+  -- that ends (or fails) without sb:stop() exits at once (a popen handle's close at exit
+  -- would wait for a child that waits for its parent) and the child follows within a second.
+  args[#args + 1] = "--watch-pid"; args[#args + 1] = tostring(util.pid())
+  local parts = { "exec" }
+  for _, a in ipairs(command(opts.lua or interpreter(), args)) do
+    parts[#parts + 1] = quote(a)
+  end
+  local outfile = os.tmpname()
+  self.temp[#self.temp + 1] = outfile
+  parts[#parts + 1] = ">" .. quote(outfile)
   local errfile
   if not opts.verbose then
     errfile = os.tmpname()
@@ -91,26 +133,49 @@ function _M.start(opts)
     parts[#parts + 1] = "2>" .. quote(errfile)
   end
   local cmd = table.concat(parts, " ")
-  local h = io.popen(cmd, "r")
-  if not h then error("chatmaid.sandbox: cannot run " .. cmd, 2) end
-  local line = h:read("*l")
-  local port, pid = (line or ""):match("listening on http://127%.0%.0%.1:(%d+) pid=(%d+)")
-  if not port then
-    h:close()
+  local function failed(why)
     local stderr = errfile and read_file(errfile) or ""
     for _, p in ipairs(self.temp) do os.remove(p) end
-    error("chatmaid.sandbox: failed to start (" .. cmd .. "): " .. tostring(line or "")
-      .. "\n" .. stderr, 2)
+    error("chatmaid.sandbox: failed to start (" .. cmd .. "): " .. why .. "\n" .. stderr, 3)
   end
-  self.handle, self.port, self.pid = h, tonumber(port), tonumber(pid)
+  local h = io.popen(cmd .. " & echo $!", "r")
+  if not h then error("chatmaid.sandbox: cannot run " .. cmd, 2) end
+  local child = tonumber(h:read("*l") or "")
+  h:close()
+  if not child then failed("no process") end
+  -- the banner: "chatmaid-sandbox listening on http://127.0.0.1:PORT pid=PID"
+  local deadline = socket.gettime() + START_TIMEOUT
+  local port, pid
+  repeat
+    local out = read_file(outfile)
+    port, pid = out:match("listening on http://127%.0%.0%.1:(%d+) pid=(%d+)")
+    if port then break end
+    if not util.alive(child) then
+      failed(out:match("^[^\n]*") or "")
+    end
+    if socket.gettime() > deadline then
+      os.execute("kill " .. child .. " 2>/dev/null")
+      failed("no banner within " .. START_TIMEOUT .. " s")
+    end
+    socket.sleep(0.01)
+  until false
+  self.port, self.pid = tonumber(port), tonumber(pid)
   self.url = "http://127.0.0.1:" .. port
   self.errfile = errfile
   return self
 end
 
+--- One HTTP request to the sandbox (LuaSocket, not the SDK).
 -- request(method, path, body, headers) -> status, decoded body (or raw text), headers
 --   | nil, err. body: table (sent as JSON) or string. Uses LuaSocket, not the SDK.
 -- Requests to /__sandbox/ carry X-Chatmaid-Sandbox: 1 unless headers sets it (false: omit).
+-- @tparam string method
+-- @tparam string path
+-- @tparam[opt] table|string body a table is sent as JSON
+-- @tparam[opt] table headers
+-- @treturn ?number the status, or nil
+-- @treturn table|string|nil the decoded body (or raw text), or the error
+-- @treturn ?table the headers
 function _M:request(method, path, body, headers)
   local h = {}
   for k, v in pairs(headers or {}) do h[k:lower()] = v end
@@ -154,13 +219,39 @@ local function control(self, method, path, body)
   return b.data
 end
 
+--- Counters (control endpoint).
 -- Control helpers: each returns the response's data, or nil, err.
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:stats() return control(self, "GET", "/stats") end
+--- Add a fault (control endpoint).
+-- @tparam table spec type, path, method, count, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:fault(spec) return control(self, "POST", "/faults", spec) end
+--- Clear messages, counters, faults (control endpoint).
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:reset() return control(self, "POST", "/reset") end
+--- Create messages directly (control endpoint).
+-- @tparam[opt] table spec count, status, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:seed(spec) return control(self, "POST", "/seed", spec or {}) end
+--- The webhook delivery log (control endpoint).
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:webhooks() return control(self, "GET", "/webhooks") end
+--- Change settings at runtime (control endpoint).
+-- @tparam[opt] table tbl rate_limit, live_delay, webhook, ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:config(tbl) return control(self, "POST", "/config", tbl or {}) end
+--- Change a phone's connection status (fires its webhook).
+-- @tparam string id the phone id
+-- @tparam string state "connected", "disconnected", ...
+-- @treturn ?table the data, or nil
+-- @treturn ?string err
 function _M:set_phone_state(id, state)
   local ref = tostring(id):gsub("[^%w_%-%.]", function(c)
     return string.format("%%%02X", c:byte())
@@ -168,29 +259,23 @@ function _M:set_phone_state(id, state)
   return control(self, "POST", "/phones/" .. ref .. "/state", { connectionStatus = state })
 end
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local s = f:read("*l") or ""
-  f:close()
-  return not s:match("^%d+ %b() Z")
-end
-
--- stop(): shut the child down (HTTP, then kill as a fallback) and reap it. Idempotent.
+--- Stop the child: shut it down (HTTP, then kill as a fallback) and wait for it. Idempotent.
+-- @treturn boolean true
 function _M:stop()
   if self.stopped then return true end
   self.stopped = true
   local ok, res = pcall(control, self, "POST", "/shutdown")
   if not (ok and res) then os.execute("kill " .. self.pid .. " 2>/dev/null") end
   local deadline = socket.gettime() + 3
-  while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
-  if alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
-  if self.handle then self.handle:close(); self.handle = nil end
+  while util.alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  if util.alive(self.pid) then os.execute("kill -9 " .. self.pid .. " 2>/dev/null") end
   for _, p in ipairs(self.temp) do os.remove(p) end
   return true
 end
 
+--- What the child wrote to stderr so far.
 -- stderr() -> what the child wrote to stderr so far ("" when verbose).
+-- @treturn string
 function _M:stderr()
   return self.errfile and read_file(self.errfile) or ""
 end

@@ -97,6 +97,7 @@ function _M.of(client)
     in_step = false,
     done_q = {}, dq_head = 1, dq_tail = 0,  -- { task, fn } on_done calls not made yet
     pool = {},                      -- idle task coroutines (worker)
+    fdw = {}, n_fdw = 0,            -- wait_fd entries of waiting tasks (Redis sockets)
   }, Sched)
   if client._sched_slot then client._sched_slot(client, s) else client._sched = s end
   return s
@@ -131,7 +132,20 @@ function Sched:spawn(fn, ...)
   self.live[t] = true
   self.n_live = self.n_live + 1
   self.ready[#self.ready + 1] = t
+  local wake = self.wake
+  if wake then wake("spawn") end
   return t
+end
+
+-- on_wake(client, fn | nil): fn(why) is called when work changes outside the loop's own
+-- step: why = "spawn" (after), "cancel" or "close" (before the transfers are aborted, so an
+-- event loop can stop watching sockets libcurl is about to close). One hook per client: the
+-- event loop adapter that drives it (chatmaid.loop.luv). -> the previous hook.
+function _M.on_wake(client, fn)
+  local s = _M.of(client)
+  local prev = s.wake
+  s.wake = fn
+  return prev
 end
 
 local function queue_callbacks(self, t)
@@ -189,13 +203,26 @@ local function drop_wait(self, t)
     end
   elseif type(w) == "table" and w.gate then
     w.gate:forget(t)
+  elseif type(w) == "table" and w.fd then
+    if self.fdw[w] then
+      self.fdw[w] = nil
+      self.n_fdw = self.n_fdw - 1
+    end
   end
+end
+
+-- The error of a cancelled task. A send it made may have reached the server (its request
+-- left, or is done): err.idempotency_key is that send's key (the last one the task made) and
+-- err.maybe_sent says so; false only when no request of the task ever left.
+local function cancel_error(t, why)
+  return errors.new("cancelled", why, { retryable = false, idempotency_key = t.idempotency_key,
+                                        maybe_sent = t.maybe_sent or false })
 end
 
 local function cancelled(self, t, why)
   t.cancelled = true
   drop_wait(self, t)
-  finish(self, t, false, errors.new("cancelled", why, { retryable = false }))
+  finish(self, t, false, cancel_error(t, why))
   if co_close and co_status(t.co) == "suspended" then co_close(t.co) end
   run_cleanups(t)
 end
@@ -233,10 +260,21 @@ local function after(self, t, ok, y, r)
   end
 end
 
+-- The scheduler whose task runs now, whichever client it belongs to (a task of one client
+-- may make a blocking call of another, which steps that one's scheduler meanwhile).
+local running_sched
+
+local function resumed(prev, self, t, ok, y, r)
+  running_sched = prev
+  return after(self, t, ok, y, r)
+end
+
 local function resume(self, t, ...)
   self.current = t
   t.state = "running"
-  return after(self, t, co_resume(t.co, ...))
+  local prev = running_sched
+  running_sched = self
+  return resumed(prev, self, t, co_resume(t.co, ...))
 end
 
 local function run_ready(self)
@@ -300,6 +338,43 @@ local function deliver(self, comps)
   end
 end
 
+-- Tasks wait on sockets of their own (wait_fd): one poll(2) over those and libcurl's
+-- sockets, bounded by libcurl's timer, then libcurl does its part without waiting.
+local function poll_fds(self, wait)
+  local want, fn = {}, nil
+  for w in pairs(self.fdw) do
+    want[w.fd] = (want[w.fd] and want[w.fd] ~= w.ev) and "rw" or w.ev
+    fn = w.poll
+  end
+  local ms = ceil(wait * 1000)
+  if ms > 60000 then ms = 60000 end
+  local curl = self.n_inflight > 0
+  if curl and ms > 0 then
+    local tms = self.tr.timeout and self.tr:timeout() or 0
+    if tms >= 0 and tms < ms then ms = tms end
+    if ms > 0 and self.tr.fds then
+      for fd, ev in pairs(self.tr:fds()) do
+        want[fd] = (want[fd] and want[fd] ~= ev) and "rw" or ev
+      end
+    end
+  end
+  local ready = fn(want, ms)
+  local wake = {}
+  for w in pairs(self.fdw) do
+    if ready[w.fd] then wake[#wake + 1] = w end
+  end
+  table.sort(wake, function(a, b) return a.task.seq < b.task.seq end)
+  for i = 1, #wake do
+    local w = wake[i]
+    local t = w.task
+    if t.wait == w then
+      t.wait = nil
+      resume(self, t)
+    end
+  end
+  if curl then deliver(self, self.tr:poll(0)) end
+end
+
 local function step(self, timeout)
   local client = self.client
   local later = self.later
@@ -319,7 +394,9 @@ local function step(self, timeout)
       if d < wait then wait = d > 0 and d or 0 end
     end
   end
-  if self.n_inflight > 0 then
+  if self.n_fdw > 0 then
+    poll_fds(self, wait)
+  elseif self.n_inflight > 0 then
     local ms = ceil(wait * 1000)
     if ms > 60000 then ms = 60000 end
     deliver(self, self.tr:poll(ms))
@@ -372,12 +449,19 @@ function Sched:timeout()
 end
 
 function Sched:fds()
-  if self.n_inflight > 0 and self.tr.fds then return self.tr:fds() end
-  return {}
+  local fds = (self.n_inflight > 0 and self.tr.fds) and self.tr:fds() or {}
+  if self.n_fdw > 0 then
+    for w in pairs(self.fdw) do
+      local ev = fds[w.fd]
+      fds[w.fd] = (ev and ev ~= w.ev) and "rw" or w.ev
+    end
+  end
+  return fds
 end
 
 -- close(why): every running task ends as cancelled; their on_done callbacks run now.
 function Sched:close(why)
+  if self.wake then self.wake("close") end
   local list = {}
   for t in pairs(self.live) do list[#list + 1] = t end
   table.sort(list, function(a, b) return a.seq < b.seq end)
@@ -421,6 +505,9 @@ end
 function _M.transfer(client, req)
   local s, t = in_task(client)
   if t then
+    if req.idempotency_key then   -- from here the send may reach the server (cancel_error)
+      t.idempotency_key, t.maybe_sent = req.idempotency_key, true
+    end
     if not s.multi then return s.tr:request(req) end
     local token = s.token + 1
     s.token = token
@@ -435,6 +522,37 @@ function _M.transfer(client, req)
     return s:block(_M.transfer, client, req)
   end
   return client.transport:request(req)
+end
+
+-- running() -> client, task: the task running now, of whichever client; nil outside tasks.
+function _M.running()
+  local s = running_sched
+  if not s then return nil end
+  local t = s.current
+  if t and t.co == co_running() then return s.client, t end
+  return nil
+end
+
+-- wait_fd(fd, events, timeout, poll): inside a task (running()), yields until the socket fd
+-- is ready for events ("r", "w") or `timeout` seconds passed; the caller checks which.
+-- poll(want, ms) -> { [fd] = true }: the poll(2) the scheduler runs over { [fd] = events }
+-- (chatmaid.redis.core.poll; the scheduler itself has no C part).
+function _M.wait_fd(fd, events, timeout, poll)
+  local s, t = running_sched, nil
+  if s then t = s.current end
+  if not t or t.co ~= co_running() then
+    error("chatmaid: wait_fd called outside a task", 2)
+  end
+  local w = { fd = fd, ev = events, poll = poll, task = t, at = t.sched.client.now() + timeout }
+  s.fdw[w] = true
+  s.n_fdw = s.n_fdw + 1
+  heap_push(s.timers, w)
+  t.wait = w
+  co_yield(WAIT)
+  if s.fdw[w] then
+    s.fdw[w] = nil
+    s.n_fdw = s.n_fdw - 1
+  end
 end
 
 -- sleep(client, seconds): a timer inside a task; client.sleep otherwise.
@@ -584,9 +702,10 @@ end
 function Task:cancel()
   if self.state == "done" then return false end
   local s = self.sched
+  if s.wake then s.wake("cancel") end
   if self.state == "running" then
     self.cancelled = true
-    finish(s, self, false, errors.new("cancelled", "task cancelled", { retryable = false }))
+    finish(s, self, false, cancel_error(self, "task cancelled"))
     run_cleanups(self)
   else
     cancelled(s, self, "task cancelled")

@@ -117,10 +117,29 @@ function _M.content(v)
   end
 end
 
+-- An https URL whose host and port are well formed. Whether the host is public is the API's
+-- call (its docs: "Public HTTPS URLs only"); a port outside 1..65535 or an unclosed IPv6
+-- bracket makes no URL at all, so nothing is sent.
 function _M.https_url(v, name)
   if type(v) ~= "string" then return name .. " must be a string" end
   if v:find("[%s%c]") or not v:find("^[Hh][Tt][Tt][Pp][Ss]://[^/?#@]+") then
     return name .. " must be a public https:// URL; got " .. string.format("%q", v)
+  end
+  local authority = v:match("^%a+://([^/?#]*)")
+  local host, port = authority:match("^(%[[%x:.]*%])(.*)$")
+  if not host then
+    if authority:find("[%[%]]") then
+      return name .. " has a malformed IPv6 host (write it as [2606:4700::1111]); got "
+             .. string.format("%q", v)
+    end
+    port = authority:match("(:[^:]*)$") or ""
+  end
+  if port ~= "" and port ~= ":" then   -- "host:" is the default port (RFC 3986)
+    local n = tonumber(port:match("^:(%d+)$"))
+    if not n or n < 1 or n > 65535 then
+      return name .. " has an invalid port (" .. port:sub(2) .. "): a port is 1 to 65535; got "
+             .. string.format("%q", v)
+    end
   end
 end
 

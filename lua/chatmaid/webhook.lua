@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- Webhook signatures, events and duplicates (docs/webhooks.md).
 -- Webhook signatures (parsed, MAC'd and compared in C by chatmaid.core), events, and a
 -- bounded memory of handled deliveries. This file only shapes arguments and messages.
+-- @module chatmaid.webhook
 local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 
@@ -64,12 +67,12 @@ end
 
 -- opts -> tolerance, now (copied, never mutated); raises at `level` on misuse.
 local function check_opts(fname, opts, level)
-  if opts == nil then return _M.DEFAULT_TOLERANCE, os.time() end
+  if opts == nil then return _M.DEFAULT_TOLERANCE, os.time(), nil end
   if type(opts) ~= "table" then
     error(fname .. ": opts must be a table (got " .. type(opts) .. ")", level)
   end
   for k in pairs(opts) do
-    if k ~= "tolerance" and k ~= "now" then
+    if k ~= "tolerance" and k ~= "now" and k ~= "secret_name" then
       error(fname .. ": unknown option '" .. tostring(k) .. "'", level)
     end
   end
@@ -85,7 +88,11 @@ local function check_opts(fname, opts, level)
   elseif type(now) ~= "number" or now ~= now then
     error(fname .. ": opts.now must be a unix time in seconds (got " .. tostring(now) .. ")", level)
   end
-  return tolerance, now
+  if opts.secret_name ~= nil and type(opts.secret_name) ~= "string" then
+    error(fname .. ": opts.secret_name must be a string (got " .. type(opts.secret_name) .. ")",
+          level)
+  end
+  return tolerance, now, opts.secret_name
 end
 
 local function has_edge_space(s)
@@ -128,13 +135,19 @@ local function trimmed(list)
   return out
 end
 
-local function mismatch_message(raw_body, header, secrets, tolerance, now)
+-- secret_name: where the secret came from, for the message (never the secret itself)
+local function mismatch_message(raw_body, header, secrets, tolerance, now, secret_name)
   local spaced = {}
   for i = 1, #secrets do
     if has_edge_space(secrets[i]) then spaced[#spaced + 1] = "#" .. i end
   end
-  local msg = "no signature matches the payload: pass the exact raw request body (not a"
-              .. " parsed or re-encoded table)"
+  -- the two causes, the likelier first: another secret than the sender's, or altered bytes
+  local msg = "no signature matches the payload: "
+              .. (#secrets == 1 and "the secret (" .. secret_name .. ") may not be the one"
+                  or "the " .. #secrets .. " secrets (" .. secret_name .. ") may all differ from"
+                  .. " the one")
+              .. " the sender signs with, or the body is not the exact raw request body (pass"
+              .. " the bytes received, not a parsed or re-encoded table)"
   if #spaced > 0 then
     msg = msg .. "; secret " .. table.concat(spaced, ", ") .. " has leading or trailing"
           .. " whitespace (a newline from a file or an environment variable?)"
@@ -158,7 +171,9 @@ end
 
 -- webhook.verify(raw_body, signature_header, secret, opts) -> true | nil, err
 -- raw_body: the exact request bytes; secret: string or array (rotation); opts.tolerance
--- (seconds, default 300, both ways), opts.now (unix time). err.kind == "signature",
+-- (seconds, default 300, both ways), opts.now (unix time), opts.secret_name (where the
+-- secret comes from, named in a mismatch message: "CHATMAID_WEBHOOK_SECRET"; never the secret
+-- itself; default "the secret argument of webhook.verify"). err.kind == "signature",
 -- err.reason: malformed_header | no_signature | timestamp_out_of_tolerance | mismatch.
 local function verify(fname, raw_body, header, secret, opts)
   -- levels: 4 = the caller of webhook.verify/construct_event (no tail calls below)
@@ -168,7 +183,7 @@ local function verify(fname, raw_body, header, secret, opts)
           .. "): pass the X-Chatmaid-Signature header value", 3)
   end
   local secrets = check_secrets(fname, secret, 4)
-  local tolerance, now = check_opts(fname, opts, 4)
+  local tolerance, now, secret_name = check_opts(fname, opts, 4)
   local ok, reason, t = core.webhook_verify(raw_body, header or "", secrets, tolerance, now)
   if ok then return true end
   if reason == "malformed_header" then
@@ -186,18 +201,35 @@ local function verify(fname, raw_body, header, secret, opts)
                 .. " s): check the server clock or a replayed delivery",
                 { timestamp = t, skew = skew, tolerance = tolerance })
   end
-  return fail(reason, mismatch_message(raw_body, header, secrets, tolerance, now),
+  return fail(reason, mismatch_message(raw_body, header, secrets, tolerance, now,
+                                       secret_name or ("the secret argument of " .. fname)),
               { timestamp = t })
 end
 
+--- Verify a delivery's signature.
+-- @tparam string raw_body the exact request bytes
+-- @tparam ?string signature_header the X-Chatmaid-Signature value
+-- @tparam string|table secret the secret, or an array of secrets while rotating
+-- @tparam[opt] table opts tolerance (300 s, both ways), now (unix time, for tests)
+-- @treturn ?boolean true, or nil
+-- @treturn ?table err of kind "signature" (err.reason) when nil
+-- @raise when raw_body is not a string (a decoded table), or on a bad secret or option
 function _M.verify(raw_body, signature_header, secret, opts)
   local ok, err = verify("webhook.verify", raw_body, signature_header, secret, opts)
   return ok, err
 end
 
+--- Verify a delivery, then decode its event.
 -- webhook.construct_event(raw_body, signature_header, secret, opts) -> event | nil, err
 -- verify(), then decode the JSON object (nulls dropped): event.event, event.timestamp,
 -- event.data.messageId, ... Adds err.reason "invalid_payload" (verified, not an object).
+-- @tparam string raw_body the exact request bytes
+-- @tparam ?string signature_header the X-Chatmaid-Signature value
+-- @tparam string|table secret the secret, or an array of secrets
+-- @tparam[opt] table opts as for verify
+-- @treturn ?table the event (event, timestamp, data), or nil
+-- @treturn ?table err of kind "signature" when nil
+-- @raise as verify
 function _M.construct_event(raw_body, signature_header, secret, opts)
   local ok, err = verify("webhook.construct_event", raw_body, signature_header, secret, opts)
   if not ok then return nil, err end
@@ -212,8 +244,14 @@ function _M.construct_event(raw_body, signature_header, secret, opts)
   return event
 end
 
+--- Make a signature header (for tests and tools).
 -- webhook.sign(raw_body, secret, timestamp) -> "t=<timestamp>,v1=<hex>" (one v1 per secret)
 -- For tests and local tools; timestamp defaults to os.time().
+-- @tparam string raw_body the body
+-- @tparam string|table secret the secret(s)
+-- @tparam[opt] number timestamp unix seconds (now)
+-- @treturn string "t=<timestamp>,v1=<hex>"
+-- @raise on arguments of the wrong type
 function _M.sign(raw_body, secret, timestamp)
   check_body("webhook.sign", raw_body, 3)
   local secrets = check_secrets("webhook.sign", secret, 3)
@@ -236,12 +274,16 @@ local function key_part(v)
   return (tostring(v):gsub("[%%|]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
+--- The key that identifies a delivery across retries.
 -- webhook.dedupe_key(event) -> "<event>|<id>|<status>|<timestamp>"
 -- The payload has no event id. id is data.messageId (message.*) or the phone's id
 -- (data.phoneNumberId, data.phoneId, data.id, data.phoneNumber); status is data.status or
 -- data.connectionStatus. Retried deliveries resend the same payload, so they share a key;
 -- message.sent and a later message.failed for one message do not. '|' and '%' in a field
 -- are %-escaped, so distinct events cannot collide by embedding the separator.
+-- @tparam table event a decoded event
+-- @treturn string "<event>|<id>|<status>|<timestamp>"
+-- @raise when event is not a table
 function _M.dedupe_key(event)
   if type(event) ~= "table" then
     error("webhook.dedupe_key: event must be the table from construct_event (got "
@@ -284,7 +326,11 @@ local function drop(s, node)
   s.n = s.n - 1
 end
 
+--- A bounded in-process set of seen delivery keys.
 -- webhook.seen_set{ size = 10000, ttl = 86400, now = os.time } -> set
+-- @tparam[opt] table opts size (10000), ttl (86400 s), now (os.time)
+-- @treturn table the set (has, add, seen, count)
+-- @raise on a bad option
 function _M.seen_set(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
@@ -309,14 +355,20 @@ function _M.seen_set(opts)
   return setmetatable({ size = size, ttl = ttl, now = now, map = {}, n = 0 }, seen_mt)
 end
 
+--- Whether key was added less than ttl seconds ago.
 -- set:has(key) -> true if key was added less than ttl seconds ago (and not evicted)
+-- @tparam string key a dedupe key
+-- @treturn boolean
 function Seen:has(key)
   check_key("seen_set:has", key)
   local node = self.map[key]
   return node ~= nil and node.expires > self.now()
 end
 
+--- Record key (re-adding refreshes its age).
 -- set:add(key) -> set. Re-adding refreshes the key's age.
+-- @tparam string key a dedupe key
+-- @treturn table the set
 function Seen:add(key)
   check_key("seen_set:add", key)
   local t = self.now()
@@ -335,7 +387,10 @@ function Seen:add(key)
   return self
 end
 
+--- Check and record in one step.
 -- set:seen(key) -> true if already seen; otherwise records it and returns false.
+-- @tparam string key a dedupe key
+-- @treturn boolean true if already seen; otherwise records it and returns false
 function Seen:seen(key)
   check_key("seen_set:seen", key)
   if self:has(key) then return true end
@@ -343,7 +398,92 @@ function Seen:seen(key)
   return false
 end
 
+--- Claim a delivery while its handler runs (phase one of two).
+-- The two-phase claim, as chatmaid.redis.seen_set's (DESIGN.md, "Webhook claims"): a
+-- delivery is claimed for `lease` seconds while its handler runs and remembered only once
+-- the handler returned, so a handler that fails lets the redelivery through.
+-- set:claim(key [, lease = 30]) -> token | false, "done" | false, "busy"
+-- @tparam string key a dedupe key
+-- @tparam[opt=30] number lease seconds the claim holds the delivery
+-- @treturn string|boolean a token (yours: run the handler), or false
+-- @treturn[opt] string with false: "done" (answer 200, duplicate) or "busy" (answer 503)
+function Seen:claim(key, lease)
+  check_key("seen_set:claim", key)
+  if self:has(key) then return false, "done" end
+  local now = self.now()
+  self.claims = self.claims or {}
+  local c = self.claims[key]
+  if c and c.expires > now then return false, "busy" end
+  self.n_claims = (self.n_claims or 0) + 1
+  local token = tostring(self.n_claims)
+  self.claims[key] = { token = token, expires = now + (lease or 30) }
+  return token
+end
+
+--- Mark a claimed delivery handled (phase two).
+-- set:done(key, token) -> true: the handler returned; the key is remembered (add).
+-- @tparam string key a dedupe key
+-- @tparam string token what claim returned
+-- @treturn boolean true
+function Seen:done(key, token)
+  check_key("seen_set:done", key)
+  if self.claims then self.claims[key] = nil end
+  self:add(key)
+  return token ~= nil
+end
+
+--- Drop a claim: the handler failed, let a redelivery through now.
+-- set:release(key, token) -> true | false (no longer ours)
+-- @tparam string key a dedupe key
+-- @tparam string token what claim returned
+-- @treturn boolean true if the claim was this token's and is gone
+function Seen:release(key, token)
+  check_key("seen_set:release", key)
+  local c = self.claims and self.claims[key]
+  if not c or c.token ~= token then return false end
+  self.claims[key] = nil
+  return true
+end
+
+--- Run a handler at most once per delivery: claim, fn(...), done.
+-- webhook.handle_once(set, key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
+-- If fn raises, the claim is released and the error raised again.
+-- @tparam table set a webhook.seen_set or a chatmaid.redis.seen_set (its `handle`)
+-- @tparam string key a dedupe key (webhook.dedupe_key(event))
+-- @tparam function fn the handler, called with the remaining arguments
+-- @param ... arguments for fn
+-- @treturn string "handled", "duplicate" (done before) or "busy" (claimed elsewhere)
+-- @return[2] nil
+-- @treturn[2] table err (a Redis set that failed)
+function _M.handle_once(set, key, fn, ...)
+  if type(fn) ~= "function" then
+    error("seen_set:handle: fn must be a function (got " .. type(fn) .. ")", 3)
+  end
+  local token, why = set:claim(key)
+  if token == nil then return nil, why end
+  if not token then return why == "done" and "duplicate" or "busy" end
+  local ok, e = pcall(fn, ...)
+  if not ok then
+    set:release(key, token)
+    error(e, 0)
+  end
+  set:done(key, token)
+  return "handled"
+end
+
+--- Claim, run fn(...), mark done: webhook.handle_once(set, key, fn, ...).
+-- @tparam string key a dedupe key
+-- @tparam function fn the handler
+-- @param ... arguments for fn
+-- @treturn string "handled", "duplicate" or "busy"
+function Seen:handle(key, fn, ...)
+  local r, err = _M.handle_once(self, key, fn, ...)
+  return r, err
+end
+
+--- The number of keys held.
 -- set:count() -> number of keys held (expired ones are dropped lazily, on add)
+-- @treturn number
 function Seen:count()
   return self.n
 end

@@ -38,7 +38,7 @@ describe("chatmaid batch --redis #redis", function()
                                { env = env })
     assert.are.equal(2, code)
     assert.truthy(err:find("--redis: chatmaid.redis.rate_limiter: bad url "
-                           .. "'redis://:***@h:0/x'", 1, true), err)
+                           .. "'redis://:***@h:0/***'", 1, true), err)
     assert.falsy(err:find("hunter2", 1, true))
   end)
 end)

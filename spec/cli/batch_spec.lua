@@ -6,11 +6,7 @@ local socket = require "socket"
 local R = require "spec.cli.run"
 local F = require "spec.support.fixtures"
 
-local function json_lines(s)
-  local out = {}
-  for _, l in ipairs(R.lines(s)) do out[#out + 1] = cjson.decode(l) end
-  return out
-end
+local json_lines = R.json_lines
 
 local function csv_of(n, first)
   local rows = { "to,content" }
@@ -109,13 +105,13 @@ describe("chatmaid batch", function()
     local id = err:match("batch (csv%-%x+): sent 5, replayed 0, skipped 0, failed 0, 5 rows in ")
     assert.are.equal(20, #id)
     assert.are.equal(id .. ":", first[1].idempotency_key:sub(1, 21))
-    assert.truthy(R.read(outfile .. ".journal"))
+    assert.truthy(R.read(dir .. "/again.journal"))     -- beside the CSV, named after it
     local requests = sb:stats().requests
     local _, err2, code2 = R.run({ "batch", file, "--from", "ph_primary", "--out", outfile },
                                  { env = env })
     assert.are.equal(0, code2)
-    assert.truthy(err2:find("batch " .. id .. ": continuing the batch recorded in " .. outfile
-                            .. ".journal (--batch-id NEW starts another)\n", 1, true))
+    assert.truthy(err2:find("batch " .. id .. ": continuing campaign 'again' recorded in " .. dir
+                            .. "/again.journal (the run of ", 1, true))
     assert.truthy(err2:find("batch " .. id .. ": sent 0, replayed 0, skipped 5, failed 0", 1,
                             true))
     assert.are.equal(requests, sb:stats().requests)       -- the journal answered
@@ -189,7 +185,7 @@ describe("chatmaid batch", function()
     assert.are.same({ 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 }, counts)
     assert.is_nil(err:find("\r", 1, true))
     assert.truthy(err:find("\nbatch csv%-%x+: sent 20, replayed 0, skipped 0, failed 0, 20 rows"
-                           .. " in [%d.]+ s\n$"))
+                           .. " in [%d.]+ s; 0 rows were already sent by an earlier run\n$"))
   end)
 
   it("draws a bar with rate and ETA when stderr is a terminal", function()
@@ -201,7 +197,7 @@ describe("chatmaid batch", function()
     assert.truthy(out:find("^\r%[[= ]+%] %d+/20 %(%d+%%%) [%d.]+/s ETA %d+s\027%[K"))
     assert.is_nil(out:find("batch: 20/20", 1, true))
     assert.truthy(out:find("\nbatch csv%-%x+: sent 20, replayed 0, skipped 0, failed 0, 20 rows"
-                           .. " in [%d.]+ s\r\n$"))
+                           .. " in [%d.]+ s; 0 rows were already sent by an earlier run\r\n$"))
   end)
 end)
 
@@ -297,20 +293,7 @@ describe("chatmaid batch: resume", function()
     end)
   end
 
-  -- spawns the CLI in the background; returns its pid and a function that waits for its
-  -- exit and returns the exit code
-  local function spawn(args)
-    local cmd = R.command(args, env) .. " 2>" .. R.quote(dir .. "/stderr")
-    -- the inner shell prints its pid (the CLI's, after exec) before the CLI prints anything
-    local inner = "sh -c " .. R.quote("echo $$; exec " .. cmd)
-    local h = io.popen("sh -c " .. R.quote(inner .. " & wait $!; echo \"=$?\""))
-    local pid = assert(tonumber(h:read("*l")))
-    return pid, function()
-      local rest = h:read("*a")
-      h:close()
-      return tonumber(rest:match("=(%d+)"))
-    end
-  end
+  local function spawn(args) return R.spawn(args, env, dir .. "/stderr") end
 
   local function until_created(n)
     local deadline = socket.gettime() + 15
@@ -340,7 +323,8 @@ describe("chatmaid batch: resume", function()
     assert.is_true(waited < 1, "exited " .. waited .. " s after SIGINT")
     local err = R.read(dir .. "/stderr")
     assert.truthy(err:find("sent 2, replayed 0, skipped 0, failed 0, 6 rows in [%d.]+ s; "
-      .. "interrupted %(SIGINT%): 4 rows not sent, run the same command again to continue\n"),
+      .. "interrupted %(SIGINT%): 4 rows not sent, run the same command again to continue; 0 rows"
+      .. " were already sent by an earlier run\n"),
       err)
     local res = json_lines(R.read(out))
     assert.are.equal(6, #res)
@@ -350,7 +334,7 @@ describe("chatmaid batch: resume", function()
       assert.are.equal("not sent: the batch was interrupted (SIGINT); run the same command"
                        .. " again to continue", res[k].error.message)
     end
-    local st = assert(require("chatmaid.journal").read(out .. ".journal"))
+    local st = assert(require("chatmaid.journal").read(dir .. "/wait.journal"))
     assert.is_false(st.torn)
     assert.are.equal(res[1].id, st.confirmed[res[1].idempotency_key].id)
     assert.are.equal(res[2].id, st.confirmed[res[2].idempotency_key].id)

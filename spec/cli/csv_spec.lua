@@ -45,5 +45,20 @@ describe("chatmaid.cli.csv", function()
         { line = 4, fields = { "c" } },
       }, csv.parse('a\n"bad\nb\nc\n'))
     end)
+
+    -- a file saved with CR-only line ends (classic Mac spreadsheets): each record on its own
+    -- line number, and a bad record does not swallow the rest
+    it("numbers lines ended by a lone CR, and resumes after a bad one", function()
+      assert.are.same({
+        { line = 1, fields = { "to", "content" } },
+        { line = 2, fields = { "+1", "a" } },
+        { line = 3, error = "malformed CSV: quote inside an unquoted field (quote the whole"
+                            .. ' field and double the quote: "a ""b""")' },
+        { line = 5, fields = { "+3", "c\rd" } },
+        { line = 7, error = "malformed CSV: unterminated quoted field" },
+        { line = 8, fields = { "+5", "e" } },
+      }, csv.parse('to,content\r+1,a\r+2,b"\r\r+3,"c\rd"\r+4,"f\r+5,e\r'))
+    end)
   end)
 end)
+

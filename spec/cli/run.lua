@@ -64,6 +64,22 @@ function _M.run(args, o)
   return so, se, code
 end
 
+-- spawn(args, env, stderr_path) -> pid, wait: the CLI in the background (its stderr to
+-- stderr_path); wait() waits for its exit and returns the exit code (on every Lua: the shell
+-- prints it, since io.popen's close gives no status on 5.1).
+function _M.spawn(args, env, stderr_path)
+  local cmd = _M.command(args, env) .. " 2>" .. q(stderr_path)
+  -- the inner shell prints its pid (the CLI's, after exec) before the CLI prints anything
+  local inner = "sh -c " .. q("echo $$; exec " .. cmd)
+  local h = io.popen("sh -c " .. q(inner .. " & wait $!; echo \"=$?\""))
+  local pid = assert(tonumber(h:read("*l")))
+  return pid, function()
+    local rest = h:read("*a")
+    h:close()
+    return tonumber(rest:match("=(%d+)"))
+  end
+end
+
 -- pty(args, env) -> everything written to the terminal (stdout and stderr), exit code.
 -- util-linux script(1) gives the child a pseudo-terminal.
 function _M.pty(args, env)
@@ -78,6 +94,13 @@ end
 -- env for a sandbox
 function _M.env(sb, key)
   return { CHATMAID_API_KEY = key or _M.KEY, CHATMAID_BASE_URL = sb.url }
+end
+
+-- json_lines(s) -> the decoded JSON value of each line
+function _M.json_lines(s)
+  local out = {}
+  for _, l in ipairs(_M.lines(s)) do out[#out + 1] = require("cjson").decode(l) end
+  return out
 end
 
 -- lines(s) -> array of lines (without the newline)

@@ -1,78 +1,23 @@
 -- SPDX-License-Identifier: MIT
--- Every README block runs as pasted (issue 14). Blocks are found by the HTML comment before
--- their fence (`<!-- doc-test: NAME ... -->`):
---   install      the luarocks line (into a temporary tree) and the last line, the require check
---   quickstart   run against a sandbox with the environment its `quickstart-env` block sets
---   nginx        `nginx -t -p <tmp>`, then started with handler.lua / webhook.lua (the blocks
---                of those names) and one request through /notify to the sandbox
--- and every other ```lua block must compile (load()), except the ones marked
--- `doc-test: listing` (the API summary of "The client", which is not Lua).
+-- The special blocks of the docs run as pasted (issues 14 and 25). They are found by the HTML
+-- comment before their fence (`<!-- doc-test: NAME ... -->`, spec/docs/blocks.lua):
+--   install      (README.md) the library rock's luarocks line (into a temporary tree) and the
+--                last line, the require check
+--   install-more (README.md) the other rocks' luarocks lines, into the same tree; then a
+--                seen set, a sandbox and the `chatmaid` command from that tree
+--   quickstart   (README.md) run against a sandbox with the environment its `quickstart-env`
+--                block sets
+--   nginx        (docs/openresty.md) `nginx -t -p <tmp>`, then started with handler.lua /
+--                webhook.lua (the blocks of those names) and one request through /notify
+-- Every other block: spec/docs/guides_spec.lua.
 local F = require "spec.support.fixtures"
+local B = require "spec.docs.blocks"
 
-local root = debug.getinfo(1, "S").source:match("^@(.*)spec/docs/readme_spec%.lua$") or "./"
-if root == "" then root = "./" end
-if root:sub(1, 1) ~= "/" then root = os.getenv("PWD") .. "/" .. root end
+local root = B.root
+local read, write, q, sh = B.read, B.write, B.q, B.sh
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- sh(cmd) -> output (stdout and stderr), exit code
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.*)=(%d+)%s*$")
-  return body, tonumber(code)
-end
-
--- blocks of README.md: { lang, text, marker, line }
-local function blocks()
-  local list, marker, cur = {}, nil, nil
-  local n = 0
-  for line in (read(root .. "README.md") .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    if cur then
-      if line:match("^```%s*$") then
-        cur.text = table.concat(cur.lines, "\n") .. "\n"
-        list[#list + 1] = cur
-        cur = nil
-      else
-        cur.lines[#cur.lines + 1] = line
-      end
-    else
-      local m = line:match("^<!%-%- doc%-test: ([%w%.%-]+)")
-      if m then
-        marker = m
-      else
-        local lang = line:match("^```(%w*)")
-        if lang then
-          cur = { lang = lang, lines = {}, marker = marker, line = n + 1 }
-        end
-        if line ~= "" then marker = nil end
-      end
-    end
-  end
-  return list
-end
-
-local function block(name)
-  for _, b in ipairs(blocks()) do
-    if b.marker == name then return b end
-  end
-  error("README.md has no block marked doc-test: " .. name)
-end
+-- the one block marked `doc-test: name` in the published docs (spec/docs/blocks.lua)
+local function block(name) return B.special(name) end
 
 local function lines(text)
   local t = {}
@@ -88,29 +33,9 @@ end
 
 local LUA = os.getenv("CHATMAID_LUA") or "lua5.4"
 
-describe("README.md #docs", function()
-  it("every Lua block compiles, except the API listing", function()
-    local n, listings = 0, 0
-    local compile = loadstring or load   -- luacheck: ignore (loadstring on 5.1)
-    for _, b in ipairs(blocks()) do
-      if b.lang == "lua" then
-        if b.marker == "listing" then
-          listings = listings + 1
-        else
-          local fn, err = compile(b.text, "=README.md:" .. b.line)
-          assert.truthy(fn, err)
-          n = n + 1
-        end
-      end
-    end
-    assert.equal(1, listings)
-    assert.is_true(n >= 15, n .. " Lua blocks")
-  end)
-
-  it("Install: no sudo for root, 5.4 on purpose, offline deps; the require check passes",
-     function()
-    local l = lines(block("install").text)
-    -- the package line: every package is one Debian 12 has (installed here by deps/CI)
+describe("README.md and docs/openresty.md special blocks #docs", function()
+  -- the packages of a block's `apt-get install -y` line (and its continuation lines)
+  local function apt_packages(l)
     assert.truthy(l[1]:match("^apt%-get install %-y "), l[1])
     local pkgs = {}
     for i = 1, #l do
@@ -119,30 +44,119 @@ describe("README.md #docs", function()
         pkgs[#pkgs + 1] = p
       end
     end
-    assert.is_true(#pkgs >= 10)
+    return pkgs
+  end
+
+  -- every package is one Debian 12 has (installed here by scripts/deps.sh or CI)
+  local function assert_installed(pkgs)
     local out, code = sh("dpkg-query -W -f='${Status}\\n' " .. table.concat(pkgs, " ")
                          .. " | grep -vc 'ok installed'")
     assert.equal("0", out:match("%d+"), "not installed: " .. table.concat(pkgs, " "))
     assert.equal(1, code)   -- grep -c found no line that is not installed
-    -- the luarocks line, as written, into a temporary tree from a copy of the checkout
-    local rocks = l[#l - 1]
+  end
+
+  local function has(list, x)
+    for _, v in ipairs(list) do if v == x then return true end end
+    return false
+  end
+
+  it("Install: the library rock alone, then the other three into the same temporary tree; "
+     .. "each is used from that tree", function()
+    local l = lines(block("install").text)
+    local more = lines(block("install-more").text)
+    -- the library's packages, and none that only the other rocks need
+    local pkgs = apt_packages(l)
+    assert.is_true(#pkgs >= 8, table.concat(pkgs, " "))
+    assert_installed(pkgs)
+    local others = apt_packages(more)
+    assert_installed(others)
+    for _, p in ipairs{ "libhiredis-dev", "lua-socket", "lua-argparse" } do
+      assert.is_false(has(pkgs, p), p .. " is on the library rock's line")
+      assert.is_true(has(others, p), p .. " is missing from the other rocks' line")
+    end
+    -- the luarocks lines, as written: the library's, then one per other rock
+    local LINE = "^luarocks %-%-lua%-version=5%.4 make %-%-deps%-mode none "
+                 .. "(rockspec/([%w%-]+)%-scm%-1%.rockspec)$"
+    local rocks = { l[#l - 1] }
     assert.equal("luarocks --lua-version=5.4 make --deps-mode none "
-                 .. "rockspec/chatmaid-scm-1.rockspec", rocks)
+                 .. "rockspec/chatmaid-scm-1.rockspec", rocks[1])
+    local names = {}
+    for _, line in ipairs(more) do
+      if line:match("^luarocks") then
+        local _, name = line:match(LINE)
+        assert.truthy(name, line)
+        rocks[#rocks + 1], names[#names + 1] = line, name
+      end
+    end
+    assert.same({ "chatmaid-redis", "chatmaid-sandbox", "chatmaid-cli" }, names)
+    -- a copy of what the rockspecs build from: the directories their paths name, and csrc/
+    -- (rockspec/build.mk compiles it)
+    local dirs = { csrc = true }
+    for _, line in ipairs(rocks) do
+      for d in read(root .. line:match(LINE)):gmatch('"([%w_%-]+)/[^"]*"') do
+        if d ~= "build" then dirs[d] = true end
+      end
+    end
+    local list = {}
+    for d in pairs(dirs) do list[#list + 1] = d end
+    table.sort(list)
     local dir = tmpdir()
     finally(function() os.execute("rm -rf " .. q(dir)) end)
-    local _, cp = sh("cd " .. q(root) .. " && cp -r csrc lua bin rockspec " .. q(dir))
+    local _, cp = sh("cd " .. q(root) .. " && cp -r " .. table.concat(list, " ") .. " " .. q(dir))
     assert.equal(0, cp)
-    local log, rc = sh("cd " .. q(dir) .. " && " .. rocks .. " --tree " .. q(dir .. "/tree"))
-    assert.equal(0, rc, log)
+    local tree = dir .. "/tree"
+    local function install(line)
+      local log, rc = sh("cd " .. q(dir) .. " && " .. line .. " --tree " .. q(tree))
+      assert.equal(0, rc, line .. "\n" .. log)
+    end
+    install(rocks[1])
     -- the last line, with the tree on the paths (what a system-wide install gives)
     local check = l[#l]
     assert.equal([[cd / && lua5.4 -e 'print(require("chatmaid").VERSION)']], check)
-    local env = "LUA_PATH=" .. q(dir .. "/tree/share/lua/5.4/?.lua;" .. dir
-                .. "/tree/share/lua/5.4/?/init.lua;;")
-                .. " LUA_CPATH=" .. q(dir .. "/tree/lib/lua/5.4/?.so;;")
+    local env = "LUA_PATH=" .. q(tree .. "/share/lua/5.4/?.lua;" .. tree
+                .. "/share/lua/5.4/?/init.lua;;")
+                .. " LUA_CPATH=" .. q(tree .. "/lib/lua/5.4/?.so;;")
     local v, vrc = sh(env .. " sh -c " .. q(check))
     assert.equal(0, vrc, v)
     assert.equal(require("chatmaid").VERSION .. "\n", v)
+    assert.falsy(io.open(tree .. "/lib/lua/5.4/chatmaid/redis/core.so"), "the library rock "
+                 .. "installed chatmaid.redis.core")
+    -- the other rocks, into the same tree
+    for i = 2, #rocks do install(rocks[i]) end
+    -- from that tree: a seen set on a real redis-server, and a sandbox started by
+    -- chatmaid.sandbox.start{} that the library sends a message to
+    local redis = require("spec.support.redis_helper").start()
+    finally(function() redis:stop() end)
+    local script = [=[
+      local TREE, URL = ...
+      local function from_tree(what, file)
+        assert(file and file:find(TREE, 1, true), what .. " is not the installed one: "
+               .. tostring(file))
+      end
+      from_tree("chatmaid.redis.core", package.searchpath("chatmaid.redis.core", package.cpath))
+      local set = require("chatmaid.redis").seen_set{ url = URL }
+      assert(set:seen("evt_readme") == false and set:seen("evt_readme") == true)
+      local sandbox = require "chatmaid.sandbox"
+      from_tree("chatmaid.sandbox", debug.getinfo(sandbox.start, "S").source)
+      local sb = sandbox.start{}
+      local client = assert(require("chatmaid").new{
+        api_key = "sk_test_sandbox_0000000000000001", base_url = sb.url })
+      local msg, err = client:send{ to = "+15557654321", content = "from the installed tree" }
+      sb:stop()
+      assert(msg, tostring(err))
+      print(msg.status)
+    ]=]
+    write(dir .. "/installed.lua", script)
+    -- (not this spec's CHATMAID_LUA, the Lua under test: the tree is for lua5.4)
+    local out, rc = sh("cd / && env -u CHATMAID_LUA -u CHATMAID_SANDBOX_BIN " .. env
+                       .. " lua5.4 " .. q(dir .. "/installed.lua") .. " "
+                       .. q(tree) .. " " .. q(redis.url))
+    assert.equal(0, rc, out)
+    assert.equal("sent\n", out)
+    -- the installed command (luarocks' wrapper), with the tree on the paths
+    out, rc = sh("cd / && " .. env .. " " .. q(tree .. "/bin/chatmaid") .. " --version")
+    assert.equal(0, rc, out)
+    assert.equal("chatmaid " .. require("chatmaid").VERSION .. "\n", out)
   end)
 
   it("Quickstart: runs against the sandbox with the environment the README sets", function()
@@ -197,7 +211,7 @@ describe("README.md #docs", function()
       return
     end
 
-    it("passes nginx -t as a -p instance and sends one message through handler.lua",
+    it("passes nginx -t as a -p instance, sends through handler.lua, receives with webhook.lua",
        function()
       local sb = F.sandbox{ rate_limit = false }
       local dir = tmpdir()
@@ -205,6 +219,7 @@ describe("README.md #docs", function()
       local port = H.free_port()
       local function nginx(args)
         return sh("env CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL=" .. sb.url
+                  .. " CHATMAID_WEBHOOK_SECRET=" .. F.WEBHOOK_SECRET
                   .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -c nginx.conf " .. args)
       end
       finally(function()
@@ -244,6 +259,23 @@ describe("README.md #docs", function()
       assert.truthy(body:match("^msg_%x+ sent\n$"),
                     body .. "\n" .. (read(dir .. "/logs/error.log") or ""))
       assert.equal(1, sb:stats().messagesCreated)
+      -- webhook.lua: a signed delivery is answered 200, the same again as a duplicate, and
+      -- a wrong signature 401
+      local wh = require "chatmaid.webhook"
+      local payload = '{"event":"message.sent","timestamp":"2026-01-01T10:00:00.000Z",'
+                      .. '"data":{"messageId":"msg_1","status":"sent"}}'
+      write(dir .. "/body.json", payload)
+      local function deliver(sig)
+        return H.curl("-X POST --data-binary @" .. q(dir .. "/body.json")
+                      .. " -H 'Content-Type: application/json' -H "
+                      .. q("X-Chatmaid-Signature: " .. sig) .. " -w ' %{http_code}' "
+                      .. q("http://127.0.0.1:" .. port .. "/webhooks/chatmaid"))
+      end
+      local sig = wh.sign(payload, F.WEBHOOK_SECRET, os.time())
+      assert.equal('{"received":true}\n 200', deliver(sig))
+      assert.equal('{"received":true,"duplicate":true}\n 200', deliver(sig))
+      local bad = deliver(wh.sign(payload, "whsec_wrong", os.time()))
+      assert.truthy(bad:match(" 401$"), bad)
     end)
   end)
 end)

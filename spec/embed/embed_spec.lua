@@ -84,13 +84,15 @@ describe("static embed build #embed", function()
   end)
   teardown(function() os.execute("rm -rf " .. sh_quote(empty_dir)) end)
 
-  it("libchatmaid.a defines only chatmaid_preload and luaopen_chatmaid_core globally", function()
+  it("libchatmaid.a defines only chatmaid_preload and the two modules' openers globally",
+     function()
     local out, code = run("nm -g --defined-only " .. sh_quote(LIB))
     assert.equal(0, code, out)
     local names = {}
     for name in out:gmatch("%x+ %u ([%w_]+)") do names[#names + 1] = name end
     table.sort(names)
-    assert.same({ "chatmaid_preload", "luaopen_chatmaid_core" }, names)
+    assert.same({ "chatmaid_preload", "luaopen_chatmaid_core", "luaopen_chatmaid_redis_core" },
+                names)
     -- lua-cjson is inside, with local symbols: a host's own cjson cannot clash with it
     local all = run("nm " .. sh_quote(LIB))
     assert.truthy(all:find(" t luaopen_cjson\n", 1, true), "bundled lua-cjson")
@@ -103,9 +105,10 @@ describe("static embed build #embed", function()
     -- the header declares the entry point
     local h = assert(io.open(DIR .. "chatmaid_embed.h")):read("*a")
     assert.truthy(h:find("void chatmaid_preload(struct lua_State *L);", 1, true))
+    assert.truthy(h:find("int luaopen_chatmaid_redis_core(struct lua_State *L);", 1, true))
   end)
 
-  it("preloads every library module, the core and cjson, and loads them with nothing on disk",
+  it("preloads every library module, both C modules and cjson, and loads them with nothing on disk",
      function()
     local want = expected_modules()
     assert.truthy(#want >= 15, "found the sources")
@@ -130,11 +133,14 @@ describe("static embed build #embed", function()
     assert.equal(0, code, out)
     local names = {}
     for n in out:match("NAMES ([^\n]+)"):gmatch("%S+") do
-      if n ~= "cjson" and n ~= "chatmaid.core" then names[#names + 1] = n end
+      if n ~= "cjson" and n ~= "chatmaid.core" and n ~= "chatmaid.redis.core" then
+        names[#names + 1] = n
+      end
     end
     assert.same(want, names)
     assert.truthy(out:find("NAMES [^\n]*cjson"))
     assert.truthy(out:find("NAMES [^\n]*chatmaid%.core"))
+    assert.truthy(out:find("NAMES [^\n]*chatmaid%.redis%.core"))
     assert.equal(require("chatmaid").VERSION, out:match("VERSION (%S+)"))
   end)
 

@@ -171,7 +171,9 @@ describe("chatmaid.redis.rate_limiter #integration #redis", function()
       assert.truthy(e:find("bad url 'redis://u:***@host:99999/0': port out of range", 1, true), e)
       assert.falsy(e:find("s3cret", 1, true))
       raises({ url = "rediss://h", per_minute = 5 },
-             "bad url 'rediss://h': TLS (rediss://) is not supported; use a local TLS proxy")
+             "bad url 'rediss://h': TLS (rediss://) is not supported; use a local TLS proxy "
+             .. "(stunnel, spiped or a sidecar such as redis behind haproxy) and give its plain "
+             .. "redis://127.0.0.1:port address")
     end)
     it("rejects take(n) over the limit", function()
       local lim = redis.rate_limiter{ url = srv.url, per_minute = 3 }

@@ -68,8 +68,9 @@ describe("sender lookup #integration", function()
       assert.is_nil(m)
       assert.are.equal("not_found", err.kind)
       assert.are.equal(404, err.status)
-      assert.are.equal("sender +15559999999 is not a phone number of this account",
-                       err.message)
+      assert.are.equal("sender +15559999999 is not a phone number of this account; pass from ="
+                       .. " one of the account's phone ids or numbers: list them with"
+                       .. " client:phone_numbers() (CLI: chatmaid phones)", err.message)
     end
     assert.are.equal(2, count(sb, "GET /v1/phone-numbers/%2B15559999999"))
     assert.are.equal(0, sb:stats().sendRequests)

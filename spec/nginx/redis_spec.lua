@@ -25,9 +25,27 @@ local HANDLER = [[
     local f = assert(io.open("${PREFIX}/handled.log", "a"))
     f:write(event.data.messageId, " ", ngx.worker.pid(), "\n")
     f:close()
-  elseif err ~= "duplicate" then
+  elseif err ~= "duplicate" and err ~= "in_progress" then
     ngx.log(ngx.ERR, "webhook: ", tostring(err))
   end
+]]
+
+-- the two-phase claim with a short lease and a handler (issue 23 item 2)
+local CLAIM = [[
+  local resty = require "chatmaid.resty"
+  local set = require("chatmaid.redis").seen_set{ url = "${REDIS}", lease = 0.5,
+                                                  timeout = 0.3, prefix = "ngxclaim:" }
+  local event, err = resty.receive_webhook{ secret = "${SECRET}", redis = set,
+    handler = function(ev)
+      local mark = "${PREFIX}/failed_" .. ev.data.messageId
+      if ev.data.status == "fail" and not io.open(mark) then
+        assert(io.open(mark, "w")):close()
+        error("the handler failed once")
+      end
+      local f = assert(io.open("${PREFIX}/claimed.log", "a"))
+      f:write(ev.data.messageId, "\n")
+      f:close()
+    end }
 ]]
 
 local LIMITER = [[
@@ -78,7 +96,8 @@ describe(NAME, function()
         server = "location = /webhook { content_by_lua_block {" .. HANDLER .. "} }\n"
           .. "location = /take { content_by_lua_block {" .. LIMITER .. "} }\n"
           .. "location = /down { content_by_lua_block {" .. DOWN .. "} }\n"
-          .. "location = /bad { content_by_lua_block {" .. BAD .. "} }",
+          .. "location = /bad { content_by_lua_block {" .. BAD .. "} }\n"
+          .. "location = /claim { content_by_lua_block {" .. CLAIM .. "} }",
         vars = { SECRET = SECRET, REDIS = redis_srv.url, DEAD = rh.free_port() },
       }
     end)
@@ -116,13 +135,16 @@ describe(NAME, function()
                .. H.shq(cfgs[r]) .. " > " .. H.shq(dir .. "/out" .. r)
     end
     os.execute("(" .. table.concat(cmd, " & ") .. " & wait)")
-    local ok200 = 0
+    -- 200 (handled or duplicate), or 503 in_progress: a delivery that raced with the one
+    -- being handled is told to come back (that one could still fail), never acknowledged
+    local codes = {}
     for r = 1, 3 do
       for code in H.read(dir .. "/out" .. r):gmatch("%d+") do
-        if code == "200" then ok200 = ok200 + 1 end
+        codes[code] = (codes[code] or 0) + 1
       end
     end
-    assert.equal(300, ok200)
+    assert.equal(300, (codes["200"] or 0) + (codes["503"] or 0))
+    assert.truthy((codes["200"] or 0) >= 200)
     local handled, ids = 0, {}
     for r = 1, 3 do
       for id in H.read(nginxes[r].prefix .. "/handled.log"):gmatch("(%S+) %d+\n") do
@@ -161,6 +183,61 @@ describe(NAME, function()
                             .. "both", 1, true), body)
     assert.truthy(body:find("chatmaid.resty.rate_limiter: give shared_dict or redis, not both",
                             1, true), body)
+  end)
+
+  it("SIGSTOP of Redis during deliveries: 503, then each event handled exactly once",
+     function()
+    local function deliver(id, status)
+      local body = '{"event":"message.delivered","timestamp":"2026-01-01T00:00:00Z",'
+                   .. '"data":{"messageId":"' .. id .. '","status":"' .. (status or "ok")
+                   .. '"}}'
+      local code, resp = H.raw(nginxes[1].port, "POST", "/claim",
+        { "Content-Type: application/json",
+          "X-Chatmaid-Signature: " .. webhook.sign(body, SECRET) }, body)
+      return code, resp
+    end
+    redis_srv:pause()
+    local ok, e = pcall(function()
+      for i = 1, 5 do
+        local code, resp = deliver("msg_stall_" .. i)
+        assert.equal(503, code)
+        assert.matches('"error":"dedupe_unavailable"', resp, 1, true)
+      end
+    end)
+    redis_srv:resume()   -- the claims that timed out are applied now, as 0.5 s leases
+    assert(ok, e)
+    -- the sender's retries: until every delivery is answered 200
+    local answered, busy = {}, 0
+    local deadline = os.time() + 6
+    repeat
+      for i = 1, 5 do
+        if not answered[i] then
+          local code, resp = deliver("msg_stall_" .. i)
+          if code == 200 then answered[i] = resp
+          elseif resp:find('"in_progress"', 1, true) then busy = busy + 1 end
+        end
+      end
+      local left = 0
+      for i = 1, 5 do if not answered[i] then left = left + 1 end end
+      if left > 0 then H.sh("sleep 0.1") end
+    until left == 0 or os.time() > deadline
+    for i = 1, 5 do
+      assert.truthy(answered[i], "msg_stall_" .. i .. " never answered 200")
+      -- delivered again: a duplicate now
+      local code, resp = deliver("msg_stall_" .. i)
+      assert.equal(200, code)
+      assert.matches('"duplicate":true', resp, 1, true)
+    end
+    -- a handler that raises: 500 and the claim released, so the redelivery is handled
+    assert.equal(500, (deliver("msg_fail_1", "fail")))
+    assert.equal(200, (deliver("msg_fail_1", "fail")))
+    local count = {}
+    for id in H.read(nginxes[1].prefix .. "/claimed.log"):gmatch("(%S+)\n") do
+      count[id] = (count[id] or 0) + 1
+    end
+    for i = 1, 5 do assert.equal(1, count["msg_stall_" .. i], "msg_stall_" .. i) end
+    assert.equal(1, count["msg_fail_1"])
+    assert.truthy(nginxes[1]:error_log():find("the handler failed once", 1, true))
   end)
 
   it("answers 503 (the API delivers again later) when Redis is down", function()

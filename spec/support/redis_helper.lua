@@ -31,7 +31,7 @@ function _M.binary()
   return nil
 end
 
--- start{ password = nil, port = nil (a free one) }
+-- start{ password = nil, port = nil (a free one), args = "more redis-server options" }
 --   -> server { port, url, dir, pid, stop(), cli(...) }
 local function launch(self, opts)
   opts = opts or {}
@@ -42,6 +42,7 @@ local function launch(self, opts)
   local args = "--port " .. port .. " --bind 127.0.0.1 --dir " .. dir .. " --save ''"
                .. " --appendonly no --daemonize no --logfile " .. dir .. "/redis.log"
   if opts.password then args = args .. " --requirepass " .. opts.password end
+  if opts.args then args = args .. " " .. opts.args end     -- e.g. "--cluster-enabled yes"
   local p = assert(io.popen("exec " .. bin .. " " .. args .. " >/dev/null 2>&1 & echo $!"))
   local pid = tonumber(p:read("*l"))
   p:close()
@@ -108,9 +109,25 @@ function _M.silent()
   return { port = port, stop = function() w:kill9() w:reap() end }
 end
 
+-- restart(): Redis dies (kill -9: no save, as a crash or SHUTDOWN NOSAVE) and a new
+-- redis-server without persistence starts on the same port: everything it held is gone.
+function _M:restart()
+  local port, password = self.port, self.password
+  proc.stop(self.pid, "KILL")
+  self.pid = nil
+  if self.dir then os.execute("rm -rf '" .. self.dir .. "'") end
+  return launch(self, { port = port, password = password })
+end
+
+-- pause() / resume(): SIGSTOP / SIGCONT the server (a Redis that stalls: connections stay
+-- open, nothing is answered, commands queue and run when it wakes).
+function _M:pause() os.execute("kill -STOP " .. self.pid) end
+function _M:resume() os.execute("kill -CONT " .. self.pid) end
+
 -- stop(): TERM the server by pid, wait, remove its dir.
 function _M:stop()
   if self.pid then
+    os.execute("kill -CONT " .. self.pid .. " 2>/dev/null")   -- a paused one must see TERM
     proc.stop(self.pid, "TERM")   -- a zombie left for init to reap counts as gone
     self.pid = nil
   end

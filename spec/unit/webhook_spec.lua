@@ -62,9 +62,10 @@ describe("chatmaid.webhook", function()
       assert.are.equal("signature", err.kind)
       assert.are.equal("mismatch", err.reason)
       assert.are.equal(T, err.timestamp)
-      assert.are.equal("no signature matches the payload: pass the exact raw request body (not"
-        .. " a parsed or re-encoded table), and check the secret has no surrounding whitespace",
-        err.message)
+      assert.are.equal("no signature matches the payload: the secret (the secret argument of"
+        .. " webhook.verify) may not be the one the sender signs with, or the body is not the"
+        .. " exact raw request body (pass the bytes received, not a parsed or re-encoded table),"
+        .. " and check the secret has no surrounding whitespace", err.message)
       no_leak(err, SECRET)
     end)
 
@@ -74,11 +75,24 @@ describe("chatmaid.webhook", function()
       no_leak(err, SECRET, "whsec_wrong_secret")
     end)
 
+    it("says where the secret that may be wrong comes from (opts.secret_name)", function()
+      local _, err = webhook.construct_event(BODY, H, "whsec_wrong_secret",
+        { tolerance = OPTS.tolerance, now = OPTS.now, secret_name = "MY_WEBHOOK_SECRET" })
+      assert.are.equal("mismatch", err.reason)
+      assert.truthy(err.message:find("no signature matches the payload: the secret "
+        .. "(MY_WEBHOOK_SECRET) may not be the one the sender signs with", 1, true), err.message)
+      no_leak(err, SECRET, "whsec_wrong_secret")
+      assert.has_error(function() webhook.verify(BODY, H, SECRET, { secret_name = 1 }) end,
+                       "webhook.verify: opts.secret_name must be a string (got number)")
+    end)
+
     it("names a secret with surrounding whitespace, and says when stripping fixes it", function()
       local _, err = webhook.verify(BODY, H, { "whsec_other", SECRET .. "\n" }, OPTS)
       assert.are.equal("mismatch", err.reason)
-      assert.are.equal("no signature matches the payload: pass the exact raw request body (not"
-        .. " a parsed or re-encoded table); secret #2 has leading or trailing whitespace (a"
+      assert.are.equal("no signature matches the payload: the 2 secrets (the secret argument"
+        .. " of webhook.verify) may all differ from the one the sender signs with, or the body"
+        .. " is not the exact raw request body (pass the bytes received, not a parsed or"
+        .. " re-encoded table); secret #2 has leading or trailing whitespace (a"
         .. " newline from a file or an environment variable?), and the signature matches once"
         .. " it is stripped", err.message)
       no_leak(err, SECRET, "whsec_other")

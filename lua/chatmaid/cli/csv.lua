@@ -1,19 +1,20 @@
 -- SPDX-License-Identifier: MIT
 -- CSV per RFC 4180: quoted fields with doubled quotes, embedded commas, quotes and newlines;
--- CRLF or LF line ends; a UTF-8 BOM is ignored. A malformed record is reported with the line it
--- starts on and parsing resumes on the next line, so one bad row never hides the rest.
+-- CRLF, LF or CR line ends; a UTF-8 BOM is ignored. A malformed record is reported with the
+-- line it starts on and parsing resumes on the next line, so one bad row never hides the rest.
 local _M = {}
 
+-- Line ends in s[i..j]: CRLF, LF, or a lone CR (files saved with CR-only line ends).
 local function count_newlines(s, i, j)
-  local n = 0
-  for _ in s:sub(i, j):gmatch("\n") do n = n + 1 end
+  local _, n = s:sub(i, j):gsub("\r\n", "\n"):gsub("[\r\n]", "")
   return n
 end
 
 -- Position just past the end of the physical line holding `pos` (or #text + 1).
 local function next_line(text, pos)
-  local nl = text:find("\n", pos, true)
-  return nl and nl + 1 or #text + 1
+  local e = text:find("[\r\n]", pos)
+  if not e then return #text + 1 end
+  return (text:sub(e, e + 1) == "\r\n") and e + 2 or e + 1
 end
 
 -- Parses one record starting at pos. Returns fields, next_pos | nil, message, error_pos.
@@ -77,7 +78,6 @@ function _M.parse(text)
       -- an empty line is not a record
       local nxt = (c == "\r" and text:sub(pos + 1, pos + 1) == "\n") and pos + 2 or pos + 1
       line = line + count_newlines(text, pos, nxt - 1)
-      if c == "\r" and nxt == pos + 1 then line = line + 1 end
       pos = nxt
     else
       local fields, nxt, epos = record(text, pos)

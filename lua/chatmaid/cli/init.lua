@@ -93,6 +93,10 @@ local PHRASES = {
     "pass --from <phone id or E.164 number>" },
   { "pass api_key to chatmaid.new or set CHATMAID_API_KEY",
     "set CHATMAID_API_KEY (or pass --api-key)" },
+  { "pass from = one of the account's phone ids or numbers: list them with client:phone_numbers() "
+    .. "(CLI: chatmaid phones)",
+    "pass --from with one of the account's phone ids or numbers: list them with "
+    .. "`chatmaid phones`" },
 }
 
 -- cli_words(err) -> the error's one line in command-line words: `--from` rather than

@@ -12,19 +12,59 @@ local function duration(s)
 end
 _M.duration = duration
 
--- new{ total, tty, stream (io.stderr), now (seconds, monotonic), label } -> progress
+-- new{ total, tty, stream (io.stderr), now (seconds, monotonic), label, rate_per_minute,
+--      window (60), margin (1) } -> progress
+-- rate_per_minute: the batch's rate limit (nil: none). With one, the ETA is the limiter's
+-- schedule for the rows left, not just the pace so far: a batch under --rate 20 sends its
+-- first 20 rows in a second, and the pace of that burst says nothing about the next minute.
 function _M.new(o)
   return setmetatable({
     total = o.total, tty = o.tty, stream = o.stream or io.stderr, now = o.now,
     label = o.label or "batch", t0 = o.now(), last_draw = -1, last_step = 0,
     last_line = o.now(), done = 0,
+    limit = o.rate_per_minute, window = (o.window or 60) + (o.margin or 1),
+    starts = {}, head = 1,    -- ring of the times of the last `limit` rows that were sent
   }, mt)
 end
 
+-- sent(t): a row went through the limiter at about t (its completion time stands in for its
+-- start: a request's latency is small next to a rate window).
+function _M:sent(t)
+  if not self.limit then return end
+  local ring = self.starts
+  if #ring < self.limit then
+    ring[#ring + 1] = t
+  else
+    ring[self.head] = t
+    self.head = self.head % self.limit + 1
+  end
+end
+
+-- limited_eta(now, left) -> seconds until the last of `left` rows may start under the limit.
+-- The limiter lets a row start `window` after the row `limit` places before it started:
+-- row j of those left reuses the j-th oldest slot of the ring, round after round.
+function _M:limited_eta(now, left)
+  local ring, limit = self.starts, self.limit
+  local slots = {}
+  for i = 1, #ring do slots[i] = ring[i] end
+  table.sort(slots)
+  local j = left - 1
+  local round, i = math.floor(j / limit), j % limit + 1
+  local first = slots[i - (limit - #slots)]   -- free slots (never used) come first
+  local start = first and math.max(now, first + self.window) or now
+  return start + round * self.window - now
+end
+
 function _M:stats()
-  local elapsed = self.now() - self.t0
+  local t = self.now()
+  local elapsed = t - self.t0
   local rate = elapsed > 0 and self.done / elapsed or 0
-  local eta = (rate > 0 and self.done < self.total) and (self.total - self.done) / rate or nil
+  local left = self.total - self.done
+  local eta = (rate > 0 and left > 0) and left / rate or nil
+  if self.limit and left > 0 then
+    local limited = self:limited_eta(t, left)
+    if not eta or limited > eta then eta = limited end
+  end
   return rate, eta
 end
 
@@ -36,9 +76,17 @@ function _M:line()
   return s, pct
 end
 
-function _M:update(done)
-  self.done = done
+-- update(done, result): result as send_batch's on_progress gives it (a row skipped because
+-- the journal had it, or refused before sending, spent nothing of the rate limit).
+function _M:update(done, result)
   local t = self.now()
+  for _ = self.done + 1, done do
+    if not (result and (result.skipped or (result.err and result.err.kind == "validation")))
+    then
+      self:sent(t)
+    end
+  end
+  self.done = done
   local text, pct = self:line()
   if self.tty then
     if t - self.last_draw < 0.1 and done < self.total then return end

@@ -78,7 +78,8 @@ function _M.commands.webhook(a, ctx)
     return 0
   end
   local event, err = webhook.construct_event(body, a.header, #list == 1 and list[1] or list,
-                                             { tolerance = a.tolerance })
+    { tolerance = a.tolerance, secret_name = "$" .. table.concat(a.secret_env, ", $")
+                                             .. ", from --secret-env" })
   if not event then
     ctx.stderr:write(output.one_line(tostring(err)), " [reason: ", tostring(err.reason), "]\n")
     -- A body saved by an editor, `echo` or a heredoc ends with a newline the sender never

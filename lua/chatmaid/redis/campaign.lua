@@ -1,4 +1,6 @@
 -- SPDX-License-Identifier: MIT
+
+--- Shared campaigns: workers on many machines send one list together, each item once.
 -- Shared campaigns: several processes on several machines work through one list of sends
 -- together, each item sent once, with the idempotency keys a single-machine
 -- send_batch(items, { batch_id = id }) would use. Redis holds a queue of item numbers:
@@ -11,6 +13,11 @@
 -- expire, the next claim puts its unfinished numbers back at the front of pending and
 -- another worker sends them with the same keys. The API answers a key it already has with
 -- the message it created, so an item the dead worker had sent is not sent twice.
+--   meta    (hash)  n, fp (the keys' fingerprint), epoch (made when the state was built)
+-- Redis may lose all or part of this (restart without persistence, FLUSHDB, failover,
+-- eviction): every script checks the epoch and that pending + leased + done hold n items,
+-- and the worker returns err.kind "state_lost" instead of finishing (DESIGN.md).
+-- @module chatmaid.redis.campaign
 local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local errors = require "chatmaid.errors"
@@ -29,17 +36,37 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 ]]
 end
 
--- KEYS: meta, pending. ARGV: n, fingerprint, ttl.
--- -> "created" | "joined" | "mismatch <n> <fingerprint>"
+-- The campaign's identity: meta holds n (item count), fp (fingerprint of the keys) and
+-- epoch (a random id made when the state was created). Every later script names the epoch
+-- it works in: a missing meta or another epoch means Redis lost the state the worker was
+-- working in (restart without persistence, FLUSHDB, failover to a lagging replica, an
+-- evicted key), which is reported, never read as "nothing left to do".
+local CHECK_EPOCH = [[
+local ep = redis.call("HGET", KEYS[1], "epoch")
+if ep ~= ARGV[1] then return "lost " .. tostring(ep or "none") end
+]]
+
+-- KEYS: meta, pending, leased, done, owner. ARGV: n, fingerprint, epoch known to the
+-- worker ("" = none), "resume" | "", new epoch.
+-- -> "created <epoch>" | "joined <epoch>" | "mismatch <n> <fingerprint>" | "lost"
+-- A worker that knew an epoch and finds no meta gets "lost" unless it asks to resume; a
+-- resume also rebuilds a state whose pending, leased and done no longer add up to n.
 _M.INIT = [[
-local meta = redis.call("HMGET", KEYS[1], "n", "fp")
+local meta = redis.call("HMGET", KEYS[1], "n", "fp", "epoch")
 if meta[1] then
   if meta[1] ~= ARGV[1] or meta[2] ~= ARGV[2] then
     return "mismatch " .. meta[1] .. " " .. meta[2]
   end
-  return "joined"
+  local held = redis.call("LLEN", KEYS[2]) + redis.call("ZCARD", KEYS[3])
+               + redis.call("HLEN", KEYS[4])
+  if ARGV[4] ~= "resume" or held == tonumber(meta[1]) then
+    return "joined " .. tostring(meta[3])
+  end
+elseif ARGV[3] ~= "" and ARGV[4] ~= "resume" then
+  return "lost"
 end
-redis.call("HSET", KEYS[1], "n", ARGV[1], "fp", ARGV[2])
+redis.call("DEL", KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call("HSET", KEYS[1], "n", ARGV[1], "fp", ARGV[2], "epoch", ARGV[5])
 local n, chunk = tonumber(ARGV[1]), {}
 for i = 1, n do
   chunk[#chunk + 1] = i
@@ -48,50 +75,59 @@ for i = 1, n do
     chunk = {}
   end
 end
-return "created"
+return "created " .. ARGV[5]
 ]]
 
--- KEYS: pending, leased, done, owner. ARGV: count, lease seconds, worker.
+-- KEYS: meta, pending, leased, done, owner. ARGV: epoch, count, lease seconds, worker.
 -- -> { {claimed numbers}, returned (expired leases put back), pending, leased, done,
---      "seconds until the next lease expires" | "" }
-_M.CLAIM = now_of() .. [[
-local back = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now)
+--      "seconds until the next lease expires" | "", n } | "lost <epoch>"
+-- Every item is in exactly one of pending, leased and done: when the three do not add up
+-- to n a key was lost (evicted, or a partial copy), and the campaign is not finished.
+_M.CLAIM = CHECK_EPOCH .. now_of() .. [[
+local back = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", now)
 for _, i in ipairs(back) do
-  redis.call("ZREM", KEYS[2], i)
-  if redis.call("HEXISTS", KEYS[3], i) == 0 then redis.call("LPUSH", KEYS[1], i) end
+  redis.call("ZREM", KEYS[3], i)
+  if redis.call("HEXISTS", KEYS[4], i) == 0 then redis.call("LPUSH", KEYS[2], i) end
 end
-local got, lease = {}, tonumber(ARGV[2])
-for _ = 1, tonumber(ARGV[1]) do
-  local i = redis.call("LPOP", KEYS[1])
+local n = tonumber(redis.call("HGET", KEYS[1], "n"))
+local p, l, d = redis.call("LLEN", KEYS[2]), redis.call("ZCARD", KEYS[3]),
+                redis.call("HLEN", KEYS[4])
+if p + l + d ~= n then return "lost " .. ARGV[1] .. " " .. (p + l + d) .. "/" .. n end
+local got, lease = {}, tonumber(ARGV[3])
+for _ = 1, tonumber(ARGV[2]) do
+  local i = redis.call("LPOP", KEYS[2])
   if not i then break end
-  redis.call("ZADD", KEYS[2], now + lease, i)
-  redis.call("HSET", KEYS[4], i, ARGV[3])
+  redis.call("ZADD", KEYS[3], now + lease, i)
+  redis.call("HSET", KEYS[5], i, ARGV[4])
   got[#got + 1] = i
 end
-local nxt = redis.call("ZRANGE", KEYS[2], 0, 0, "WITHSCORES")
-return { got, #back, redis.call("LLEN", KEYS[1]), redis.call("ZCARD", KEYS[2]),
-         redis.call("HLEN", KEYS[3]),
-         nxt[2] and string.format("%.3f", tonumber(nxt[2]) - now) or "" }
+local nxt = redis.call("ZRANGE", KEYS[3], 0, 0, "WITHSCORES")
+return { got, #back, redis.call("LLEN", KEYS[2]), redis.call("ZCARD", KEYS[3]),
+         redis.call("HLEN", KEYS[4]),
+         nxt[2] and string.format("%.3f", tonumber(nxt[2]) - now) or "", n }
 ]]
 
--- KEYS: leased, owner. ARGV: lease seconds, worker, numbers... -> renewed count
+-- KEYS: meta, leased, owner. ARGV: epoch, lease seconds, worker, numbers...
+-- -> renewed count | "lost <epoch>"
 -- Only leases still held by this worker are extended (an expired one may be another's now).
-_M.RENEW = now_of() .. [[
+_M.RENEW = CHECK_EPOCH .. now_of() .. [[
 local n = 0
-for k = 3, #ARGV do
+for k = 4, #ARGV do
   local i = ARGV[k]
-  if redis.call("HGET", KEYS[2], i) == ARGV[2] and redis.call("ZSCORE", KEYS[1], i) then
-    redis.call("ZADD", KEYS[1], now + tonumber(ARGV[1]), i)
+  if redis.call("HGET", KEYS[3], i) == ARGV[3] and redis.call("ZSCORE", KEYS[2], i) then
+    redis.call("ZADD", KEYS[2], now + tonumber(ARGV[2]), i)
     n = n + 1
   end
 end
 return n
 ]]
 
--- KEYS: leased, done. ARGV: number, outcome -> 1 (first outcome) | 0 (already done)
-_M.DONE = [[
-redis.call("ZREM", KEYS[1], ARGV[1])
-return redis.call("HSETNX", KEYS[2], ARGV[1], ARGV[2])
+-- KEYS: meta, leased, done. ARGV: epoch, number, outcome
+-- -> 1 (first outcome) | 0 (already done) | "lost <epoch>" (nothing written: an outcome
+-- must never land in a state rebuilt without this item's claim)
+_M.DONE = CHECK_EPOCH .. [[
+redis.call("ZREM", KEYS[2], ARGV[2])
+return redis.call("HSETNX", KEYS[3], ARGV[2], ARGV[3])
 ]]
 
 -- KEYS: done, pending. ARGV: none -> numbers put back. Failed items get another go.
@@ -112,9 +148,13 @@ local OPTS = { url = "string", id = "string", lease = "number", timeout = "numbe
                connect_timeout = "number", poll = "number", worker = "string",
                sleep = "function" }
 
+--- Make a campaign (chatmaid.redis.campaign).
 -- new{ url, id, lease = 30, poll = 0.5, timeout = 1, worker = "<host>:<random>" }
 -- id names the campaign (and is the batch id of its keys): every worker passes the same
 -- id and the same items. Raises on bad options.
+-- @tparam table o url, id (required), lease, poll, timeout, connect_timeout, worker, sleep
+-- @treturn table the campaign
+-- @raise on a bad option
 function _M.new(o)
   local W = "chatmaid.redis.campaign"
   options.check(W, o, OPTS, 3)
@@ -125,20 +165,23 @@ function _M.new(o)
   local poll = o.poll or _M.DEFAULT_POLL
   if poll ~= poll or poll <= 0 then error(W .. ": poll must be a positive number", 3) end
   local base = "chatmaid:camp:{" .. o.id .. "}:"
-  local ngx = conn.in_nginx()
   return setmetatable({
     conn = conn.new{ url = o.url, timeout = o.timeout, connect_timeout = o.connect_timeout,
                      where = W, level = 4 },
     id = o.id, lease = lease, poll = poll,
     worker = o.worker or ((os.getenv("HOSTNAME") or "worker") .. ":" .. core.uuid4():sub(1, 8)),
-    sleep = o.sleep or (ngx and ngx.sleep) or core.sleep,
+    sleep = o.sleep or conn.sleep,   -- through the scheduler inside a task
     k = { meta = base .. "meta", pending = base .. "pending", leased = base .. "leased",
           done = base .. "done", owner = base .. "owner" },
   }, mt)
 end
 
+--- The idempotency key of every item.
 -- campaign.keys(id, items) -> the idempotency key of every item: the keys a single-machine
 -- client:send_batch(items, { batch_id = id }) uses (chatmaid.batch.keys when present).
+-- @tparam string id the campaign id (the batch id)
+-- @tparam table items the send parameter tables
+-- @treturn table the keys, in item order
 function _M.keys(id, items)
   if type(batch.keys) == "function" then return batch.keys(id, items) end
   local out = {}
@@ -155,7 +198,11 @@ local function split_outcome(v)
   return { failed = true, kind = kind, message = msg }
 end
 
+--- Counts across all workers.
 -- campaign:status() -> { total, pending, leased, done, sent, failed } | nil, err
+-- @treturn table { total, pending, leased, done, sent, failed }
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:status()
   local k = self.k
   local r, err = self.conn:call{ "HGET", k.meta, "n" }
@@ -175,8 +222,12 @@ function _M:status()
   return st
 end
 
+--- The outcome of every item done, by any worker.
 -- campaign:outcomes() -> { [i] = { sent = true, id = "msg_..." } | { failed = true, kind,
 -- message } } for every item done, by any worker | nil, err
+-- @treturn table { [i] = { sent = true, id } or { failed = true, kind, message } }
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:outcomes()
   local all, err = self.conn:call{ "HGETALL", self.k.done }
   if all == nil then return nil, err end
@@ -185,24 +236,45 @@ function _M:outcomes()
   return out
 end
 
+--- Put the failed items back in the queue (run again).
 -- campaign:retry_failed() -> count | nil, err: failed items go back to pending (run again).
+-- @treturn number how many
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:retry_failed()
   return self.conn:script(_M.RETRY_FAILED, { self.k.done, self.k.pending }, {})
 end
 
+--- Forget the campaign in Redis (not the messages).
 -- campaign:reset() -> true | nil, err: forgets the campaign in Redis (not the messages).
+-- @treturn boolean true
+-- @return[2] nil
+-- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:reset()
   local k = self.k
   local r, err = self.conn:call{ "DEL", k.meta, k.pending, k.leased, k.done, k.owner }
   if r == nil then return nil, err end
+  self.epoch = nil   -- forgotten on purpose: the next run starts the campaign afresh
   return true
 end
 
 local RUN_OPTS = { concurrency = "number", rate_per_minute = "number|boolean",
                    rate_limiter = "table", timeout = "number", max_retries = "number",
                    max_retry_wait = "number", on_progress = "function", chunk = "number",
-                   ttl = "number" }
+                   ttl = "number", resume = "boolean" }
 
+-- The state_lost error: the campaign is not finished, and what to do about it.
+local function lost_error(self, why, results, sum)
+  return nil, errors.new("state_lost", "Redis lost the state of campaign '" .. self.id
+    .. "' (" .. why .. "; restarted without persistence? FLUSHDB, a failover to a replica "
+    .. "that lagged or an evicted key do the same): it is NOT finished and items may be "
+    .. "unsent. Run it again with { resume = true } to rebuild it from the item list (items "
+    .. "the API already has come back as replays), and give Redis AOF persistence "
+    .. "(appendonly yes, appendfsync everysec) and maxmemory-policy noeviction",
+    { campaign = self.id, results = results, summary = sum })
+end
+
+--- Work through the campaign with the other workers until every item is done.
 -- campaign:run(client, items, opts) -> results, summary | nil, err
 -- Works through the campaign with the other workers until every item is done. items: the
 -- same array of send parameters on every worker (checked: a worker with another list gets
@@ -213,8 +285,25 @@ local RUN_OPTS = { concurrency = "number", rate_per_minute = "number|boolean",
 -- results[i] for the items this worker sent (send_batch's result shape); summary =
 -- { sent (new messages), replayed (the API had the key: sent before, e.g. by a worker that
 --   died), failed, claimed, taken_over (expired leases this worker put back), requests,
---   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed
--- (err.results holds what was sent; leased items go back to the others after the lease).
+--   rate_limited, retries, elapsed, total, done }. err.kind "transport": Redis failed;
+-- "interrupted": send_batch stopped (err.reason; "limiter": the shared rate limiter gave up
+-- on its Redis after max_outage). err.results holds what was sent; leased items go back to
+-- the others after the lease.
+-- err.kind "state_lost": Redis lost the campaign's state under this worker (DESIGN.md,
+-- "Shared campaigns"): run again with opts.resume = true to rebuild it from `items`
+-- (every item not known done is sent again with its key: the API replays those it has).
+-- A campaign object that never saw the state (a new process) rebuilds it without asking.
+-- @tparam table client a chatmaid client
+-- @tparam table items the same array of send parameter tables on every worker
+-- @tparam[opt] table opts concurrency, rate_per_minute, rate_limiter, timeout, max_retries,
+--   max_retry_wait, chunk, on_progress, ttl, resume
+-- @treturn table results for the items this worker sent (send_batch's shape)
+-- @treturn table summary { sent, replayed, failed, claimed, taken_over, requests, rate_limited,
+--   retries, elapsed, total, done }
+-- @return[2] nil
+-- @treturn[2] table err: kind "transport", "validation", "interrupted" or "state_lost" (run again
+--   with { resume = true }); err.results, err.summary
+-- @raise when client or items are not what they must be, or on a bad option
 function _M:run(client, items, opts)
   local W = "chatmaid.redis.campaign:run"
   if type(client) ~= "table" or type(client.send_batch) ~= "function" then
@@ -237,8 +326,16 @@ function _M:run(client, items, opts)
     return nil, err
   end
 
-  local r, err = c:script(_M.INIT, { k.meta, k.pending }, { tostring(#items), fp })
+  local r, err = c:script(_M.INIT, { k.meta, k.pending, k.leased, k.done, k.owner },
+                         { tostring(#items), fp, self.epoch or "",
+                           opts.resume and "resume" or "", core.uuid4() })
   if r == nil then return fail(err) end
+  if type(r) ~= "string" then
+    return fail(select(2, conn.fail("protocol", "unexpected INIT reply " .. tostring(r))))
+  end
+  if r == "lost" then
+    return lost_error(self, "its record of " .. #items .. " items is gone", results, sum)
+  end
   if r:sub(1, 8) == "mismatch" then
     local n = r:match("^mismatch (%d+)")
     return nil, errors.new("validation", "campaign '" .. self.id .. "' was started with "
@@ -251,12 +348,32 @@ function _M:run(client, items, opts)
                       max_retries = opts.max_retries, max_retry_wait = opts.max_retry_wait }
   local chunk = opts.chunk or opts.concurrency or batch.DEFAULT_CONCURRENCY
   local lease = fmt(self.lease)
+  self.epoch = r:match("^%a+ (%S+)$") or self.epoch
+  local epoch = self.epoch
+  local lost    -- why, once a script answered "lost": the rest of the chunk is not recorded
+  local function lost_in(reply)
+    if type(reply) == "string" and reply:sub(1, 5) == "lost " then
+      local ep, count = reply:match("^lost (%S+) ?(%S*)$")
+      lost = lost or (count ~= "" and ("it holds " .. count .. " of the items")
+                      or ep == "none" and "its record is gone"
+                      or "it was rebuilt by another worker")
+      return true
+    end
+    return false
+  end
 
   while true do
     local rep
-    rep, err = c:script(_M.CLAIM, { k.pending, k.leased, k.done, k.owner },
-                        { tostring(chunk), lease, self.worker })
+    rep, err = c:script(_M.CLAIM, { k.meta, k.pending, k.leased, k.done, k.owner },
+                        { epoch, tostring(chunk), lease, self.worker })
     if rep == nil then return fail(err) end
+    if lost_in(rep) then return lost_error(self, lost, results, sum) end
+    -- { {item...}, taken_over, pending, leased, done, next_expiry }: anything else is not
+    -- our script's answer (a lying server), never indexed blindly
+    if type(rep) ~= "table" or type(rep[1]) ~= "table" or type(rep[2]) ~= "number"
+       or type(rep[3]) ~= "number" or type(rep[4]) ~= "number" or type(rep[5]) ~= "number" then
+      return fail(select(2, conn.fail("protocol", "unexpected CLAIM reply " .. tostring(rep))))
+    end
     local got = rep[1]
     sum.taken_over = sum.taken_over + rep[2]
     sum.done = rep[5]
@@ -287,7 +404,9 @@ function _M:run(client, items, opts)
                             .. tostring(res.err and res.err.message or "no result"))
         -- a failure to record is safe: the lease expires and the item is sent again with
         -- its key (the API returns the original message)
-        c:script(_M.DONE, { k.leased, k.done }, { tostring(i), outcome })
+        if not lost then
+          lost_in(c:script(_M.DONE, { k.meta, k.leased, k.done }, { epoch, tostring(i), outcome }))
+        end
         if opts.on_progress then opts.on_progress(res, i) end
       end
       send_opts.on_progress = function(_, _, res)
@@ -296,17 +415,34 @@ function _M:run(client, items, opts)
         local now = core.monotime()
         if now - last_renew > self.lease / 3 then
           last_renew = now
-          local args = { lease, self.worker }
+          local args = { epoch, lease, self.worker }
           for j in pairs(open) do args[#args + 1] = tostring(j) end
-          if #args > 2 then c:script(_M.RENEW, { k.leased, k.owner }, args) end
+          if #args > 3 and not lost then
+            lost_in(c:script(_M.RENEW, { k.meta, k.leased, k.owner }, args))
+          end
         end
       end
       local res, s = client:send_batch(sub, send_opts)
+      if not res then
+        -- stopped (a callback raised, client:close(), the shared limiter gave up): the items
+        -- it answered are recorded; the unsent ones go back to the others when their lease
+        -- expires
+        for j, i in ipairs(idx) do
+          local e = s.results[j]
+          if e and not (e.err and e.err.kind == "interrupted") then record(i, e) end
+        end
+        for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
+                            "retries" } do
+          sum[f] = sum[f] + ((s.summary or {})[f] or 0)
+        end
+        return fail(s)
+      end
       for j, i in ipairs(idx) do record(i, res[j]) end
       for _, f in ipairs{ "sent", "replayed", "failed", "requests", "rate_limited",
                           "retries" } do
         sum[f] = sum[f] + (s[f] or 0)
       end
+      if lost then return lost_error(self, lost, results, sum) end
       for _, key in pairs(k) do c:call{ "EXPIRE", key, ttl } end
     end
   end

@@ -1,9 +1,12 @@
 -- SPDX-License-Identifier: MIT
+
+--- A request-rate limiter shared by every nginx worker (a GCRA token bucket in a lua_shared_dict).
 -- A request-rate limiter shared by every nginx worker: a token bucket kept in a
 -- lua_shared_dict as one number, the "theoretical arrival time" of GCRA (the virtual
 -- scheduling form of the token bucket). Requests reserve their slot: take() returns how long
 -- the caller must wait, and the slot is theirs, so concurrent callers in any worker queue up
 -- at one request per `per_minute` of the window instead of stampeding.
+-- @module chatmaid.resty.limiter
 local ngx = ngx   -- luacheck: ignore (nginx global)
 
 local _M = { WINDOW = 60 }
@@ -13,6 +16,7 @@ local YIELDABLE = { rewrite = true, server_rewrite = true, access = true, conten
                     timer = true, ssl_cert = true, ssl_session_fetch = true,
                     ssl_client_hello = true, preread = true }
 
+--- Make a limiter (chatmaid.resty.rate_limiter).
 -- new{ shared_dict = "chatmaid_ratelimit", key = "default", per_minute = 100, burst = 1,
 --      window = 60 } -> limiter
 -- new{ redis = "redis://...", key, per_minute, burst, window, ... } -> chatmaid.redis's
@@ -21,6 +25,10 @@ local YIELDABLE = { rewrite = true, server_rewrite = true, access = true, conten
 -- One key is one bucket (use one per API key). burst: requests allowed back to back after
 -- an idle period; then one every window/per_minute seconds. With burst = 1 no 60 s window
 -- holds more than per_minute starts. Raises on bad options or an unknown dict.
+-- @tparam table opts shared_dict, key ("default"), per_minute, burst (1), window (60); or redis =
+--   URL and chatmaid.redis.rate_limiter's options
+-- @treturn table the limiter
+-- @raise on a bad option or an unknown lua_shared_dict
 function _M.new(opts)
   if type(opts) ~= "table" then error("chatmaid.resty.rate_limiter: opts must be a table", 2) end
   if opts.redis ~= nil then
@@ -30,7 +38,8 @@ function _M.new(opts)
     if o.shared_dict ~= nil then
       error("chatmaid.resty.rate_limiter: give shared_dict or redis, not both", 2)
     end
-    return require("chatmaid.redis").rate_limiter(o)
+    return require("chatmaid.options").require_rock("chatmaid.redis", "chatmaid-redis",
+      "chatmaid.resty.rate_limiter's redis option", 2).rate_limiter(o)
   end
   local dict = type(opts.shared_dict) == "string" and ngx.shared[opts.shared_dict]
   if not dict then
@@ -68,9 +77,12 @@ local function locked(self, fn)
   return fn()
 end
 
+--- Reserve n starts; never blocks.
 -- limiter:take(n) -> wait_seconds
 -- Reserves n request starts (default 1); the caller waits wait_seconds (>= 0) and then
 -- sends. Never blocks by itself.
+-- @tparam[opt=1] number n starts
+-- @treturn number seconds (>= 0) to wait before starting
 function _M:take(n)
   n = n or 1
   return locked(self, function()
@@ -84,15 +96,20 @@ function _M:take(n)
   end)
 end
 
+--- take(n), then ngx.sleep for it.
 -- limiter:wait(n) -> waited_seconds: take(n), then ngx.sleep for it.
+-- @tparam[opt=1] number n starts
+-- @treturn number the seconds waited
 function _M:wait(n)
   local w = self:take(n)
   if w > 0 then ngx.sleep(w) end
   return w
 end
 
+--- No start before t in any worker (after a 429).
 -- limiter:pause_until(t): the API answered 429 (Retry-After); no slot starts before t
 -- (an ngx.now() time), in any worker.
+-- @tparam number t an ngx.now() time
 function _M:pause_until(t)
   locked(self, function()
     local tat = self.dict:get(self.key) or 0

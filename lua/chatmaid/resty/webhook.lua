@@ -11,7 +11,8 @@ local ngx = ngx   -- luacheck: ignore (nginx global)
 local _M = { DEFAULT_DEDUPE_TTL = 86400, DEFAULT_MAX_BODY = 1024 * 1024 }
 
 local OPTS = { secret = true, shared_dict = "string", redis = true, tolerance = "number",
-               dedupe_ttl = "number", max_body = "number", respond = "boolean" }
+               dedupe_ttl = "number", max_body = "number", respond = "boolean",
+               handler = "function" }
 
 -- redis = "redis://..." -> one chatmaid.redis seen_set per URL and ttl in this worker (its
 -- connections are pooled by the cosocket client, not held here).
@@ -31,8 +32,9 @@ local function redis_set(spec, ttl)
   local id = spec .. "\0" .. ttl
   local set = seen_sets[id]
   if not set then
-    set = require("chatmaid.redis").seen_set{ url = spec, ttl = ttl,
-                                              prefix = "chatmaid:webhook:" }
+    set = options.require_rock("chatmaid.redis", "chatmaid-redis",
+      "chatmaid.resty.receive_webhook's redis option", 3).seen_set{ url = spec, ttl = ttl,
+                                                                    prefix = "chatmaid:webhook:" }
     seen_sets[id] = set
   end
   return set
@@ -44,6 +46,21 @@ local function answer(status, body)
   ngx.header["Cache-Control"] = "no-store"
   ngx.say(body)
   ngx.eof()   -- the sender has its answer now; the handler may keep working
+end
+
+-- Redis could not be asked: 503, the API delivers again later.
+local function unavailable(o, err)
+  err.status = 503
+  if o.respond then
+    ngx.header["Retry-After"] = "30"
+    answer(503, '{"received":false,"error":"dedupe_unavailable"}')
+  end
+  return nil, err
+end
+
+local function duplicate(o, event)
+  if o.respond then answer(200, '{"received":true,"duplicate":true}') end
+  return nil, "duplicate", event
 end
 
 local function reject(o, status, kind, message, fields)
@@ -97,7 +114,8 @@ end
 -- "transport", so the API delivers it again later; a seen_set made with fail = "open"
 -- hands it over instead), tolerance
 -- (seconds, default 300), dedupe_ttl (seconds a delivery is remembered, default 86400),
--- max_body (bytes, default 1 MiB), respond (default true).
+-- max_body (bytes, default 1 MiB), respond (default true), handler (fn(event), run before
+-- the answer: see "Webhook claims" below).
 -- With respond, the answer is sent and the response finished (ngx.eof) before returning:
 --   event               200 {"received":true}; new, verified delivery; do the work now
 --   nil, "duplicate", e 200; already received (any worker) within dedupe_ttl: skip it
@@ -105,6 +123,15 @@ end
 --                       signature; 400 for invalid_payload), or "validation" (405 not POST,
 --                       400 repeated X-Chatmaid-Signature header, 413 body over max_body);
 --                       err.status is the status answered.
+--   nil, "in_progress", e  503 with Retry-After (redis only): a live claim, another worker
+--                       is handling it now; the API delivers again later.
+-- Webhook claims (redis): the delivery is claimed with a short lease (the seen_set's, 30 s
+-- by default), then marked done; a claim whose command timed out on a stalled Redis only
+-- holds redeliveries until its lease ends, never marks the event handled. With handler,
+-- handler(event) runs between the claim and the answer: done and 200 when it returns; if
+-- it raises, the claim is released, 500 is answered (the API delivers again) and the error
+-- raised again. Without handler the delivery is marked done when it is answered 200 (with
+-- respond = false: when it is returned) and the work is yours.
 -- Runs in rewrite/access/content phases. Raises on programmer errors (bad options, unknown
 -- shared_dict).
 function _M.receive_webhook(opts)
@@ -154,7 +181,8 @@ function _M.receive_webhook(opts)
   end
 
   local event, err = webhook.construct_event(body, sig, o.secret,
-                                             { tolerance = o.tolerance, now = ngx.time() })
+    { tolerance = o.tolerance, now = ngx.time(),
+      secret_name = "the secret option of chatmaid.resty.receive_webhook" })
   if not event then
     err.status = err.reason == "invalid_payload" and 400 or 401
     if o.respond then
@@ -163,34 +191,57 @@ function _M.receive_webhook(opts)
     return nil, err
   end
 
+  local dict_key
   if dict then
     local key = "wh:" .. webhook.dedupe_key(event)
+    dict_key = key
     -- add() is atomic across workers: exactly one of two concurrent deliveries wins.
     local ok, aerr = dict:add(key, true, o.dedupe_ttl or _M.DEFAULT_DEDUPE_TTL)
     if not ok and aerr == "exists" then
-      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
-      return nil, "duplicate", event
+      return duplicate(o, event)
     elseif not ok then
       -- dict full even after evicting: better a rare double than a lost delivery
       ngx.log(ngx.WARN, "chatmaid: webhook dedupe dict '", o.shared_dict, "': ", aerr)
     end
   end
-  if seen then
-    -- SET NX EX in Redis: exactly one of concurrent deliveries on any machine wins.
+  local claim
+  if seen and seen.claim then
+    -- two-phase claim in Redis: exactly one of concurrent deliveries on any machine wins
+    local key = webhook.dedupe_key(event)
+    local token, state = seen:claim(key)
+    if token == nil then
+      return unavailable(o, state)
+    elseif not token and state == "done" then
+      return duplicate(o, event)
+    elseif not token then
+      if o.respond then
+        ngx.header["Retry-After"] = "5"
+        answer(503, '{"received":false,"error":"in_progress"}')
+      end
+      return nil, "in_progress", event
+    end
+    claim = { key = key, token = token }
+  elseif seen then
+    -- a seen_set-like object without claim(): SET NX EX, one phase
     local dup, serr = seen:seen(webhook.dedupe_key(event))
     if dup == nil then
-      serr.status = 503
-      if o.respond then
-        ngx.header["Retry-After"] = "30"
-        answer(503, '{"received":false,"error":"dedupe_unavailable"}')
-      end
-      return nil, serr
+      return unavailable(o, serr)
     elseif dup then
-      if o.respond then answer(200, '{"received":true,"duplicate":true}') end
-      return nil, "duplicate", event
+      return duplicate(o, event)
+    end
+  end
+  if o.handler then
+    local ok, herr = pcall(o.handler, event)
+    if not ok then
+      if claim then seen:release(claim.key, claim.token) end
+      if dict_key then dict:delete(dict_key) end   -- let the redelivery through
+      if o.respond then answer(500, '{"received":false,"error":"handler_failed"}') end
+      error(herr, 0)
     end
   end
   if o.respond then answer(200, '{"received":true}') end
+  -- after the answer: if this fails, the claim's lease runs out (no event is lost)
+  if claim then seen:done(claim.key, claim.token) end
   return event
 end
 

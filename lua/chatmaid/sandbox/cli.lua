@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: MIT
 -- The sandbox's command-line options, defined once for both commands that start it:
--- bin/chatmaid-sandbox parses argv with parse() (no argparse needed), and `chatmaid sandbox`
+-- chatmaid-sandbox (main) parses argv with parse() (no argparse needed), and `chatmaid sandbox`
 -- registers the same options into its argparse command (register) and reads them back with
 -- from_args(). Both then build the server options with settings() and serve with serve().
 local util = require("chatmaid.sandbox.util")
@@ -69,6 +69,12 @@ _M.OPTIONS = {
   { "--exit-with-parent", nil, "stop when the parent process goes away", function(s)
       s.exit_with_parent = true
       return true
+    end },
+  { "--watch-pid", "PID", "stop when process PID goes away (chatmaid.sandbox.start's own)",
+    function(s, v)
+      local n, why = number("--watch-pid", v, function(x) return x == math.floor(x) and x > 0 end)
+      s.watch_pid = n
+      return n ~= nil or nil, why
     end },
   { "--verbose", nil, "log one line per request to stderr", function(s)
       s.verbose = true
@@ -171,28 +177,55 @@ function _M.server_options(s)
   end
   util.merge(config, overrides)
   return { port = s.port or _M.DEFAULT_PORT, config = config, control = s.control,
-           verbose = s.verbose, exit_with_parent = s.exit_with_parent }
+           verbose = s.verbose, exit_with_parent = s.exit_with_parent, watch_pid = s.watch_pid }
 end
 
 -- serve(opts, banner) -> true | nil, err: binds, calls banner(server), serves until
--- POST /__sandbox/shutdown or, with exit_with_parent, the parent process going away.
+-- POST /__sandbox/shutdown or, with exit_with_parent, the parent process going away, or, with
+-- watch_pid, that process going away (checked once a second).
 function _M.serve(opts, banner)
   local srv, err = require("chatmaid.sandbox.server").new(opts)
   if not srv then return nil, err end
   banner(srv)
   local on_tick
-  if opts.exit_with_parent then
-    local parent = util.ppid()
+  if opts.exit_with_parent or opts.watch_pid then
+    local parent = opts.exit_with_parent and util.ppid()
     local last = 0
     on_tick = function()
       local now = util.now()
       if now - last < 1 then return true end
       last = now
-      return util.ppid() == parent
+      if parent and util.ppid() ~= parent then return false end
+      return not opts.watch_pid or util.alive(opts.watch_pid)
     end
   end
   srv:run(on_tick)
   return true
+end
+
+-- main(argv) -> exit status: the chatmaid-sandbox command (bin/chatmaid-sandbox, and
+-- chatmaid.sandbox.start, which runs it by module name so that it works from any installed
+-- tree). Prints "chatmaid-sandbox listening on http://127.0.0.1:PORT pid=PID" once bound.
+function _M.main(argv)
+  local function die(msg)
+    io.stderr:write("chatmaid-sandbox: ", msg, "\n")
+    return 2
+  end
+  local settings, why = _M.parse(argv or {})
+  if settings == "help" then
+    io.stdout:write(_M.usage())
+    return 0
+  end
+  if not settings then return die(why .. "\n" .. _M.usage()) end
+  local opts, err = _M.server_options(settings)
+  if not opts then return die(err) end
+  local ok, serr = _M.serve(opts, function(srv)
+    io.stdout:write(string.format("chatmaid-sandbox listening on http://127.0.0.1:%d pid=%d\n",
+      srv.port, util.pid()))
+    io.stdout:flush()
+  end)
+  if not ok then return die(serr) end
+  return 0
 end
 
 return _M

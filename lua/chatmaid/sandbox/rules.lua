@@ -30,17 +30,51 @@ end
 local PRIVATE = { "^127%.", "^10%.", "^192%.168%.", "^169%.254%.", "^0%.", "^172%.1[6-9]%.",
   "^172%.2%d%.", "^172%.3[01]%." }
 
--- public_https(url) -> true when url is https:// with a public-looking host.
+-- IPv6 literals that are not public addresses: unspecified, loopback, unique local
+-- (fc00::/7), link-local (fe80::/10), multicast (ff00::/8), documentation (2001:db8::/32).
+local PRIVATE6 = { "^::$", "^::1$", "^f[cd]", "^fe[89ab]", "^ff", "^2001:0*db8:" }
+
+-- ipv6_public(addr) -> true for a well-formed IPv6 address that is public (an IPv4-mapped one
+-- is judged as its IPv4 address).
+local function ipv6_public(a, private4)
+  a = a:lower()
+  local v4 = a:match("^::ffff:(%d+%.%d+%.%d+%.%d+)$")
+  if v4 then return not private4(v4) end
+  if a:find("[^%x:]") or select(2, a:gsub("::", "")) > 1 or a:find(":::") then return false end
+  local groups = 0
+  for g in a:gmatch("[^:]+") do
+    if #g > 4 then return false end
+    groups = groups + 1
+  end
+  if groups > 8 or (groups < 8 and not a:find("::", 1, true)) then return false end
+  for _, p in ipairs(PRIVATE6) do if a:match(p) then return false end end
+  return true
+end
+
+local function private4(host)
+  for _, p in ipairs(PRIVATE) do if host:match(p) then return true end end
+  return false
+end
+
+-- public_https(url) -> true when url is https:// with a public-looking host (a name, an IPv4
+-- or a bracketed IPv6 address) and, if it has one, a port 1..65535.
 function _M.public_https(u)
   if type(u) ~= "string" or u:find("[%s%c]") then return false end
-  local host = u:match("^[hH][tT][tT][pP][sS]://([^/?#]+)")
-  if not host then return false end
-  host = host:gsub("^.*@", ""):gsub(":%d*$", ""):lower()
-  if host == "" or host:sub(1, 1) == "[" or not host:find("%.") then return false end
+  local authority = u:match("^[hH][tT][tT][pP][sS]://([^/?#]+)")
+  if not authority then return false end
+  authority = authority:gsub("^.*@", "")
+  local host, port = authority:match("^(%[[^%]]*%])(.*)$")
+  if not host then host, port = authority:match("^([^:]*)(.*)$") end
+  if port ~= "" and port ~= ":" then   -- "host:" is the default port (RFC 3986)
+    local n = tonumber(port:match("^:(%d+)$"))
+    if not n or n < 1 or n > 65535 then return false end
+  end
+  host = host:lower()
+  if host:sub(1, 1) == "[" then return ipv6_public(host:sub(2, -2), private4) end
+  if host == "" or not host:find("%.") then return false end
   if host == "localhost" or host:match("%.localhost$") or host:match("%.local$")
     or host:match("%.internal$") then return false end
-  for _, p in ipairs(PRIVATE) do if host:match(p) then return false end end
-  return true
+  return not private4(host)
 end
 
 local SEND_FIELDS = { "fromPhoneId", "to", "content", "mediaUrls", "idempotencyKey" }

@@ -137,6 +137,15 @@ function _M.ppid()
   return tonumber(line:match("%) %S+ (%d+)"))
 end
 
+-- alive(pid) -> whether process pid exists and has not exited (a zombie has exited).
+function _M.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local s = f:read("*l") or ""
+  f:close()
+  return not s:match("^%d+ %b() Z")
+end
+
 -- A sandbox config file: JSON (starts with "{") or a Lua chunk returning a table.
 -- Returns the table, or nil and a message naming the file.
 function _M.load_config(path)

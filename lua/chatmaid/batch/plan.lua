@@ -1,0 +1,143 @@
+-- SPDX-License-Identifier: MIT
+-- send_batch, part 1: the plan. The arguments checked (programmer errors raise), the journal
+-- taken (its lock, then what earlier runs confirmed), the batch id and every item's key, and
+-- each item sorted into: a job to send, an item that fails alone (bad values, a journal
+-- entry that is another message), or one the journal already confirmed (skipped).
+-- Nothing here makes a request.
+local core = require "chatmaid.core"
+local base = require "chatmaid.base"
+local validate = require "chatmaid.validate"
+local idempotency = require "chatmaid.idempotency"
+local journal_mod = require "chatmaid.journal"
+
+local _M = {}
+
+_M.PATH = "/v1/messages/send"
+_M.MAX_CONCURRENCY = 64
+local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "number|boolean",
+               rate_limiter = "table", journal = "string|table", should_stop = "function",
+               on_progress = "function", timeout = "number", max_retries = "number",
+               max_retry_wait = "number" }
+local ITEM = { from = "string", to = true, content = true, media_urls = true,
+               idempotency_key = true }
+
+-- options(o) -> o (a table). Raises on a wrong name, type or value.
+function _M.options(o)
+  if o == nil then return {} end
+  base.check_table("send_batch", o, OPTS, nil, 4)
+  local c = o.concurrency
+  if c ~= nil and (c ~= math.floor(c) or c < 1 or c > _M.MAX_CONCURRENCY) then
+    error("chatmaid: send_batch: concurrency must be an integer 1.." .. _M.MAX_CONCURRENCY, 3)
+  end
+  local r = o.rate_per_minute
+  if r == true or (type(r) == "number" and (r ~= r or r < 1)) then
+    error("chatmaid: send_batch: rate_per_minute must be a number >= 1, or false to "
+          .. "disable the limiter", 3)
+  end
+  if o.batch_id == "" then error("chatmaid: send_batch: batch_id must not be empty", 3) end
+  for _, k in ipairs{ "timeout", "max_retry_wait" } do
+    if o[k] ~= nil and not (o[k] > 0 or (k == "max_retry_wait" and o[k] == 0)) then
+      error("chatmaid: send_batch: " .. k .. " must be a positive number", 3)
+    end
+  end
+  if type(o.journal) == "string" and (o.journal == "" or o.journal:find("\0", 1, true)) then
+    error("chatmaid: send_batch: journal must be a file path: not empty, without NUL bytes", 3)
+  end
+  if type(o.journal) == "table" and getmetatable(o.journal) ~= journal_mod.mt then
+    error("chatmaid: send_batch: journal must be a path or a journal from "
+          .. "chatmaid.journal.acquire", 3)
+  end
+  return o
+end
+
+-- items(items) -> n. Raises on anything but an array of tables of send parameters.
+function _M.items(items)
+  if type(items) ~= "table" then
+    error("chatmaid: send_batch expects an array of send parameter tables (got "
+          .. type(items) .. ")", 3)
+  end
+  local n, not_seq = validate.sequence(items, "items")
+  if not n then error("chatmaid: send_batch: " .. not_seq, 3) end
+  for i = 1, n do
+    local it = items[i]
+    if type(it) ~= "table" then
+      error("chatmaid: send_batch: items[" .. i .. "] must be a table of send parameters (got "
+            .. type(it) .. ")", 3)
+    end
+    base.check_table("send_batch: items", it, ITEM, nil, 4, i)
+  end
+  return n
+end
+
+-- journal(o) -> journal | false, batch_id | nil, err (kind "validation", err.reason = the
+-- journal's problem kind: "busy", "symlink", "not_regular", "not_owner", "open", "io",
+-- "not_journal").
+-- A path is acquired here (and closed by send_batch); a journal object the caller acquired
+-- is the caller's to close. Without batch_id: the journal's, else a new one it records.
+function _M.journal(o)
+  local j, problem, kind = o.journal, nil, nil
+  if j == nil then return false, o.batch_id end
+  if type(j) == "string" then j, problem, kind = journal_mod.acquire(j) end
+  if j then
+    local batch_id = o.batch_id or j.batch_id or j.state.batch_id or journal_mod.new_batch_id()
+    if j.batch_id ~= batch_id then problem = select(2, j:start(batch_id)) end  -- its header
+    if not problem then return j, batch_id end
+    if j ~= o.journal then j:close() end
+    kind = "io"
+  end
+  local _, err = base.validation("POST", _M.PATH, "journal: " .. problem)
+  err.reason = kind
+  return nil, err
+end
+
+-- The item's sender check, as client:send makes it.
+local function problems_of(p)
+  local problems = validate.send(p)
+  if p.from ~= nil then
+    problems[#problems + 1] = p.from:sub(1, 1) == "+" and validate.e164(p.from, "from")
+                              or validate.id(p.from, "from")
+  end
+  return problems
+end
+
+-- A message the journal holds for this key: the item's, or a conflict.
+local function known_outcome(self, p, i, key, known)
+  local from = p.from or self.default_from
+  local plus = from and from:sub(1, 1) == "+"
+  local err = idempotency.conflict(p, known, key, from and not plus and from or nil,
+                                   plus and from or nil, "POST", _M.PATH)
+  if err then
+    err.index = i
+    return { i, { err = err, idempotency_key = key } }
+  end
+  if known.idempotencyKey == nil then known.idempotencyKey = key end
+  return { i, { message = known, idempotency_key = key, skipped = true } }
+end
+
+-- sort(self, items, n, keys, confirmed) -> jobs, early, senders
+-- jobs: { i, p, key } to send, in order; early: { i, result } decided without a request;
+-- senders: { [from or BY_DEFAULT] = false } to resolve.
+_M.BY_DEFAULT = {}
+function _M.sort(self, items, n, keys, confirmed)
+  local jobs, early, senders = {}, {}, {}
+  for i = 1, n do
+    local p = items[i]
+    local problems = problems_of(p)
+    local key = keys and keys[i] or p.idempotency_key
+    local known = key and confirmed and confirmed[key]
+    if #problems > 0 then
+      local _, err = base.validation("POST", _M.PATH, problems)
+      err.index = i
+      early[#early + 1] = { i, { err = err } }
+    elseif known then
+      early[#early + 1] = known_outcome(self, p, i, key, known)
+    else
+      jobs[#jobs + 1] = { i = i, p = p, key = key or core.uuid4() }
+      local f = p.from or _M.BY_DEFAULT
+      if senders[f] == nil then senders[f] = false end
+    end
+  end
+  return jobs, early, senders
+end
+
+return _M
