@@ -21,6 +21,9 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ "$MODE" = full ]; then
   command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
 fi
+# the nginx row (bench/nginx_row.lua): the lua module and wrk
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$missing libnginx-mod-http-lua"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v "$DRIVER" >/dev/null 2>&1 || missing="$missing lua5.4"
 for l in "$DRIVER" "$LUA"; do
   "$l" -e 'require "socket"' >/dev/null 2>&1 || missing="$missing lua-socket"
@@ -94,5 +97,9 @@ status=0
 if [ "$status" != 0 ]; then
   echo "bench: FAILED (exit $status); nginx error log:" >&2
   tail -n 20 "$T/error.log" >&2 2>/dev/null || true
+  exit "$status"
 fi
+# The nginx row: its own two nginx (front worker and 100 ms stub), after the rows above so
+# it appends its section to the RESULTS.md they wrote (full).
+"$DRIVER" bench/nginx_row.lua "$MODE" || status=$?
 exit "$status"

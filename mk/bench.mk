@@ -13,7 +13,7 @@ BENCH_LUA_LIBS = $(call lazy,BENCH_LUA_LIBS,$(shell $(PKG_CONFIG) --libs lua5.4 
 BENCH_BINS := $(BENCH_DIR)/baseline_http $(BENCH_DIR)/baseline_multi $(BENCH_DIR)/baseline_hmac
 BENCH_RUN = LUA='$(LUA)' BUILD='$(BUILD)' BENCH_BIN='$(BENCH_DIR)' sh bench/run.sh
 
-.PHONY: bench bench-smoke bench-bins
+.PHONY: bench bench-smoke bench-bins bench-luajit
 bench-bins: $(BENCH_BINS)
 
 $(BENCH_DIR)/baseline_http: bench/baseline_http.c bench/bench_util.h bench/bench_lua.h
@@ -28,8 +28,12 @@ $(BENCH_DIR)/baseline_hmac: bench/baseline_hmac.c bench/bench_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(DEP_LIBS)
 
-bench: all bench-bins
+# The nginx row loads the core built for nginx's LuaJIT (build/luajit).
+bench-luajit:
+	@$(MAKE) --no-print-directory LUA=luajit BUILD=build/luajit all >/dev/null
+
+bench: all bench-bins bench-luajit
 	@$(BENCH_RUN) full
 
-bench-smoke: all bench-bins
+bench-smoke: all bench-bins bench-luajit
 	@$(BENCH_RUN) smoke

@@ -195,7 +195,8 @@ function _M.class(spec)
     end
     if not self.closed then
       self.closed = true
-      if self._sched then self._sched:close("client closed") end
+      local s = sched.get(self)
+      if s then s:close("client closed") end
       if self.transport.close then self.transport:close() end
     end
     return true
@@ -221,7 +222,7 @@ function _M.class(spec)
     if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
       error("chatmaid: step expects a timeout in seconds >= 0 (got " .. tostring(timeout) .. ")", 2)
     end
-    local s = self._sched
+    local s = sched.get(self)
     if not s then return 0 end
     return s:step(timeout)
   end
@@ -230,7 +231,7 @@ function _M.class(spec)
   -- no task is running. At most sched.MAX_WAIT while tasks run.
   function cls.step_timeout(self)
     cls._check_open(self, "step_timeout")
-    local s = self._sched
+    local s = sched.get(self)
     if not s then return nil end
     return s:timeout()
   end
@@ -238,7 +239,7 @@ function _M.class(spec)
   -- client:fds() -> { [fd] = "r" | "w" | "rw" }: the sockets to watch for step().
   function cls.fds(self)
     cls._check_open(self, "fds")
-    local s = self._sched
+    local s = sched.get(self)
     if not s then return {} end
     return s:fds()
   end
@@ -305,7 +306,7 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
       return nil, errors.new("timeout", "no complete response within " .. timeout .. " s ("
                              .. tostring(msg) .. ")", f)
     end
-    -- a configuration error (no thread_pool in nginx.conf, ...) fails the same way each time
+    -- a configuration error (ca_file or proxy inside nginx, ...) fails the same way each time
     if kind == "tls" or kind == "too_large" or kind == "nomem" or kind == "config" then
       f.retryable = false
     end

@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: MIT
 -- `require "chatmaid.resty"`: lua-chatmaid inside OpenResty / nginx + lua-nginx-module.
--- Clients made in nginx pick the non-blocking transport by themselves (chatmaid.base); this
+-- Clients made in nginx pick the cosocket transport by themselves (chatmaid.base); this
 -- module holds the rest: the webhook receiver, the shared rate limiter, and the transport
 -- for explicit use. README.md ("OpenResty and nginx") has the nginx.conf to copy.
 local transport = require "chatmaid.resty.transport"
@@ -13,11 +13,11 @@ local _M = {
   -- rate_limiter{ shared_dict | redis, key, per_minute, burst, window }
   --   -> limiter:take(n) -> wait
   rate_limiter = limiter.new,
-  -- transport{ backend = "thread"|"http", thread_pool = "chatmaid", timeout_ms, ... }
+  -- transport{ timeout_ms, connect_timeout_ms, max_body, keepalive_pool,
+  --            keepalive_timeout_ms }: the cosocket transport (chatmaid.resty.transport)
   transport = transport.new,
   -- phase_error() -> nil in a phase with non-blocking I/O, else the reason
   phase_error = transport.phase_error,
-  DEFAULT_THREAD_POOL = transport.DEFAULT_POOL,
 }
 
 return _M

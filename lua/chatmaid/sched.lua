@@ -69,9 +69,20 @@ end
 
 -- ---- the scheduler of one client ----
 
+-- Where a client keeps its scheduler: client._sched, unless the client has a
+-- _sched_slot(client[, s]) getter/setter: inside nginx (chatmaid.resty.detect) one client
+-- serves every request and timer of a worker, each of which needs a scheduler of its own
+-- (their tasks cannot be resumed from another request's handler).
+local function get(client)
+  local slot = client._sched_slot
+  if slot then return slot(client) end
+  return client._sched
+end
+_M.get = get
+
 -- of(client) -> the client's scheduler, made on first use.
 function _M.of(client)
-  local s = client._sched
+  local s = get(client)
   if s then return s end
   local tr = client.transport
   s = setmetatable({
@@ -88,7 +99,7 @@ function _M.of(client)
     pool = {},                      -- idle task coroutines (worker)
     fdw = {}, n_fdw = 0,            -- wait_fd entries of waiting tasks (Redis sockets)
   }, Sched)
-  client._sched = s
+  if client._sched_slot then client._sched_slot(client, s) else client._sched = s end
   return s
 end
 
@@ -466,7 +477,7 @@ end
 -- ---- waits, for the client's code (base.request, poll.wait, batch) ----
 
 local function in_task(client)
-  local s = client._sched
+  local s = get(client)
   if not s then return nil end
   local t = s.current
   if t and t.co == co_running() then return s, t end
@@ -589,7 +600,7 @@ function Gate:leave(client)
     self.head = self.head + 1
     if w.task.wait == w then   -- hand the place over
       w.task.wait = nil
-      local s = client._sched
+      local s = get(client)
       s.ready[#s.ready + 1] = w.task
       return
     end
@@ -653,7 +664,7 @@ function _M.notify(client, ev)
   local t = ev.task
   if t and t.wait == ev then
     ev.task, t.wait = nil, nil
-    local r = client._sched.ready
+    local r = get(client).ready
     r[#r + 1] = t
   end
 end

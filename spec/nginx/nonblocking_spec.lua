@@ -23,7 +23,6 @@ local SEND = [[
 describe(NAME, function()
   local ngx_srv = H.serve{
     sandbox = { rate_limit = false },
-    main = "thread_pool chatmaid threads=4;",
     server = table.concat({
       "location = /send { content_by_lua_block {", SEND:format(""), "} }",
       "location = /send_blocking { content_by_lua_block {",
@@ -78,7 +77,7 @@ describe(NAME, function()
     assert.is_true(during, "the send had already finished: nothing was proven")
     local status, backend, elapsed = send_out:match("^(%S+) (%S+) ([%d%.]+)")
     assert.equal("sent", status, send_out .. "\n" .. ngx_srv:error_log())
-    assert.equal("thread", backend)
+    assert.equal("cosocket", backend)
     assert.is_true(tonumber(elapsed) >= 1.9, "send took " .. elapsed .. " s")
   end)
 

@@ -12,7 +12,6 @@ describe(NAME, function()
   local srv = H.serve{
     sandbox = { rate_limit = false },
     workers = 2,
-    main = "thread_pool chatmaid threads=2;",
     http = [[
 lua_shared_dict results 1m;
 lua_shared_dict chatmaid_ratelimit 1m;

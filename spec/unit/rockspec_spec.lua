@@ -150,6 +150,8 @@ describe("the rockspecs", function()
             from = rock
           elseif m:find("^chatmaid") then
             for other, mods in pairs(provides) do if mods[m] then from = other end end
+          elseif m:find("^ngx%.") then  -- lua-resty-core: part of every nginx lua runtime
+            from = rock
           else
             from = PROVIDED_BY[m]
           end
