@@ -1,8 +1,15 @@
 -- SPDX-License-Identifier: MIT
+--- lua-chatmaid inside OpenResty / nginx: webhooks, a shared rate limiter, the transport.
 -- `require "chatmaid.resty"`: lua-chatmaid inside OpenResty / nginx + lua-nginx-module.
 -- Clients made in nginx pick the cosocket transport by themselves (chatmaid.base); this
 -- module holds the rest: the webhook receiver, the shared rate limiter, and the transport
--- for explicit use. README.md ("OpenResty and nginx") has the nginx.conf to copy.
+-- for explicit use. docs/openresty.md has the nginx.conf to copy.
+--
+-- - `receive_webhook(opts)`: `chatmaid.resty.webhook.receive_webhook`
+-- - `rate_limiter(opts)`: `chatmaid.resty.limiter.new`
+-- - `transport(opts)`: `chatmaid.resty.transport.new`
+-- - `phase_error()`: `chatmaid.resty.transport.phase_error`
+-- @module chatmaid.resty
 local transport = require "chatmaid.resty.transport"
 local webhook = require "chatmaid.resty.webhook"
 local limiter = require "chatmaid.resty.limiter"
