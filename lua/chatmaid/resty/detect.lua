@@ -1,4 +1,5 @@
 -- SPDX-License-Identifier: MIT
+
 --- Fills in a client made inside nginx with non-blocking parts.
 -- Called by chatmaid.base when a client is made inside nginx (ngx.get_phase exists): fills
 -- in the options the caller left unset with non-blocking ones. The phase is checked per

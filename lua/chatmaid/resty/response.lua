@@ -1,4 +1,5 @@
 -- SPDX-License-Identifier: MIT
+
 --- The HTTP/1.1 response reader of the cosocket transport.
 -- The HTTP/1.1 response reader of the cosocket transport (chatmaid.resty.transport):
 -- status line and headers, then a body framed by Content-Length, chunks or the connection's

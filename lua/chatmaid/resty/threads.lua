@@ -1,4 +1,5 @@
 -- SPDX-License-Identifier: MIT
+
 --- Transfers side by side for the cosocket transport, one ngx.thread each.
 -- Transfers side by side for the cosocket transport (chatmaid.sched's add/poll/cancel):
 -- one ngx.thread per transfer. install(class) adds the methods to the transport's class.

@@ -1,4 +1,5 @@
 -- SPDX-License-Identifier: MIT
+
 --- The cosocket transport: the client's HTTP transport inside nginx.
 -- The OpenResty transport: HTTP/1.1 to the one API host over nginx cosockets
 -- (ngx.socket.tcp), with the same request() contract and error kinds as chatmaid.transport

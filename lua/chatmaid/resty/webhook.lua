@@ -1,4 +1,5 @@
 -- SPDX-License-Identifier: MIT
+
 --- The webhook receiver inside nginx (chatmaid.resty.receive_webhook).
 -- Webhook receiver for OpenResty: reads the raw body (also when nginx buffered it to a
 -- temporary file), verifies it with chatmaid.webhook, drops duplicates across workers in a
