@@ -16,7 +16,7 @@
 --   in-checkout    sh: run in the checkout (a build command such as `make embed`)
 --   ci             run by .ci/run itself (`make demo`, `make test`)
 --   skip           cannot run in CI: the parenthesis must say why (kept rare; counted)
---   install, install-more, quickstart, quickstart-env, nginx, handler.lua, webhook.lua
+--   install, install-more, quickstart, quickstart-env, nginx, notify.lua, webhook.lua
 --                  special blocks run by spec/docs/readme_spec.lua
 local _M = {}
 
@@ -25,7 +25,7 @@ if _M.root == "" then _M.root = "./" end
 if _M.root:sub(1, 1) ~= "/" then _M.root = os.getenv("PWD") .. "/" .. _M.root end
 
 _M.SPECIAL = { install = true, ["install-more"] = true, quickstart = true,
-               ["quickstart-env"] = true, nginx = true, ["handler.lua"] = true,
+               ["quickstart-env"] = true, nginx = true, ["notify.lua"] = true,
                ["webhook.lua"] = true }
 _M.KINDS = { run = true, continue = true, redis = true, file = true, ["in-checkout"] = true,
              ci = true, skip = true }

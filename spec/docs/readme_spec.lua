@@ -7,7 +7,7 @@
 --                seen set, a sandbox and the `chatmaid` command from that tree
 --   quickstart   (README.md) run against a sandbox with the environment its `quickstart-env`
 --                block sets
---   nginx        (docs/openresty.md) `nginx -t -p <tmp>`, then started with handler.lua /
+--   nginx        (docs/openresty.md) `nginx -t -p <tmp>`, then started with notify.lua /
 --                webhook.lua (the blocks of those names) and one request through /notify
 -- Every other block: spec/docs/guides_spec.lua.
 local F = require "spec.support.fixtures"
@@ -211,7 +211,7 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       return
     end
 
-    it("passes nginx -t as a -p instance, sends through handler.lua, receives with webhook.lua",
+    it("passes nginx -t as a -p instance, sends through notify.lua, receives with webhook.lua",
        function()
       local sb = F.sandbox{ rate_limit = false }
       local dir = tmpdir()
@@ -220,7 +220,8 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       local function nginx(args)
         return sh("env CHATMAID_API_KEY=" .. F.TEST_KEY .. " CHATMAID_BASE_URL=" .. sb.url
                   .. " CHATMAID_WEBHOOK_SECRET=" .. F.WEBHOOK_SECRET
-                  .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -c nginx.conf " .. args)
+                  .. " " .. q(H.bin) .. " -p " .. q(dir) .. " -e logs/error.log -c nginx.conf "
+                  .. args)
       end
       finally(function()
         if started then nginx("-s quit") end
@@ -239,7 +240,7 @@ describe("README.md and docs/openresty.md special blocks #docs", function()
       conf = conf:gsub("/path/to/lua%-chatmaid/", (root:gsub("%%", "%%%%")))
                  :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. port .. ";")
       write(dir .. "/nginx.conf", conf)
-      write(dir .. "/handler.lua", block("handler.lua").text)
+      write(dir .. "/notify.lua", block("notify.lua").text)
       write(dir .. "/webhook.lua", block("webhook.lua").text)
       -- `mkdir -p logs`, as the README says; the workers (nobody, under root) read the prefix
       os.execute("mkdir -p " .. q(dir .. "/logs") .. " && chmod 755 " .. q(dir))

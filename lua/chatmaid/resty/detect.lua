@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
+
+--- Fills in a client made inside nginx with non-blocking parts.
 -- Called by chatmaid.base when a client is made inside nginx (ngx.get_phase exists): fills
 -- in the options the caller left unset with non-blocking ones. The phase is checked per
 -- request, not here: a client made in init_by_lua is used later from content or timers.
+-- @module chatmaid.resty.detect
 local errors = require "chatmaid.errors"
 local transport = require "chatmaid.resty.transport"
 
@@ -49,8 +52,11 @@ local function sched_slot(client, s)
   t[client] = s
 end
 
+--- Give a client made inside nginx the cosocket transport, ngx.sleep and ngx.now.
 -- apply(client, opts): client.transport/sleep/now unless opts names them. Other pool
 -- settings: transport = require("chatmaid.resty").transport{ keepalive_pool = n, ... }.
+-- @tparam table self the client being made
+-- @tparam table opts the options of chatmaid.new (transport, sleep and now given there are kept)
 function _M.apply(self, opts)
   self._interpret = interpret
   self._sched_slot = sched_slot

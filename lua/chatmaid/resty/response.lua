@@ -1,9 +1,12 @@
 -- SPDX-License-Identifier: MIT
+
+--- The HTTP/1.1 response reader of the cosocket transport.
 -- The HTTP/1.1 response reader of the cosocket transport (chatmaid.resty.transport):
 -- status line and headers, then a body framed by Content-Length, chunks or the connection's
 -- end, with the libcurl core's caps enforced while the bytes arrive and every read bounded
 -- by one deadline. read(sock, method, max_body, deadline)
 --   -> status, body, header block (status line first), reusable | nil, kind, message
+-- @module chatmaid.resty.response
 local ngx = ngx   -- luacheck: ignore (nginx global; only used inside nginx)
 local concat, tonumber, find, sub = table.concat, tonumber, string.find, string.sub
 local ceil = math.ceil
@@ -161,7 +164,19 @@ local function field(h, prefix)
   return h:match("^[ \t]*([^\r\n]*)", at + #prefix), at
 end
 
+--- Read one response, with the caps enforced while the bytes arrive.
 -- -> status, body, raw header block, reusable | nil, kind, message
+-- @param sock the ngx.socket.tcp connection
+-- @tparam string method the request's method (HEAD has no body)
+-- @tparam number max the body limit in bytes
+-- @tparam number deadline ngx.now() time when reading ends
+-- @treturn[1] number status
+-- @treturn[1] string body
+-- @treturn[1] string the raw header block, status line first
+-- @treturn[1] boolean whether the connection may go back to the pool
+-- @return[2] nil
+-- @treturn[2] string kind
+-- @treturn[2] string message
 function _M.read(sock, method, max, deadline)
   local r = { sock = sock, deadline = deadline, buf = "", pos = 1 }
   local head, kind, msg, status, minor

@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: MIT
+
+--- Transfers side by side for the cosocket transport, one ngx.thread each.
 -- Transfers side by side for the cosocket transport (chatmaid.sched's add/poll/cancel):
 -- one ngx.thread per transfer. install(class) adds the methods to the transport's class.
+-- @module chatmaid.resty.threads
 local ngx = ngx   -- luacheck: ignore (nginx global; only used inside nginx)
 local co_running = coroutine.running
 
@@ -48,6 +51,13 @@ end
 -- add(token, req) -> true | nil, kind, message
 local T = {}
 
+--- Queue a transfer; its thread starts at the next poll.
+-- @param token the scheduler's token for this transfer
+-- @tparam table req the request (as transport:request)
+-- @treturn[1] boolean true
+-- @return[2] nil
+-- @treturn[2] string "validation"
+-- @treturn[2] string message
 function T:add(token, req)
   local perr = self.phase_error()
   if perr then return nil, "validation", perr end
@@ -80,7 +90,10 @@ local function start_queued(self, st)
   end
 end
 
+--- Start queued transfers and collect finished ones, waiting up to wait_ms.
 -- poll(wait_ms) -> completions { token, status, body, headers } | { token, kind, message }
+-- @tparam number wait_ms how long to wait for one to finish (0: only yield to the event loop)
+-- @treturn table completions: { token, status, body, headers } or { token, kind, message }
 function T:poll(wait_ms)
   local st = state(self)
   start_queued(self, st)
@@ -108,13 +121,18 @@ function T:poll(wait_ms)
   return done
 end
 
+--- How many transfers of this request are in flight or queued.
+-- @treturn number
 function T:pending()
   local n = 0
   for _ in pairs(state(self).threads) do n = n + 1 end
   return n
 end
 
+--- Cancel a transfer: its thread is killed (its socket closed), or its result dropped.
 -- cancel(token): the transfer's thread is killed (its socket closed), or its result dropped.
+-- @param token the transfer's token
+-- @treturn boolean false when the token is unknown
 function T:cancel(token)
   local st = state(self)
   local e = st.threads[token]
@@ -124,7 +142,9 @@ function T:cancel(token)
   return true
 end
 
+--- Add add, poll, pending and cancel to a transport class.
 -- install(class): class:add/poll/pending/cancel (class.phase_error is used by add).
+-- @tparam table class the class (its phase_error is used by add)
 function _M.install(class)
   for k, f in pairs(T) do class[k] = f end
 end

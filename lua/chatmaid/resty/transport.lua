@@ -1,4 +1,6 @@
 -- SPDX-License-Identifier: MIT
+
+--- The cosocket transport: the client's HTTP transport inside nginx.
 -- The OpenResty transport: HTTP/1.1 to the one API host over nginx cosockets
 -- (ngx.socket.tcp), with the same request() contract and error kinds as chatmaid.transport
 -- (the libcurl core), never blocking the worker. Kept-alive connections go back to a
@@ -6,6 +8,7 @@
 -- side (one ngx.thread each), so send_batch and tasks keep N requests in flight.
 -- In a phase without non-blocking I/O (init, init_worker, set, header/body filter, log,
 -- balancer, exit_worker) request() fails with kind "validation": use ngx.timer.at.
+-- @module chatmaid.resty.transport
 local base_transport = require "chatmaid.transport"
 local response = require "chatmaid.resty.response"
 local threads = require "chatmaid.resty.threads"
@@ -27,7 +30,9 @@ local IO_PHASES = {
 }
 _M.IO_PHASES = IO_PHASES
 
+--- Whether the current nginx phase can make HTTP requests.
 -- phase_error() -> nil | message for the current phase
+-- @treturn ?string nil in a phase with non-blocking I/O, else a message saying to use ngx.timer.at
 function _M.phase_error()
   local phase = ngx.get_phase()
   if IO_PHASES[phase] then return nil end
@@ -37,12 +42,17 @@ function _M.phase_error()
          .. "handler"
 end
 
+--- Make a cosocket transport (chatmaid.resty.transport).
 -- new(opts) -> transport
 -- opts: timeout_ms (whole request), connect_timeout_ms, max_body (bytes),
 -- keepalive_timeout_ms (idle time in the pool, default 60 s), keepalive_pool (idle
 -- connections kept per worker, default 256). ca_file and proxy are libcurl options that
 -- cosockets cannot honour: set, they make every request fail with kind "config" (nginx's
 -- lua_ssl_trusted_certificate names the CA bundle instead).
+-- @tparam[opt] table opts timeout_ms (30000, whole request), connect_timeout_ms (10000),
+--   max_body (16 MiB), keepalive_pool (256), keepalive_timeout_ms (60000); ca_file and
+--   proxy make every request fail with kind "config"
+-- @treturn table the transport
 function _M.new(opts)
   opts = opts or {}
   local self = {
@@ -167,11 +177,19 @@ end
 local REPLAY_REFUSED = "the reused connection closed before the response arrived; the "
   .. "request was not sent again (the server may have received it)"
 
+--- Make one HTTP request; never re-sent.
 -- req = { method, url, headers = { "K: v" }, body, timeout_ms, fresh_connect }
 -- -> { status, body, headers (lazy) } | nil, kind, message
 -- kinds: those of chatmaid.core (timeout, connect, resolve, tls, transport, too_large),
 -- "validation" in a phase without non-blocking I/O, "config" for a setup that cannot work.
 -- fresh_connect: a connection of its own, closed afterwards. Nothing is ever re-sent.
+-- @tparam table req method, url, headers (array of "Name: value"), body, timeout_ms,
+--   fresh_connect
+-- @treturn[1] table { status, body, headers }
+-- @return[2] nil
+-- @treturn[2] string kind: timeout, connect, resolve, tls, transport, too_large, config or
+--   validation (a phase without non-blocking I/O)
+-- @treturn[2] string message
 function _M:request(req)
   local perr = _M.phase_error()
   if perr then return nil, "validation", perr end
@@ -217,6 +235,8 @@ end
 
 threads.install(_M)
 
+--- Close the transport: nothing to do (the pool belongs to the worker).
+-- @treturn boolean true
 function _M.close() return true end
 
 return _M

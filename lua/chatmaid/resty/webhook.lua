@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
+
+--- The webhook receiver inside nginx (chatmaid.resty.receive_webhook).
 -- Webhook receiver for OpenResty: reads the raw body (also when nginx buffered it to a
 -- temporary file), verifies it with chatmaid.webhook, drops duplicates across workers in a
 -- lua_shared_dict, and answers the sender before the handler does its slow work.
+-- @module chatmaid.resty.webhook
 local webhook = require "chatmaid.webhook"
 local errors = require "chatmaid.errors"
 local options = require "chatmaid.options"
@@ -106,6 +109,7 @@ local function raw_body(max_body)
   return s
 end
 
+--- Read, verify, dedupe and answer one webhook delivery.
 -- receive_webhook(opts) -> event | nil, err | nil, "duplicate", event
 -- opts: secret (string or array, rotation), shared_dict (name of a lua_shared_dict: drop
 -- repeated deliveries across workers; without it nothing is deduplicated), redis (a
@@ -134,6 +138,13 @@ end
 -- respond = false: when it is returned) and the work is yours.
 -- Runs in rewrite/access/content phases. Raises on programmer errors (bad options, unknown
 -- shared_dict).
+-- @tparam table opts secret (required), shared_dict or redis, tolerance, dedupe_ttl,
+--   max_body, respond, handler
+-- @treturn[1] table the event
+-- @return[2] nil
+-- @treturn[2] string|table "duplicate", "in_progress" or err
+-- @treturn[2] ?table the event (duplicate, in_progress)
+-- @raise on a bad option or an unknown lua_shared_dict
 function _M.receive_webhook(opts)
   options.check("chatmaid.resty.receive_webhook", opts, OPTS)
   local o = {}
