@@ -91,12 +91,23 @@ render("nginx_front")
 
 local started = {}
 local function stop_all()
+  if not started then return end
   for _, pidfile in ipairs(started) do
     local pid = tonumber((read(pidfile) or ""):match("%d+"))
     if pid then os.execute("kill -QUIT " .. pid .. " 2>/dev/null") end
   end
+  started = nil
   socket.sleep(0.3)
   os.execute("rm -rf " .. tmp)
+end
+-- A Lua error anywhere below ends the interpreter with lua_close, which collects this guard:
+-- the two nginx daemons never outlive the bench (5.1/LuaJIT: a userdata, as tables there
+-- have no __gc).
+if newproxy then
+  BENCH_NGINX_GUARD = newproxy(true)   -- luacheck: ignore
+  getmetatable(BENCH_NGINX_GUARD).__gc = stop_all
+else
+  BENCH_NGINX_GUARD = setmetatable({}, { __gc = stop_all })   -- luacheck: ignore
 end
 
 local function start(name, env)
