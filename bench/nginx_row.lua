@@ -103,12 +103,8 @@ end
 -- A Lua error anywhere below ends the interpreter with lua_close, which collects this guard:
 -- the two nginx daemons never outlive the bench (5.1/LuaJIT: a userdata, as tables there
 -- have no __gc).
-if newproxy then
-  BENCH_NGINX_GUARD = newproxy(true)   -- luacheck: ignore
-  getmetatable(BENCH_NGINX_GUARD).__gc = stop_all
-else
-  BENCH_NGINX_GUARD = setmetatable({}, { __gc = stop_all })   -- luacheck: ignore
-end
+local guard = newproxy and newproxy(true) or setmetatable({}, { __gc = stop_all })
+if newproxy then getmetatable(guard).__gc = stop_all end
 
 local function start(name, env)
   local out, ok = sh((env or "") .. " " .. nginx .. " -p " .. tmp .. "/ -c " .. tmp .. "/"
@@ -225,6 +221,7 @@ t_rss = socket.gettime() - t_rss
 local load1 = (read("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)")
 local elapsed = socket.gettime() - t_start
 stop_all()
+guard = nil   -- luacheck: ignore (kept on the stack until here: only lua_close collects it)
 
 -- ---- report ----
 local lines = {
