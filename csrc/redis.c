@@ -7,6 +7,7 @@
  * what a reply may cost. Policy (URLs, AUTH, SELECT, scripts, pools, deadlines,
  * reconnecting) is in lua/chatmaid/redis/conn.lua. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -255,6 +256,9 @@ static int new_conn(lua_State *L, const char *host, lua_Integer port) {
     redisFree(c);
     return fail(L, kind, msg);
   }
+  /* hiredis 0.14 opens its socket without SOCK_CLOEXEC: a program the host runs would keep
+   * a copy, and the server would see the connection open after close() */
+  (void)fcntl(c->fd, F_SETFD, fcntl(c->fd, F_GETFD) | FD_CLOEXEC);
   cap_reader(r, c);
   r->ctx = c;
   r->pid = getpid();

@@ -73,6 +73,19 @@ describe("chatmaid.redis.core #redis", function()
       assert.truthy(tostring(c):find("^chatmaid.redis %(closed%)"))
     end)
 
+    it("the socket is close-on-exec: a program the host runs does not inherit it", function()
+      -- an inherited copy would keep the connection open at the server after close()
+      for _, c in ipairs({ connect(), assert(core.open("127.0.0.1", srv.port)) }) do
+        local fd = c:fd()
+        assert.is_true(fd > 2)
+        local p = io.popen("test -e /proc/self/fd/" .. fd .. " && echo inherited || echo no")
+        local out = p:read("*a")
+        p:close()
+        assert.equal("no\n", out)
+        c:close()
+      end
+    end)
+
     it("an unclosed connection is released by the GC", function()
       local weak = setmetatable({}, { __mode = "v" })
       weak[1] = connect()
