@@ -25,6 +25,7 @@
 #include "compat.h"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include "redis.h"
 
@@ -228,6 +229,12 @@ static int buffer_write(redisContext *c, int *done, int *err_no) {
   return rc;
 }
 
+/* Bytes of the queued command not written yet. Its length, never its first byte: after a
+ * partial write what is left may start with a NUL of a binary argument. */
+static size_t unsent(const redisContext *c) {
+  return sdslen(c->obuf);
+}
+
 /* poll() one fd for events, at most ms; EINTR counts as "not yet". -> revents or 0 */
 static short wait_fd(int fd, short events, int ms) {
   struct pollfd p;
@@ -305,7 +312,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
       return 1;
     }
     /* ST_SENT: write what is queued, then read and parse what the socket has */
-    if (c->obuf[0] != '\0') {
+    if (unsent(c) > 0) {
       int done = 0;
       if (buffer_write(c, &done, &err_no) != REDIS_OK) return fail_ctx(L, r, err_no);
     }
@@ -316,7 +323,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
         size_t before;
         if (redisGetReplyFromReader(c, &rep) != REDIS_OK) return fail_ctx(L, r, 0);
         if (rep != NULL) break;
-        if (c->obuf[0] != '\0') break;       /* the command is not all out yet */
+        if (unsent(c) > 0) break;            /* the command is not all out yet */
         before = c->reader->len;
         errno = 0;
         if (redisBufferRead(c) != REDIS_OK) {
@@ -350,7 +357,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
         return 1;
       }
     }
-    want = c->obuf[0] != '\0' ? POLLOUT : POLLIN;
+    want = unsent(c) > 0 ? POLLOUT : POLLIN;
   wait:
     left = (int)(deadline - now_ms());
     if (left <= 0) {

@@ -23,6 +23,16 @@ describe("chatmaid.redis.core #redis", function()
       c:close()
     end)
 
+    it("sends a command larger than the socket buffer whose bytes are NULs", function()
+      -- written in parts (16 MiB: over loopback's 4 MiB send buffer): what is left after a
+      -- part may start with a NUL byte
+      local c = connect()
+      local v = string.rep("\0", 16 * 1024 * 1024)
+      assert.equal("OK", c:command({ "SET", "big", v }, 5000))
+      assert.equal(#v, c:command({ "STRLEN", "big" }, 1000))
+      c:close()
+    end)
+
     it("returns nil, 'redis', text for an error reply and stays usable", function()
       local c = connect()
       local r, kind, msg = c:command({ "NOSUCHCMD" }, 1000)
