@@ -7,6 +7,7 @@
  * what a reply may cost. Policy (URLs, AUTH, SELECT, scripts, pools, deadlines,
  * reconnecting) is in lua/chatmaid/redis/conn.lua. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 #include "compat.h"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include "redis.h"
 
@@ -227,6 +229,12 @@ static int buffer_write(redisContext *c, int *done, int *err_no) {
   return rc;
 }
 
+/* Bytes of the queued command not written yet. Its length, never its first byte: after a
+ * partial write what is left may start with a NUL of a binary argument. */
+static size_t unsent(const redisContext *c) {
+  return sdslen(c->obuf);
+}
+
 /* poll() one fd for events, at most ms; EINTR counts as "not yet". -> revents or 0 */
 static short wait_fd(int fd, short events, int ms) {
   struct pollfd p;
@@ -255,6 +263,9 @@ static int new_conn(lua_State *L, const char *host, lua_Integer port) {
     redisFree(c);
     return fail(L, kind, msg);
   }
+  /* hiredis 0.14 opens its socket without SOCK_CLOEXEC: a program the host runs would keep
+   * a copy, and the server would see the connection open after close() */
+  (void)fcntl(c->fd, F_SETFD, fcntl(c->fd, F_GETFD) | FD_CLOEXEC);
   cap_reader(r, c);
   r->ctx = c;
   r->pid = getpid();
@@ -301,7 +312,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
       return 1;
     }
     /* ST_SENT: write what is queued, then read and parse what the socket has */
-    if (c->obuf[0] != '\0') {
+    if (unsent(c) > 0) {
       int done = 0;
       if (buffer_write(c, &done, &err_no) != REDIS_OK) return fail_ctx(L, r, err_no);
     }
@@ -312,7 +323,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
         size_t before;
         if (redisGetReplyFromReader(c, &rep) != REDIS_OK) return fail_ctx(L, r, 0);
         if (rep != NULL) break;
-        if (c->obuf[0] != '\0') break;       /* the command is not all out yet */
+        if (unsent(c) > 0) break;            /* the command is not all out yet */
         before = c->reader->len;
         errno = 0;
         if (redisBufferRead(c) != REDIS_OK) {
@@ -346,7 +357,7 @@ static int pump(lua_State *L, Redis *r, int wait_ms) {
         return 1;
       }
     }
-    want = c->obuf[0] != '\0' ? POLLOUT : POLLIN;
+    want = unsent(c) > 0 ? POLLOUT : POLLIN;
   wait:
     left = (int)(deadline - now_ms());
     if (left <= 0) {

@@ -23,6 +23,16 @@ describe("chatmaid.redis.core #redis", function()
       c:close()
     end)
 
+    it("sends a command larger than the socket buffer whose bytes are NULs", function()
+      -- written in parts (16 MiB: over loopback's 4 MiB send buffer): what is left after a
+      -- part may start with a NUL byte
+      local c = connect()
+      local v = string.rep("\0", 16 * 1024 * 1024)
+      assert.equal("OK", c:command({ "SET", "big", v }, 5000))
+      assert.equal(#v, c:command({ "STRLEN", "big" }, 1000))
+      c:close()
+    end)
+
     it("returns nil, 'redis', text for an error reply and stays usable", function()
       local c = connect()
       local r, kind, msg = c:command({ "NOSUCHCMD" }, 1000)
@@ -71,6 +81,19 @@ describe("chatmaid.redis.core #redis", function()
       assert.has_error(function() c:command({ "PING" }, 1000) end,
                        "attempt to use a closed redis connection")
       assert.truthy(tostring(c):find("^chatmaid.redis %(closed%)"))
+    end)
+
+    it("the socket is close-on-exec: a program the host runs does not inherit it", function()
+      -- an inherited copy would keep the connection open at the server after close()
+      for _, c in ipairs({ connect(), assert(core.open("127.0.0.1", srv.port)) }) do
+        local fd = c:fd()
+        assert.is_true(fd > 2)
+        local p = io.popen("test -e /proc/self/fd/" .. fd .. " && echo inherited || echo no")
+        local out = p:read("*a")
+        p:close()
+        assert.equal("no\n", out)
+        c:close()
+      end
     end)
 
     it("an unclosed connection is released by the GC", function()

@@ -181,6 +181,21 @@ local function in_nginx()
   return ngx and type(ngx.get_phase) == "function" and ngx or nil
 end
 
+-- A cosocket pool is reused without AUTH, so its name must tell passwords apart (or a wrong,
+-- stale password would be taken while a connection made with the right one is idle). Pools
+-- are per worker: a number this process gave the password names it, never the password.
+local credential_ids, credentials = {}, 0
+local function credential_id(password)
+  if not password then return "" end
+  local id = credential_ids[password]
+  if not id then
+    credentials = credentials + 1
+    id = credentials
+    credential_ids[password] = id
+  end
+  return "auth" .. id
+end
+
 -- new{ url, timeout = 1 (s, deadline of each command), connect_timeout = timeout,
 --      pool_size = 16 (nginx), where = "name for messages", level = 2 } -> conn (no I/O
 -- yet). Raises on a bad URL or option, at `level` counted from new (the user's line
@@ -209,7 +224,7 @@ function _M.new(o)
     timeout_ms = math.ceil(timeout * 1000), connect_timeout_ms = math.ceil(cto * 1000),
     pool_size = o.pool_size or 16,
     pool = "chatmaid:" .. u.host .. ":" .. u.port .. ":" .. u.db .. ":"
-           .. (u.username or "") .. ":" .. (u.password and "auth" or ""),
+           .. (u.username or "") .. ":" .. credential_id(u.password),
   }, mt)
 end
 
