@@ -96,6 +96,17 @@ function _M.skip(name, extra)
   return true
 end
 
+-- redis_ready() -> true | false, reason: the extra check of H.skip for the specs that use
+-- Redis inside nginx (a redis-server, and a cosocket Redis client for nginx's LuaJIT).
+function _M.redis_ready()
+  if not require("spec.support.redis_helper").binary() then return false, "no redis-server" end
+  if not (_M.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
+          or _M.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
+    return false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
+  end
+  return true
+end
+
 function _M.free_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()

@@ -7,14 +7,7 @@ local rh = require "spec.support.redis_helper"
 local faults = require "spec.support.redis_faults"
 
 local NAME = "chatmaid.redis inside nginx: failover #nginx #redis"
-if H.skip(NAME, function()
-  if not rh.binary() then return false, "no redis-server" end
-  if not (H.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
-          or H.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
-    return false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
-  end
-  return true
-end) then return end
+if H.skip(NAME, H.redis_ready) then return end
 
 -- SET key NX through chatmaid.redis.conn: "set", "exists" or the failure's reason
 local SETNX = [[

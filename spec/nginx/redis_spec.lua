@@ -7,14 +7,7 @@ local rh = require "spec.support.redis_helper"
 local webhook = require "chatmaid.webhook"
 
 local NAME = "chatmaid.redis inside nginx #nginx #redis"
-if H.skip(NAME, function()
-  if not rh.binary() then return false, "no redis-server" end
-  if not (H.read("/usr/share/lua/5.1/nginx/redis.lua") ~= ""
-          or H.read("/usr/share/lua/5.1/resty/redis.lua") ~= "") then
-    return false, "no cosocket Redis client (apt-get install lua-nginx-redis)"
-  end
-  return true
-end) then return end
+if H.skip(NAME, H.redis_ready) then return end
 
 local SECRET = "whsec_nginx_redis_spec_000000000"
 
