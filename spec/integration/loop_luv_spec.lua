@@ -71,7 +71,10 @@ describe("chatmaid.loop.luv #integration", function()
       it("40 concurrent sends held 0.5 s each complete with uv.run(), overlapping", function()
         assert(sb:fault{ path = "/v1/messages/send", method = "POST", count = 40,
                          type = "delay", seconds = 0.5 })
-        local c = F.client(sb)
+        -- no retries: each of the 40 must succeed on its one attempt. (The sandbox's request
+        -- count cannot show that: a send the previous test's close() cut off may reach the
+        -- sandbox after this test's reset, and CI once counted 41.)
+        local c = F.client(sb, { max_retries = 0 })
         local loop = luv_loop(c, uv, { watch = watch })
         assert.equal(watch, loop.backend)
         local ok, bad = 0, {}
@@ -85,7 +88,7 @@ describe("chatmaid.loop.luv #integration", function()
         assert.same({}, bad)
         assert.equal(40, ok)
         assert.is_true(secs < 3, "40 held sends took " .. secs .. " s")  -- not 20 s
-        assert.equal(40, sb:stats().byPath["POST /v1/messages/send"])
+        assert.is_true(sb:stats().byPath["POST /v1/messages/send"] >= 40)
         assert.is_nil(c:step_timeout())
         loop:stop()
         c:close()
