@@ -44,6 +44,7 @@ build = {
       ["chatmaid.batch.run"] = "lua/chatmaid/batch/run.lua",
       ["chatmaid.client"] = "lua/chatmaid/client.lua",
       ["chatmaid.conversations"] = "lua/chatmaid/conversations.lua",
+      ["chatmaid.envelope"] = "lua/chatmaid/envelope.lua",
       ["chatmaid.errors"] = "lua/chatmaid/errors.lua",
       ["chatmaid.idempotency"] = "lua/chatmaid/idempotency.lua",
       ["chatmaid"] = "lua/chatmaid/init.lua",

@@ -3,6 +3,7 @@
 -- options, transport, the attempt/retry loop, hooks, and response -> value | err mapping.
 -- An API client is a class made with base.class(); it adds its endpoint methods.
 local core = require "chatmaid.core"
+local decode_envelope = require("chatmaid.envelope").decode
 local errors = require "chatmaid.errors"
 local options = require "chatmaid.options"
 local retry = require "chatmaid.retry"
@@ -293,7 +294,7 @@ function _M.interpret(self, method, path, res, kind, msg, code, timeout)
   if res then
     -- the common answer first, before anything is allocated for an error
     local status = res.status
-    ok, data, enveloped = core.decode_envelope(status, res.body)
+    ok, data, enveloped = decode_envelope(status, res.body)
     if ok and data ~= nil and (enveloped or self._bare_json_ok) and status >= 200
        and status < 300 then
       return data
