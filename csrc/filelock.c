@@ -6,7 +6,8 @@
  *   the same process conflicts too, and closing some other descriptor of the file does not
  *   drop it (an fcntl lock would be dropped). The holder also puts an fcntl read lock on one
  *   byte far past the end, read by nobody: F_GETLK on it tells a refused process the holder's
- *   pid. A file of another user is refused.
+ *   pid. A file of another user is refused. A lock taken on a file that was meanwhile renamed
+ *   away from path is dropped and path opened again.
  *   Kinds: "busy" (pid: the holder, when known), "symlink", "not_regular", "not_owner",
  *   "open".
  * The lock's methods do the file's I/O through the same descriptor, so the holder never opens
@@ -78,12 +79,14 @@ static int filelock_new(lua_State *L) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
   FileLock *k;
-  struct stat st;
+  struct stat st, now;
   struct flock fl;
+  int tries = 0;
   luaL_argcheck(L, len > 0 && strlen(path) == len, 1, "must be a file path without NUL bytes");
   k = cm_newuserdatauv(L, sizeof *k, 0);
   k->fd = -1;                            /* closed state: __gc-safe */
   cm_setmetatable(L, FILELOCK_MT);
+again:
   k->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (k->fd < 0) {
     int e = errno;
@@ -129,6 +132,18 @@ static int filelock_new(lua_State *L) {
       return 4;
     }
     lua_pushfstring(L, "%s is in use by another writer (pid unknown)", path);
+    return 3;
+  }
+  /* Between our open and our flock the holder may have renamed the file away (`batch --new`
+   * keeps the earlier journal aside, then locks a new one at path) and let it go: our lock
+   * is then on a file no longer at path and guards nothing. Open path again. */
+  if (lstat(path, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    close(k->fd);
+    k->fd = -1;
+    if (++tries < 100) goto again;
+    cm_pushfail(L);
+    lua_pushliteral(L, "busy");
+    lua_pushfstring(L, "%s keeps being replaced by another process", path);
     return 3;
   }
   pid_lock(k->fd, F_RDLCK, F_SETLK, &fl);

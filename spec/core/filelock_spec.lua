@@ -93,4 +93,48 @@ describe("core.lock_file", function()
       { core.lock_file(theirs) })
     assert.are.equal("666", mode(theirs))   -- left as it was
   end)
+
+  -- `batch --new` renames the locked journal aside, lets it go and locks a new one at the
+  -- same path. A process that opened the path just before the rename and took the lock just
+  -- after it held a lock on the moved file, believed itself the journal's one writer, and
+  -- ran the old campaign beside the new one. A worker here does that rename-and-release
+  -- over and over for 2 s while this process locks the path: whenever it holds the lock,
+  -- the file it locked must be the one at the path (without the check after flock, a few
+  -- per second were not).
+  it("never holds a lock on a file renamed away from the path meanwhile", function()
+    local path = dir .. "/moving"
+    local mover = require("spec.support.workers").spawn([[
+      local core = require "chatmaid.core"
+      local path = ...
+      local t_end, gen = core.monotime() + 2, 0
+      while core.monotime() < t_end do
+        local k = core.lock_file(path)
+        if k then
+          gen = gen + 1
+          k:truncate()
+          k:append(tostring(gen))
+          os.rename(path, path .. ".aside")
+          k:close()
+        end
+      end
+      print("moved " .. gen)
+    ]], { path })
+    local t_end, held, stale = core.monotime() + 2, 0, 0
+    while core.monotime() < t_end do
+      local k = core.lock_file(path)
+      if k then
+        held = held + 1
+        local mine = k:read()
+        local f = io.open(path, "rb")
+        local there = f and f:read("*a")
+        if f then f:close() end
+        if mine ~= there then stale = stale + 1 end
+        k:close()
+      end
+    end
+    local out = mover:wait()
+    assert.is_true(tonumber(out:match("moved (%d+)") or 0) > 10, out)
+    assert.is_true(held > 100, held)
+    assert.are.equal(0, stale)
+  end)
 end)
