@@ -5,7 +5,9 @@
 -- interleaved rounds. Reports req/s, p99, errors, worker CPU per send and worker RSS growth
 -- over 100,000 sends. Called by bench/run.sh; alone (from the repo root, after
 -- `make LUA=luajit`):
---   lua5.4 bench/nginx_row.lua full|smoke [seconds=10] [rounds=3] [write=1]
+--   lua5.4 bench/nginx_row.lua full|smoke [seconds=10] [rounds=5] [write=1]
+-- Five rounds by default: CPU per send at 16 and 64 connections varies by ±20% from one
+-- 10 s run to the next on a shared machine, and the median of five is steadier than of three.
 -- Environment: BENCH_NGINX_SECONDS, BENCH_NGINX_ROUNDS, BENCH_NGINX_SENDS (RSS phase).
 local socket = require "socket"
 
@@ -17,7 +19,7 @@ for i = 2, #arg do
 end
 local smoke = mode == "smoke"
 local SECONDS = tonumber(opt.seconds or os.getenv("BENCH_NGINX_SECONDS") or (smoke and 1 or 10))
-local ROUNDS = tonumber(opt.rounds or os.getenv("BENCH_NGINX_ROUNDS") or (smoke and 1 or 3))
+local ROUNDS = tonumber(opt.rounds or os.getenv("BENCH_NGINX_ROUNDS") or (smoke and 1 or 5))
 local SENDS = tonumber(os.getenv("BENCH_NGINX_SENDS") or (smoke and 2000 or 100000))
 local CONNS = smoke and { 16, 256 } or { 16, 64, 256, 1024 }
 if opt.conns then
