@@ -18,6 +18,22 @@ local function clients(srv)
   return n
 end
 
+-- This process's pid (as /proc/self names it) and what a /proc/<pid>/fd entry points at
+-- ("socket:[inode]", or "" once the descriptor is closed).
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("*l"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+local function readlink(path)
+  local p = io.popen("readlink " .. path .. " 2>/dev/null")
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("\n$", ""))
+end
+
 -- A script that keeps the server busy for 30 ms (a slow command).
 local SPIN = "local t = redis.call('TIME') while true do local u = redis.call('TIME') "
   .. "if (u[1] - t[1]) * 1000000 + (u[2] - t[2]) > 30000 then return 1 end end"
@@ -176,6 +192,35 @@ describe("chatmaid.redis connections #integration #redis", function()
     assert.equal("timeout", err.reason, tostring(err))
     assert.truthy(tostring(err):find("no answer within 200 ms", 1, true), tostring(err))
     c:close()
+  end)
+
+  -- A task cancelled while its connection is being set up (the SELECT of /1 unanswered):
+  -- the socket is closed by the cancel itself, not by a GC cycle some time later.
+  it_yields("a task cancelled during connect/AUTH/SELECT closes that socket at once",
+            function()
+    local mute = rh.silent()
+    local shown = "redis://127.0.0.1:" .. mute.port .. "/1"
+    local c = F.client({ url = "http://127.0.0.1:1" })
+    local t = c:spawn(function()
+      return redis.seen_set{ url = shown, timeout = 5 }:seen("k")
+    end)
+    for _ = 1, 5 do c:step(0.01) end
+    local fd = next(c:fds())                  -- the socket the task waits on
+    assert.truthy(fd, "the task waits on its Redis socket")
+    local link = "/proc/" .. own_pid() .. "/fd/" .. fd
+    local socket_id = readlink(link)
+    assert.truthy(socket_id:find("^socket:"), socket_id)
+    assert.equal(1, conn.stats()[shown].open)
+    collectgarbage("stop")                    -- only the cancel may close it
+    local ok, err = pcall(function()
+      assert.is_true(t:cancel())
+      assert.equal(0, conn.stats()[shown].open)
+      assert.not_equal(socket_id, readlink(link))
+    end)
+    collectgarbage("restart")
+    mute:stop()
+    c:close()
+    assert(ok, err)
   end)
 
   it("a restarted Redis: the next command reconnects without an error", function()
