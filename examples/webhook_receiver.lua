@@ -136,7 +136,10 @@ local function main(argv)
           else
             local ok, herr = pcall(handle, event)
             if ok then
-              seen:done(key, token)   -- if Redis fails here, the claim's lease runs out
+              -- if Redis fails here the event was handled all the same: 200, and say so (a
+              -- redelivery after the claim's lease would run the handler again)
+              local marked, merr = seen:done(key, token)
+              if not marked then io.stderr:write("not marked done: ", tostring(merr), "\n") end
               respond(client, 200, "ok\n")
             else
               io.stderr:write("handler failed: ", tostring(herr), "\n")

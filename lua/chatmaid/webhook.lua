@@ -12,6 +12,9 @@ local _M = {
   DEFAULT_TOLERANCE = 300,   -- seconds, both ways; never 0 (see STYLE.md, webhooks)
   MAX_HEADER = 8192,         -- same cap as csrc/webhook_core.h
   MAX_SECRETS = 16,
+  DEFAULT_LEASE = 30,        -- seconds a claim holds a delivery (both seen sets)
+  DONE_TRIES = 3,            -- attempts to mark a handled delivery done (handle_once)
+  DONE_BACKOFF = 0.1,        -- seconds before the second attempt, doubled for each next
 }
 
 local type, tostring, pairs, floor = type, tostring, pairs, math.floor
@@ -416,7 +419,7 @@ function Seen:claim(key, lease)
   if c and c.expires > now then return false, "busy" end
   self.n_claims = (self.n_claims or 0) + 1
   local token = tostring(self.n_claims)
-  self.claims[key] = { token = token, expires = now + (lease or 30) }
+  self.claims[key] = { token = token, expires = now + (lease or _M.DEFAULT_LEASE) }
   return token
 end
 
@@ -445,20 +448,54 @@ function Seen:release(key, token)
   return true
 end
 
+-- mark_done(set, key, token, lease_end) -> true | nil, err: set:done(key, token) after the
+-- handler ran; a failure (a stalled or restarting Redis) is tried again, DONE_TRIES times in
+-- all with a doubling backoff, while the claim's lease lasts (lease_end, on core.monotime):
+-- until then the claim itself keeps redeliveries out. err (kind of the last failure, its
+-- reason, err.handled = true, err.cause) says the event was handled but not marked.
+-- Never raises for a failed mark. (handle_once, and chatmaid.resty's receive_webhook.)
+function _M._mark_done(set, key, token, lease_end)
+  local wait, cause = _M.DONE_BACKOFF, nil
+  for try = 1, _M.DONE_TRIES do
+    local ok, err = set:done(key, token)
+    if ok then return true end
+    cause = err
+    if try == _M.DONE_TRIES or core.monotime() + wait >= lease_end then break end
+    local sleep = set.sleep or core.sleep   -- the Redis set's: through the scheduler in a task
+    sleep(wait)
+    wait = wait * 2
+  end
+  local kind = errors.is(cause) and cause.kind or "transport"
+  return nil, errors.new(kind, "the handler ran, but marking the delivery done failed ("
+    .. (cause and tostring(cause.message or cause) or "done() returned false")
+    .. "): a redelivery after the claim's lease would run the handler again; log it, and "
+    .. "answer 2xx all the same (the event was handled)",
+    { reason = errors.is(cause) and cause.reason or nil, cause = cause, handled = true,
+      key = key })
+end
+
 --- Run a handler at most once per delivery: claim, fn(...), done.
--- webhook.handle_once(set, key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
--- If fn raises, the claim is released and the error raised again.
+-- webhook.handle_once(set, key, fn, ...) -> "handled" | "handled", err | "duplicate" | "busy"
+-- | nil, err
+-- If fn raises, the claim is released and the error raised again. When fn returned but the
+-- set fails to mark the delivery done (Redis stalled or down), done is tried again while the
+-- claim's lease lasts (DONE_TRIES attempts); if it still fails the result is "handled", err:
+-- the event was handled, so answer 2xx (never 5xx: the API would deliver it again and the
+-- handler run twice), and log err (err.handled is true, err.reason says why). Until the mark
+-- lands, a redelivery after the lease runs the handler again. Never raises for a failed mark.
 -- @tparam table set a webhook.seen_set or a chatmaid.redis.seen_set (its `handle`)
 -- @tparam string key a dedupe key (webhook.dedupe_key(event))
 -- @tparam function fn the handler, called with the remaining arguments
 -- @param ... arguments for fn
 -- @treturn string "handled", "duplicate" (done before) or "busy" (claimed elsewhere)
+-- @treturn ?table with "handled": err when the delivery could not be marked done (log it)
 -- @return[2] nil
--- @treturn[2] table err (a Redis set that failed)
+-- @treturn[2] table err (a Redis set that failed to claim: answer 503)
 function _M.handle_once(set, key, fn, ...)
   if type(fn) ~= "function" then
     error("seen_set:handle: fn must be a function (got " .. type(fn) .. ")", 3)
   end
+  local lease_end = core.monotime() + (set.lease or _M.DEFAULT_LEASE)
   local token, why = set:claim(key)
   if token == nil then return nil, why end
   if not token then return why == "done" and "duplicate" or "busy" end
@@ -467,7 +504,8 @@ function _M.handle_once(set, key, fn, ...)
     set:release(key, token)
     error(e, 0)
   end
-  set:done(key, token)
+  local marked, merr = _M._mark_done(set, key, token, lease_end)
+  if not marked then return "handled", merr end
   return "handled"
 end
 
@@ -476,6 +514,7 @@ end
 -- @tparam function fn the handler
 -- @param ... arguments for fn
 -- @treturn string "handled", "duplicate" or "busy"
+-- @treturn ?table with "handled": err when the delivery could not be marked done (log it)
 function Seen:handle(key, fn, ...)
   local r, err = _M.handle_once(self, key, fn, ...)
   return r, err

@@ -10,6 +10,7 @@ local rh = require "spec.support.redis_helper"
 local workers = require "spec.support.workers"
 local R = require "spec.cli.run"
 local redis = require "chatmaid.redis"
+local conn = require "chatmaid.redis.conn"
 local core = require "chatmaid.core"
 local socket = require "socket"
 
@@ -87,10 +88,38 @@ describe("chatmaid.redis.rate_limiter faults #integration #redis", function()
     end)
   end)
 
+  -- Every test here needs redis-server stopped from its before_each to its end: pause()
+  -- waits until the kernel shows it stopped, and still_stopped() checks it at the end. A
+  -- stopped Redis answers nothing, so no take() can succeed; the one way a batch here gets
+  -- its slots is a SIGCONT from outside the spec (CI saw it once: test 2's batch sent its
+  -- items, tests 1 and 3 around it saw Redis stopped; a kill -CONT of the server 0.1 s into
+  -- test 2 gives exactly that failure). still_stopped() names that cause instead of letting
+  -- it read as the limiter's.
   describe("Redis stopped", function()
     local sb = F.block_sandbox({ rate_limit = false }, { reset = false })
     before_each(function() srv:pause() end)
     after_each(function() srv:resume() end)
+
+    local function still_stopped(what)
+      local conns = {}
+      for shown, st in pairs(conn.stats()) do
+        conns[#conns + 1] = shown .. " open=" .. st.open .. " idle=" .. st.idle
+      end
+      assert(srv:stopped(), "redis-server (pid " .. tostring(srv.pid) .. ") was continued "
+             .. "during the test by a signal from outside the spec, so Redis answered: this "
+             .. "run says nothing about the product (" .. what .. "; connections: "
+             .. table.concat(conns, ", ") .. ")")
+    end
+
+    -- a batch result for a failure message: what each item got
+    local function got(res, err)
+      local out = {}
+      for i, r in ipairs(res or (err and err.results) or {}) do
+        out[i] = i .. ": " .. (r.message and ("sent " .. tostring(r.message.id))
+                               or tostring(r.err))
+      end
+      return table.concat(out, "; ")
+    end
 
     local function items(n, p)
       local t = {}
@@ -108,7 +137,8 @@ describe("chatmaid.redis.rate_limiter faults #integration #redis", function()
       local res, err = c:send_batch(items(5, 1), { rate_limiter = lim,
         should_stop = function() return socket.gettime() - t0 > 0.5 and "enough" or nil end })
       local took = socket.gettime() - t0
-      assert.is_nil(res)
+      still_stopped("after the batch")
+      assert.is_nil(res, got(res, err))
       assert.equal("interrupted", err.kind)
       assert.equal("stop", err.reason)
       assert.equal(5, err.summary.interrupted)
@@ -124,7 +154,8 @@ describe("chatmaid.redis.rate_limiter faults #integration #redis", function()
       local t0 = socket.gettime()
       local res, err = c:send_batch(items(3, 2), { rate_limiter = lim })
       local took = socket.gettime() - t0
-      assert.is_nil(res)
+      still_stopped("after the batch")
+      assert.is_nil(res, got(res, err))
       assert.equal("interrupted", err.kind)
       assert.equal("limiter", err.reason)
       assert.equal("transport", err.cause.kind)
@@ -134,7 +165,8 @@ describe("chatmaid.redis.rate_limiter faults #integration #redis", function()
       assert.truthy(took < 2, took)
       -- take() alone: nil, err after max_outage, not forever
       local w, terr = lim:take()
-      assert.is_nil(w)
+      still_stopped("after take()")
+      assert.is_nil(w, "take() got a slot: wait " .. tostring(w))
       assert.equal("transport", terr.kind)
       c:close()
     end)
@@ -160,6 +192,7 @@ describe("chatmaid.redis.rate_limiter faults #integration #redis", function()
       p:close()
       os.remove(dir) os.remove(file) os.remove(dir .. ".out.csv")
       os.remove(dir .. ".out.csv.journal")
+      still_stopped("after the CLI exited")
       assert.truthy(took < 1, took .. "\n" .. out)
       assert.truthy(out:find("rc=130", 1, true), out)
     end)

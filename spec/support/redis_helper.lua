@@ -119,10 +119,38 @@ function _M:restart()
   return launch(self, { port = port, password = password })
 end
 
+-- The state letter of a process in /proc/<pid>/stat ("T": stopped by a signal; "S", "R":
+-- running), or nil once it is gone.
+local function state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local line = f:read("*l")
+  f:close()
+  return line and line:match("^%d+ %b() (%a)")
+end
+
 -- pause() / resume(): SIGSTOP / SIGCONT the server (a Redis that stalls: connections stay
--- open, nothing is answered, commands queue and run when it wakes).
-function _M:pause() os.execute("kill -STOP " .. self.pid) end
+-- open, nothing is answered, commands queue and run when it wakes). pause() returns once the
+-- kernel shows the server stopped, and raises if it does not stop: a spec never runs against
+-- a server it only believes stopped.
+function _M:pause()
+  os.execute("kill -STOP " .. self.pid)
+  local deadline = socket.gettime() + 2
+  while state(self.pid) ~= "T" do
+    if socket.gettime() > deadline then
+      error("redis-server (pid " .. self.pid .. ") did not stop on SIGSTOP: state "
+            .. tostring(state(self.pid)))
+    end
+    socket.sleep(0.002)
+  end
+end
 function _M:resume() os.execute("kill -CONT " .. self.pid) end
+
+-- stopped() -> true while the server is stopped. A spec that needs it stopped for a whole
+-- test checks this at the end: a SIGCONT from outside the spec (another process's kill of
+-- the wrong pid or of every redis-server, a job-control signal) makes Redis answer, and the
+-- test's failure would otherwise read as the product's.
+function _M:stopped() return state(self.pid) == "T" end
 
 -- stop(): TERM the server by pid, wait, remove its dir.
 function _M:stop()

@@ -372,4 +372,64 @@ describe("chatmaid.webhook", function()
         "seen_set:seen: key must be a string or a number (got table)")
     end)
   end)
+
+  -- handle_once over any set of the claim protocol: a done that fails (as a Redis set's
+  -- does while Redis stalls) is tried again; still failing, the event was handled all the
+  -- same: "handled", err, never a raise. (The Redis set itself: spec/integration/
+  -- redis_claim_spec.lua, with redis-server stopped between claim and done.)
+  describe("handle_once() when done fails", function()
+    local errors = require "chatmaid.errors"
+    -- an in-process set whose done fails `n` times with a transport error
+    local function failing(n, lease)
+      local set = webhook.seen_set()
+      local done, tries, naps = set.done, 0, {}
+      set.lease = lease
+      function set.done(self, key, token)
+        tries = tries + 1
+        if tries <= n then
+          return nil, errors.new("transport", "redis: SET: no answer within 200 ms",
+                                 { reason = "timeout" })
+        end
+        return done(self, key, token)
+      end
+      set.sleep = function(d) naps[#naps + 1] = d end
+      return set, function() return tries end, naps
+    end
+
+    it("tries again: 'handled' once a later try marks it", function()
+      local set, tries, naps = failing(2)
+      local ran = 0
+      assert.same({ "handled" }, { webhook.handle_once(set, "k", function() ran = ran + 1 end) })
+      assert.equal(3, tries())
+      assert.same({ 0.1, 0.2 }, naps)          -- the backoff, doubled
+      assert.equal(1, ran)
+      assert.equal("duplicate", set:handle("k", function() error("not again") end))
+    end)
+
+    it("still failing after DONE_TRIES: 'handled', err (handled = true), no raise",
+       function()
+      local set, tries = failing(math.huge)
+      local ran = 0
+      local r, err = set:handle("k", function() ran = ran + 1 end)
+      assert.equal("handled", r)
+      assert.equal(1, ran)
+      assert.equal(webhook.DONE_TRIES, tries())
+      assert.same({ "transport", "timeout", true, "k" },
+                  { err.kind, err.reason, err.handled, err.key })
+      assert.equal("transport", err.cause.kind)
+      assert.equal("chatmaid transport: the handler ran, but marking the delivery done failed "
+                   .. "(redis: SET: no answer within 200 ms): a redelivery after the claim's "
+                   .. "lease would run the handler again; log it, and answer 2xx all the same "
+                   .. "(the event was handled)", tostring(err))
+    end)
+
+    it("tries only while the claim's lease lasts", function()
+      local set, tries, naps = failing(math.huge, 0.05)   -- a lease shorter than the backoff
+      local r, err = set:handle("k", function() end)
+      assert.equal("handled", r)
+      assert.is_true(err.handled)
+      assert.equal(1, tries())
+      assert.same({}, naps)
+    end)
+  end)
 end)

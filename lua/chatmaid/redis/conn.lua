@@ -395,10 +395,12 @@ local function release(node, c)
 end
 
 -- A fresh connection to node: connect, AUTH, SELECT. -> c | nil, err
-local function open(self, node, ctx)
+-- opening.c: the connection while it is being set up (for the caller's cancel hook).
+local function open(self, node, ctx, opening)
   local deadline = monotime() + self.connect_timeout
   local c, kind, msg = rcore.open(node.host, node.port)
   if c then
+    opening.c = c
     local r
     r, kind, msg = pump(c, deadline, ctx)   -- the connect itself
     if r == nil then
@@ -442,11 +444,15 @@ local function acquire(self, node, deadline, ctx)
     end
     if node.open < _M.POOL or not ctx then
       node.open = node.open + 1
+      local opening = {}
       local forget = ctx and sched.on_cancel(ctx, function()   -- cancelled while connecting
+        -- its socket is closed now, not by the GC some time later (a server counting its
+        -- clients, or an fd limit, sees it go at once)
+        if opening.c then opening.c:close() end
         node.open = node.open - 1
         wake(node)
       end)
-      local c, err = open(self, node, ctx)
+      local c, err = open(self, node, ctx, opening)
       if forget then forget() end
       if not c then
         node.open = node.open - 1

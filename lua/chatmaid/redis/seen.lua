@@ -72,6 +72,7 @@ function _M.new(o)
                      where = W, level = 4 },
     ttl = tostring(ttl), prefix = o.prefix or _M.DEFAULT_PREFIX, fail = failmode,
     lease = lease,
+    sleep = conn.sleep,   -- handle's waits between tries of done (a task's: its scheduler)
   }, mt)
 end
 
@@ -182,8 +183,9 @@ end
 --- The handler returned: remember the delivery as handled for ttl seconds (phase two).
 -- set:done(key, token) -> true | nil, err
 -- Phase two: the handler returned; the key is remembered as handled for ttl seconds. (Also
--- when the lease ran out meanwhile: the event was handled.) A failure here is harmless for
--- the event: the claim's lease ends and a redelivery, if any, is handled again.
+-- when the lease ran out meanwhile: the event was handled.) If this fails, the event stays
+-- claimed until the lease ends, and a redelivery after that runs the handler again: try
+-- again, and log it if it still fails (handle() does both: "handled", err).
 -- @tparam string|number key a dedupe key
 -- @tparam string token what claim returned
 -- @treturn boolean true
@@ -215,13 +217,15 @@ function _M:release(key, token)
 end
 
 --- Claim, run fn(...), mark done: webhook.handle_once(set, key, fn, ...).
--- set:handle(key, fn, ...) -> "handled" | "duplicate" | "busy" | nil, err
+-- set:handle(key, fn, ...) -> "handled" | "handled", err | "duplicate" | "busy" | nil, err
 -- claim, fn(...), done; if fn raises, the claim is released and the error raised again
--- (chatmaid.webhook.handle_once).
+-- (chatmaid.webhook.handle_once). A done that fails is tried again while the lease lasts;
+-- if it still fails: "handled", err (answer 2xx, log err).
 -- @tparam string|number key a dedupe key
 -- @tparam function fn the handler; if it raises, the claim is released and the error raised again
 -- @param ... arguments for fn
 -- @treturn string "handled", "duplicate" or "busy"
+-- @treturn ?table with "handled": err when the delivery could not be marked done (log it)
 -- @return[2] nil
 -- @treturn[2] table err (docs/reference/errors.md): kind "transport" (err.reason)
 function _M:handle(key, fn, ...)

@@ -6,6 +6,7 @@
 -- lua_shared_dict, and answers the sender before the handler does its slow work.
 -- @module chatmaid.resty.webhook
 local webhook = require "chatmaid.webhook"
+local core = require "chatmaid.core"
 local errors = require "chatmaid.errors"
 local options = require "chatmaid.options"
 
@@ -131,7 +132,8 @@ end
 --                       is handling it now; the API delivers again later.
 -- Webhook claims (redis): the delivery is claimed with a short lease (the seen_set's, 30 s
 -- by default), then marked done; a claim whose command timed out on a stalled Redis only
--- holds redeliveries until its lease ends, never marks the event handled. With handler,
+-- holds redeliveries until its lease ends, never marks the event handled. A done that fails
+-- after the 200 is tried again while the lease lasts, then logged (ngx.ERR). With handler,
 -- handler(event) runs between the claim and the answer: done and 200 when it returns; if
 -- it raises, the claim is released, 500 is answered (the API delivers again) and the error
 -- raised again. Without handler the delivery is marked done when it is answered 200 (with
@@ -219,6 +221,7 @@ function _M.receive_webhook(opts)
   if seen and seen.claim then
     -- two-phase claim in Redis: exactly one of concurrent deliveries on any machine wins
     local key = webhook.dedupe_key(event)
+    local lease_end = core.monotime() + (seen.lease or webhook.DEFAULT_LEASE)
     local token, state = seen:claim(key)
     if token == nil then
       return unavailable(o, state)
@@ -231,7 +234,7 @@ function _M.receive_webhook(opts)
       end
       return nil, "in_progress", event
     end
-    claim = { key = key, token = token }
+    claim = { key = key, token = token, lease_end = lease_end }
   elseif seen then
     -- a seen_set-like object without claim(): SET NX EX, one phase
     local dup, serr = seen:seen(webhook.dedupe_key(event))
@@ -251,8 +254,12 @@ function _M.receive_webhook(opts)
     end
   end
   if o.respond then answer(200, '{"received":true}') end
-  -- after the answer: if this fails, the claim's lease runs out (no event is lost)
-  if claim then seen:done(claim.key, claim.token) end
+  -- after the answer: tried again while the lease lasts; if the mark still fails, the event
+  -- was handled all the same (a redelivery after the lease would run it again): logged
+  if claim then
+    local marked, merr = webhook._mark_done(seen, claim.key, claim.token, claim.lease_end)
+    if not marked then ngx.log(ngx.ERR, "chatmaid: webhook ", claim.key, ": ", tostring(merr)) end
+  end
   return event
 end
 
