@@ -17,6 +17,7 @@ _M.VERSION = base.VERSION
 _M.DEFAULT_BASE_URL = "https://developers-api.chatmaid.net"
 
 local OPTIONS = { default_from = "string" }
+_M.NEW_OPTIONS = OPTIONS   -- with base.OPTION_TYPES: what docs/reference/options.md lists
 local CALL_OPTIONS = base.CALL_OPTIONS
 local check_table = base.check_table
 local validation = base.validation
@@ -119,6 +120,7 @@ end
 
 local SEND_PARAMS = { from = "string", to = true, content = true, media_urls = true,
                       idempotency_key = true }
+_M.SEND_PARAMS = SEND_PARAMS
 
 --- Send a WhatsApp message, never twice.
 -- client:send{ from, to, content, media_urls, idempotency_key } -> message, err

@@ -23,6 +23,7 @@ _M.GROWTH = 1.5
 local OPTS = { timeout = "number", interval = "number", max_interval = "number",
                ["until"] = "string|table", until_status = "string|table",
                request_timeout = "number", max_requests = "number" }
+_M.OPTS = OPTS   -- docs/reference/options.md lists exactly these (spec/docs/options_table_spec)
 
 -- Turns `until` (a status or an array of statuses) into a set; raises on unknown statuses.
 local function status_set(v)

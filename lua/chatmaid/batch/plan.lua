@@ -18,6 +18,7 @@ local OPTS = { concurrency = "number", batch_id = "string", rate_per_minute = "n
                rate_limiter = "table", journal = "string|table", should_stop = "function",
                on_progress = "function", timeout = "number", max_retries = "number",
                max_retry_wait = "number" }
+_M.OPTS = OPTS   -- docs/reference/options.md lists exactly these (spec/docs/options_table_spec)
 local ITEM = { from = "string", to = true, content = true, media_urls = true,
                idempotency_key = true }
 
