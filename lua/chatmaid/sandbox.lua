@@ -69,6 +69,12 @@ local function read_file(path)
   return s
 end
 
+-- The options of start(); a misspelt one raises (docs/reference/options.md lists these).
+local OPTS = { port = "number", config = "table|string", control = "boolean",
+               time_factor = "number", live_delay = "number", rate_limit = "number|boolean",
+               webhook = "table", lua = "string", verbose = "boolean" }
+_M.OPTS = OPTS
+
 --- Start a sandbox in a child process.
 -- start(opts) -> sb. Raises when the child cannot start (message includes its stderr).
 -- opts: port (0), config (table or file path), control (true), time_factor, live_delay,
@@ -80,6 +86,7 @@ end
 function _M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("sandbox.start: opts must be a table", 2) end
+  require("chatmaid.options").check("chatmaid.sandbox.start", opts, OPTS, 3)
   local self = setmetatable({ temp = {} }, mt)
   local args = { "--port", tostring(opts.port or 0), "--exit-with-parent" }
   if opts.control ~= false then args[#args + 1] = "--control" end

@@ -6,6 +6,7 @@ local base = require "chatmaid.base"
 local client = require "chatmaid.client"
 local plan = require "chatmaid.batch.plan"
 local poll = require "chatmaid.poll"
+local sandbox = require "chatmaid.sandbox"
 
 -- The option names of one section: every `name` in the first cell of its table rows.
 local function documented(text, heading)
@@ -46,6 +47,7 @@ describe("docs/reference/options.md #docs", function()
     { "`client:send(params)`", keys(client.SEND_PARAMS) },
     { "`client:wait(id, opts)`", keys(poll.OPTS) },
     { "`client:send_batch(items, opts)`", keys(plan.OPTS) },
+    { "`chatmaid.sandbox.start(opts)`", keys(sandbox.OPTS) },
   } do
     it("lists exactly the options of " .. case[1], function()
       assert.same(sorted(case[2]), sorted(documented(text, case[1])))

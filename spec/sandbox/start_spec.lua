@@ -64,6 +64,14 @@ describe("chatmaid.sandbox.start #sandbox", function()
   setup(function() dir = tree() end)
   teardown(function() os.execute("rm -rf " .. q(dir)) end)
 
+  it("raises on a misspelt option or a wrong type, before starting anything", function()
+    local sandbox = require "chatmaid.sandbox"
+    assert.has_error(function() sandbox.start{ rate_limt = 5 } end,
+      "chatmaid.sandbox.start: unknown option 'rate_limt' (did you mean 'rate_limit'?)")
+    assert.has_error(function() sandbox.start{ port = "8080" } end,
+      "chatmaid.sandbox.start: option 'port' must be a number (got string)")
+  end)
+
   it("starts the server by module name from a tree without bin/, from any directory",
      function()
     local out, code = lua_from(dir, START_AND_SEND)
