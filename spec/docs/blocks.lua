@@ -44,6 +44,37 @@ function _M.sh(cmd)
   return body, tonumber(code)
 end
 
+-- table_names(file, heading) -> { [name] = true }: every `name` in backticks in the first
+-- cell of the table rows under "## heading" (up to the next "## "): the reference pages'
+-- tables of error kinds, reasons and options, for the specs that hold them to the code.
+function _M.table_names(file, heading)
+  local names, inside = {}, false
+  for line in (_M.read(_M.root .. file) .. "\n"):gmatch("([^\n]*)\n") do
+    local h = line:match("^## (.-)%s*$")
+    if h then
+      inside = h == heading
+    elseif inside then
+      local cell = line:match("^|%s*([^|]+)|")
+      if cell and not cell:match("^%-") then
+        for n in cell:gmatch("`([%w_]+)`") do names[n] = true end
+      end
+    end
+  end
+  return names
+end
+
+-- missing(a, b) -> the keys of set a that set b lacks, sorted; a key whose value in a is a
+-- string (where it was found) shows it: "name (where)"
+function _M.missing(a, b)
+  local out = {}
+  for k, where in pairs(a) do
+    if not b[k] then out[#out + 1] = k .. (type(where) == "string" and (" (" .. where .. ")")
+                                           or "") end
+  end
+  table.sort(out)
+  return out
+end
+
 -- files() -> the published markdown files, relative to the root, sorted
 function _M.files()
   local p = io.popen("cd '" .. _M.root .. "' && { ls README.md; find docs -name '*.md' "
