@@ -448,13 +448,15 @@ function Seen:release(key, token)
   return true
 end
 
--- mark_done(set, key, token, lease_end) -> true | nil, err: set:done(key, token) after the
+-- mark_done(set, key, token, claimed_at) -> true | nil, err: set:done(key, token) after the
 -- handler ran; a failure (a stalled or restarting Redis) is tried again, DONE_TRIES times in
--- all with a doubling backoff, while the claim's lease lasts (lease_end, on core.monotime):
+-- all with a doubling backoff, while the claim's lease lasts (the set's lease from
+-- claimed_at, core.monotime() taken before the claim):
 -- until then the claim itself keeps redeliveries out. err (kind of the last failure, its
 -- reason, err.handled = true, err.cause) says the event was handled but not marked.
 -- Never raises for a failed mark. (handle_once, and chatmaid.resty's receive_webhook.)
-function _M._mark_done(set, key, token, lease_end)
+function _M._mark_done(set, key, token, claimed_at)
+  local lease_end = claimed_at + (set.lease or _M.DEFAULT_LEASE)
   local wait, cause = _M.DONE_BACKOFF, nil
   for try = 1, _M.DONE_TRIES do
     local ok, err = set:done(key, token)
@@ -495,7 +497,7 @@ function _M.handle_once(set, key, fn, ...)
   if type(fn) ~= "function" then
     error("seen_set:handle: fn must be a function (got " .. type(fn) .. ")", 3)
   end
-  local lease_end = core.monotime() + (set.lease or _M.DEFAULT_LEASE)
+  local claimed_at = core.monotime()
   local token, why = set:claim(key)
   if token == nil then return nil, why end
   if not token then return why == "done" and "duplicate" or "busy" end
@@ -504,7 +506,7 @@ function _M.handle_once(set, key, fn, ...)
     set:release(key, token)
     error(e, 0)
   end
-  local marked, merr = _M._mark_done(set, key, token, lease_end)
+  local marked, merr = _M._mark_done(set, key, token, claimed_at)
   if not marked then return "handled", merr end
   return "handled"
 end

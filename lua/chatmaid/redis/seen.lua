@@ -16,7 +16,9 @@ local conn = require "chatmaid.redis.conn"
 local options = require "chatmaid.options"
 local core = require "chatmaid.core"
 
-local _M = { DEFAULT_TTL = 86400, DEFAULT_PREFIX = "chatmaid:seen:", DEFAULT_LEASE = 30 }
+-- the lease a claim holds a delivery for: the in-process seen set's (chatmaid.webhook)
+local _M = { DEFAULT_TTL = 86400, DEFAULT_PREFIX = "chatmaid:seen:",
+             DEFAULT_LEASE = require("chatmaid.webhook").DEFAULT_LEASE }
 local mt = { __index = _M }
 
 local OPTS = { url = "string", ttl = "number", prefix = "string", timeout = "number",

@@ -221,7 +221,7 @@ function _M.receive_webhook(opts)
   if seen and seen.claim then
     -- two-phase claim in Redis: exactly one of concurrent deliveries on any machine wins
     local key = webhook.dedupe_key(event)
-    local lease_end = core.monotime() + (seen.lease or webhook.DEFAULT_LEASE)
+    local claimed_at = core.monotime()
     local token, state = seen:claim(key)
     if token == nil then
       return unavailable(o, state)
@@ -234,7 +234,7 @@ function _M.receive_webhook(opts)
       end
       return nil, "in_progress", event
     end
-    claim = { key = key, token = token, lease_end = lease_end }
+    claim = { key = key, token = token, claimed_at = claimed_at }
   elseif seen then
     -- a seen_set-like object without claim(): SET NX EX, one phase
     local dup, serr = seen:seen(webhook.dedupe_key(event))
@@ -257,7 +257,7 @@ function _M.receive_webhook(opts)
   -- after the answer: tried again while the lease lasts; if the mark still fails, the event
   -- was handled all the same (a redelivery after the lease would run it again): logged
   if claim then
-    local marked, merr = webhook._mark_done(seen, claim.key, claim.token, claim.lease_end)
+    local marked, merr = webhook._mark_done(seen, claim.key, claim.token, claim.claimed_at)
     if not marked then ngx.log(ngx.ERR, "chatmaid: webhook ", claim.key, ": ", tostring(merr)) end
   end
   return event
