@@ -10,6 +10,9 @@ local _M = {}
 -- check, which treats its child the same way.
 _M.alive = require("chatmaid.sandbox.util").alive
 
+-- state(pid) -> its state letter ("T": stopped by a signal), or nil once it is gone
+_M.state = require("chatmaid.sandbox.util").state
+
 -- stop(pid, signal): sends signal ("TERM", "QUIT", ...), waits up to 5 s for the process to
 -- go, then KILLs it if it still runs.
 function _M.stop(pid, signal)

@@ -119,15 +119,7 @@ function _M:restart()
   return launch(self, { port = port, password = password })
 end
 
--- The state letter of a process in /proc/<pid>/stat ("T": stopped by a signal; "S", "R":
--- running), or nil once it is gone.
-local function state(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return nil end
-  local line = f:read("*l")
-  f:close()
-  return line and line:match("^%d+ %b() (%a)")
-end
+local state = proc.state
 
 -- pause() / resume(): SIGSTOP / SIGCONT the server (a Redis that stalls: connections stay
 -- open, nothing is answered, commands queue and run when it wakes). pause() returns once the

@@ -137,13 +137,21 @@ function _M.ppid()
   return tonumber(line:match("%) %S+ (%d+)"))
 end
 
--- alive(pid) -> whether process pid exists and has not exited (a zombie has exited).
-function _M.alive(pid)
+-- state(pid) -> the state letter of process pid in /proc/<pid>/stat ("R", "S", "T":
+-- stopped by a signal, "Z": exited, a zombie; "?" when the line cannot be read), or nil once
+-- the process is gone.
+function _M.state(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
+  if not f then return nil end
   local s = f:read("*l") or ""
   f:close()
-  return not s:match("^%d+ %b() Z")
+  return s:match("^%d+ %b() (%a)") or "?"
+end
+
+-- alive(pid) -> whether process pid exists and has not exited (a zombie has exited).
+function _M.alive(pid)
+  local s = _M.state(pid)
+  return s ~= nil and s ~= "Z"
 end
 
 -- A sandbox config file: JSON (starts with "{") or a Lua chunk returning a table.
