@@ -3,12 +3,7 @@
 -- in core.sleep ends early when one arrives.
 local core = require "chatmaid.core"
 
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat", "r"))
-  local pid = tonumber(f:read("*l"):match("^(%d+)"))
-  f:close()
-  return pid
-end
+local own_pid = require("spec.support.proc").pid
 
 describe("chatmaid.core signals", function()
   after_each(function() core.signal_restore() end)

@@ -19,15 +19,8 @@ local function clients(srv)
   return n
 end
 
--- This process's pid (as /proc/self names it) and what a /proc/<pid>/fd entry points at
--- ("socket:[inode]", or "" once the descriptor is closed).
-local function own_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("*l"):match("^(%d+)")
-  f:close()
-  return pid
-end
-
+-- What a /proc/<pid>/fd entry points at ("socket:[inode]", or "" once the descriptor is
+-- closed).
 local function readlink(path)
   local p = io.popen("readlink " .. path .. " 2>/dev/null")
   local out = p:read("*a")
@@ -208,7 +201,7 @@ describe("chatmaid.redis connections #integration #redis", function()
     for _ = 1, 5 do c:step(0.01) end
     local fd = next(c:fds())                  -- the socket the task waits on
     assert.truthy(fd, "the task waits on its Redis socket")
-    local link = "/proc/" .. own_pid() .. "/fd/" .. fd
+    local link = "/proc/" .. require("spec.support.proc").pid() .. "/fd/" .. fd
     local socket_id = readlink(link)
     assert.truthy(socket_id:find("^socket:"), socket_id)
     assert.equal(1, conn.stats()[shown].open)

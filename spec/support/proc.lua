@@ -10,6 +10,9 @@ local _M = {}
 -- check, which treats its child the same way.
 _M.alive = require("chatmaid.sandbox.util").alive
 
+-- pid() -> this process's id (what /proc/self names; Lua has no getpid)
+_M.pid = require("chatmaid.sandbox.util").pid
+
 -- state(pid) -> its state letter ("T": stopped by a signal), or nil once it is gone
 _M.state = require("chatmaid.sandbox.util").state
 
