@@ -278,6 +278,8 @@ void cm_envelope_open(lua_State *L) {
   lua_pushboolean(L, 0);
   lua_call(L, 1, 0);
   lua_getfield(L, -1, "decode");           /* mod, cjson, inst, decode */
+  lua_pushvalue(L, -1);                    /* the same decode for chatmaid.envelope (Lua) */
+  lua_setfield(L, mod, "json_decode");
   lua_newtable(L);                         /* array_mt */
   lua_pushliteral(L, "chatmaid.array");
   lua_setfield(L, -2, "__name");

@@ -5,8 +5,8 @@
 -- decoded answer (drop JSON nulls, mark arrays) goes through the Lua C API one field at a
 -- time and costs about as much as cjson's decode itself, ~1 us per send, while the same
 -- walk in Lua is compiled by the JIT and costs ~0.2 us (docs/bench.md, issue 24). So under
--- LuaJIT the common answer, a success envelope, is decoded here with the same private cjson
--- settings; everything else (errors, bodies that are not JSON, an empty object anywhere,
+-- LuaJIT the common answer, a success envelope, is decoded here with the C core's cjson
+-- instance; everything else (errors, bodies that are not JSON, an empty object anywhere,
 -- which only the C core tells from an empty array) goes to the C core, whose answer is the
 -- reference. Under PUC Lua the C core does it all.
 local core = require "chatmaid.core"
@@ -16,10 +16,8 @@ local _M = { decode = c_decode }
 
 if not rawget(_G, "jit") then return _M end
 
-local cjson = require("cjson").new()   -- the C core's settings (csrc/envelope.c)
-cjson.decode_max_depth(128)
-cjson.decode_invalid_numbers(false)
-local json_decode, null, array_mt = cjson.decode, cjson.null, core.array_mt
+-- the C core's own cjson instance and settings (csrc/envelope.c), and its array metatable
+local json_decode, null, array_mt = core.json_decode, require("cjson").null, core.array_mt
 local byte, find, type, next, pcall, setmetatable = string.byte, string.find, type, next,
   pcall, setmetatable
 
