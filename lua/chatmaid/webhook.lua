@@ -417,10 +417,34 @@ function Seen:claim(key, lease)
   self.claims = self.claims or {}
   local c = self.claims[key]
   if c and c.expires > now then return false, "busy" end
+  if not c then
+    self.live_claims = (self.live_claims or 0) + 1
+    if self.live_claims > (self.sweep_at or self.size) then self:_sweep_claims(now) end
+  end
   self.n_claims = (self.n_claims or 0) + 1
   local token = tostring(self.n_claims)
   self.claims[key] = { token = token, expires = now + (lease or _M.DEFAULT_LEASE) }
   return token
+end
+
+-- A claim whose handler never came back (a handler stuck forever, a done and a release
+-- both lost) would stay in the table for good: once the claims outnumber `size`, expired
+-- ones are dropped. The next sweep waits until twice the live ones, so a set holding more
+-- than `size` live claims sweeps in amortised O(1) per claim, not O(n).
+function Seen:_sweep_claims(now)
+  local live = 0
+  for k, c in pairs(self.claims) do
+    if c.expires <= now then self.claims[k] = nil else live = live + 1 end
+  end
+  self.live_claims = live
+  self.sweep_at = math.max(self.size, 2 * live)
+end
+
+local function forget_claim(self, key)
+  if self.claims and self.claims[key] then
+    self.claims[key] = nil
+    self.live_claims = self.live_claims - 1
+  end
 end
 
 --- Mark a claimed delivery handled (phase two).
@@ -430,7 +454,7 @@ end
 -- @treturn boolean true
 function Seen:done(key, token)
   check_key("seen_set:done", key)
-  if self.claims then self.claims[key] = nil end
+  forget_claim(self, key)
   self:add(key)
   return token ~= nil
 end
@@ -444,7 +468,7 @@ function Seen:release(key, token)
   check_key("seen_set:release", key)
   local c = self.claims and self.claims[key]
   if not c or c.token ~= token then return false end
-  self.claims[key] = nil
+  forget_claim(self, key)
   return true
 end
 

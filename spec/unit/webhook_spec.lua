@@ -353,6 +353,32 @@ describe("chatmaid.webhook", function()
       assert.are.equal(1, set:count())
     end)
 
+    -- Claims that never came back (handler stuck, done and release both lost) do not pile
+    -- up in a long-running receiver: past `size` claims, expired ones are dropped. (White
+    -- box: the claims table is what would grow.)
+    it("drops abandoned claims once they outnumber size; live ones stay", function()
+      local set = webhook.seen_set{ size = 4, now = now }
+      local function held()
+        local n = 0
+        for _ in pairs(set.claims) do n = n + 1 end
+        return n
+      end
+      for i = 1, 1000 do
+        assert.is_string(set:claim("lost" .. i, 1))   -- never done, never released
+        clock = clock + 2                            -- each lease is over before the next
+      end
+      assert.is_true(held() <= 5, "claims kept: " .. held())
+      -- live claims are never dropped, however many: each still answers busy
+      for i = 1, 50 do assert.is_string(set:claim("live" .. i, 30)) end
+      for i = 1, 50 do assert.are.same({ false, "busy" }, { set:claim("live" .. i) }) end
+      -- and an expired claim is taken over, done and remembered as before
+      clock = clock + 31
+      local t = assert(set:claim("live1"))
+      assert.is_true(set:done("live1", t))
+      assert.are.same({ false, "done" }, { set:claim("live1") })
+      assert.is_true(held() <= 52, "claims kept: " .. held())
+    end)
+
     local bad = {
       { { size = 0 }, "webhook.seen_set: size must be a positive integer (got 0)" },
       { { size = 1.5 }, "webhook.seen_set: size must be a positive integer (got 1.5)" },
