@@ -27,6 +27,13 @@ _M.OPTION_TYPES = {
   on_request = "function", on_response = "function",
 }
 
+-- Where a client's batches send, for their journal's header (chatmaid.journal.destination:
+-- the key's scope and the API's host; never the key).
+function _M.destination(client)
+  local key = secrets[client] and secrets[client]:match("^Authorization: Bearer (.*)$")
+  return require("chatmaid.journal").destination(client.base_url, key)
+end
+
 -- The "Authorization: Bearer ..." header line of a client, for code that builds its own
 -- requests (batch sending over curl multi). Never store or log it.
 -- The headers of every request: auth, Accept, User-Agent, and Content-Type with a body.

@@ -4,6 +4,7 @@
 -- without blocking the others. Each item is a task of the client's scheduler (chatmaid.sched)
 -- running the same send as client:send (base.request: one retry policy), so a batch inside
 -- a task does not block, and outside one it is those tasks stepped until done.
+local base = require "chatmaid.base"
 local idempotency = require "chatmaid.idempotency"
 local ratelimit = require "chatmaid.ratelimit"
 local sched = require "chatmaid.sched"
@@ -53,7 +54,8 @@ end
 --                            max_retry_wait })
 --   -> results, summary | nil, err (kind "validation": the journal cannot be used, err.reason
 --      its problem: "busy" another writer holds it, "symlink", "not_regular", "not_owner",
---      "open", "io", "not_journal"; kind "interrupted": the batch stopped, see below)
+--      "open", "io", "not_journal", "destination" its last run sent to another API or with
+--      a key of another mode; kind "interrupted": the batch stopped, see below)
 -- items: array of send parameter tables (from, to, content, media_urls, idempotency_key).
 -- results[i] = { message = msg, idempotency_key = k, replayed = true?, skipped = true? }
 --            | { err = err, idempotency_key = k? }
@@ -85,7 +87,7 @@ function _M.send_batch(self, items, o)
   require("chatmaid.client")._check_open(self, "send_batch")
   local n = plan.items(items)
   o = plan.options(o)
-  local journal, batch_id = plan.journal(o)
+  local journal, batch_id = plan.journal(o, o.journal ~= nil and base.destination(self))
   if not journal and journal ~= false then return nil, batch_id end   -- batch_id: the err
   local stop = run.stopper(self, o.should_stop)
   local acc = result.new(n, o.on_progress, stop)

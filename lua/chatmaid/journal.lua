@@ -13,7 +13,8 @@
 -- csrc/filelock.c); a second process (or a second batch in this one) gets "busy" naming the
 -- holder's pid. The file is created 0600: it holds phone numbers and message text.
 --
--- Lines: {"journal":"chatmaid.batch","v":1,"batch":<id>,"at":<unix time>}  (each run)
+-- Lines: {"journal":"chatmaid.batch","v":1,"batch":<id>,"at":<unix time>,"to":<dest>}
+--                                             (each run; "to": destination(), since 0.2)
 --        {"launch":<key>}                      a request for the key is about to leave
 --        {"ok":<key>,"message":{...}}          the API's message for the key
 --        {"fail":<key>,"kind":...,"error":...} the item failed (it is sent again next run)
@@ -29,7 +30,7 @@ _M.MAGIC = "chatmaid.batch"
 
 --- Parse a journal's text.
 -- parse(text, path) -> state | nil, problem
--- state = { exists, batch_id (the last run's), confirmed = { [key] = message },
+-- state = { exists, batch_id and dest (the last run's), confirmed = { [key] = message },
 --           launched = { [key] = true }, failed = { [key] = kind }, torn (a torn last
 --           line was dropped), lines, runs (header lines), first_at / last_at (Unix times of
 --           the first and the last run) }.
@@ -62,6 +63,7 @@ function _M.parse(text, path)
       st.lines = st.lines + 1
       if r.journal == _M.MAGIC and type(r.batch) == "string" then
         st.batch_id, st.runs = r.batch, st.runs + 1
+        st.dest = type(r.to) == "string" and r.to or nil   -- the last run's; older: none
         -- a time os.date takes (a damaged file's 1e300 would make it raise)
         if type(r.at) == "number" and r.at >= 0 and r.at < 1e11 then
           st.first_at, st.last_at = st.first_at or r.at, r.at
@@ -121,11 +123,12 @@ function _M.acquire(path)
 end
 
 --- Append this run's header line.
--- journal:start(batch_id) -> true | nil, problem. Appends this run's header line.
+-- journal:start(batch_id [, dest]) -> true | nil, problem. Appends this run's header line.
 -- @tparam string batch_id the batch id
+-- @tparam[opt] string dest where this run sends (destination())
 -- @treturn ?boolean true, or nil
 -- @treturn ?string the problem when nil
-function _M:start(batch_id)
+function _M:start(batch_id, dest)
   local st = self.state
   -- a file holding only a torn header is started again
   if st.torn and not st.exists then
@@ -135,8 +138,9 @@ function _M:start(batch_id)
     self:write("\n")  -- after a torn line, start on a line of our own (the fragment is ignored)
   end
   self.batch_id = batch_id
-  self:write(json.encode{ journal = _M.MAGIC, v = 1, batch = batch_id, at = core.time() }
-             .. "\n")
+  self.state.dest = dest
+  self:write(json.encode{ journal = _M.MAGIC, v = 1, batch = batch_id, at = core.time(),
+                          to = dest } .. "\n")
   return self:flush()
 end
 
@@ -199,6 +203,37 @@ function _M:close()
   self.lock = nil
   if not ok then return nil, err end
   return true
+end
+
+-- Where a journal's rows were sent. A journal that confirms a row means "the API that run
+-- talked to has this message"; read as "sent" by a run that talks to another API (the
+-- sandbox, then the real one) or in another mode (a test key, then a live one) it would skip
+-- rows that were never sent there. So each run's header records its destination, and a run
+-- with another one stops before sending (the CLI; send_batch: reason "destination").
+
+--- The scope of an API key, as the API scopes idempotency keys and messages: its mode.
+-- key_scope(api_key) -> "test key" | "live key" (sk_test_..., sk_live_...: rotating a key
+-- keeps its scope), else "key " and 16 hex digits of a keyed hash (never the key itself).
+-- @tparam string api_key the API key
+-- @treturn string the scope
+function _M.key_scope(api_key)
+  local mode = type(api_key) == "string" and api_key:match("^sk_(%l+)_")
+  if mode == "test" or mode == "live" then return mode .. " key" end
+  return "key " .. core.webhook_sign(tostring(api_key or ""), "chatmaid-key-scope", 0):sub(1, 16)
+end
+
+--- Where a batch sends, as a journal header records it.
+-- destination(base_url, api_key) -> "a live key at developers-api.chatmaid.net": the key's
+-- scope and the API's host (no port, path or credentials: the same API behind another port
+-- or prefix is the same place).
+-- @tparam string base_url the client's base URL
+-- @tparam string api_key the API key
+-- @treturn string the destination
+function _M.destination(base_url, api_key)
+  local host = tostring(base_url):match("^%a[%w+.-]*://([^/?#]*)") or tostring(base_url)
+  host = host:gsub("^.*@", ""):gsub(":%d*$", ""):lower()
+  local scope = _M.key_scope(api_key)
+  return (scope:sub(1, 4) == "key " and scope or "a " .. scope) .. " at " .. host
 end
 
 --- A batch id for a journal made without one.

@@ -214,6 +214,51 @@ describe("send_batch with a journal #integration", function()
     c:close()
   end)
 
+  -- A journal confirms rows for the API its run talked to. Tried against the sandbox and
+  -- then pointed at another API (here the same sandbox under another host name), or used
+  -- with a live key after a test one, it must not skip rows that were never sent there.
+  it("a journal written at another API or with a key of another mode is refused: reason"
+     .. " destination, nothing sent; a new journal sends there", function()
+    local path = dir .. "/dest.journal"
+    local items = make_items(3, 700)
+    local c = F.client(sb)
+    local _, s1 = c:send_batch(items, { journal = path, rate_per_minute = false })
+    assert.are.same({ 3, 0 }, { s1.sent, s1.skipped })
+    local id = journal.read(path).batch_id
+    local others = {
+      { F.client(sb, { base_url = sb.url:gsub("127%.0%.0%.1", "localhost") }),
+        "a test key at localhost" },
+      { F.client(sb, { api_key = F.LIVE_KEY }), "a live key at 127.0.0.1" },
+    }
+    for _, o in ipairs(others) do
+      local before = sends(sb)
+      local r, err = o[1]:send_batch(items, { journal = path, rate_per_minute = false })
+      assert.is_nil(r)
+      assert.are.same({ "validation", "destination" }, { err.kind, err.reason })
+      assert.are.equal("journal: " .. path .. " records a run of batch " .. id .. " that sent"
+        .. " with a test key at 127.0.0.1; this client sends with " .. o[2] .. ", where the"
+        .. " rows it confirms were never sent. Nothing was sent: give this batch a new journal"
+        .. " file (keep that one for the other destination)", err.message)
+      assert.are.equal(before, sends(sb))
+      assert.is_nil(tostring(err):find(F.LIVE_KEY, 1, true))
+      -- the journal is not touched (no header for a run that did not happen), and free
+      assert.are.equal(1, journal.read(path).runs)
+      local j = assert(journal.acquire(path))
+      j:close()
+      local r2, s2 = o[1]:send_batch(items, { journal = path .. "." .. o[2]:match("(%a+) key"),
+                                              rate_per_minute = false })
+      assert.is_table(r2)
+      assert.are.same({ 3, 0, 0 }, { s2.sent, s2.skipped, s2.failed })
+      o[1]:close()
+    end
+    -- at the API it was written for, it still resumes: nothing asked again
+    local before = sends(sb)
+    local _, s3 = c:send_batch(items, { journal = path, rate_per_minute = false })
+    assert.are.same({ 0, 3 }, { s3.sent, s3.skipped })
+    assert.are.equal(before, sends(sb))
+    c:close()
+  end)
+
   it("a hook raising during a 429 stops at once instead of waiting retry_after", function()
     local c = F.client(sb, { sleep = core.sleep })
     assert(sb:fault{ path = "/v1/messages/send", method = "POST", type = "rate_limit",

@@ -70,21 +70,35 @@ function _M.items(items)
   return n
 end
 
--- journal(o) -> journal | false, batch_id | nil, err (kind "validation", err.reason = the
--- journal's problem kind: "busy", "symlink", "not_regular", "not_owner", "open", "io",
--- "not_journal").
+-- journal(o, dest) -> journal | false, batch_id | nil, err (kind "validation", err.reason =
+-- the journal's problem kind: "busy", "symlink", "not_regular", "not_owner", "open", "io",
+-- "not_journal", "destination").
 -- A path is acquired here (and closed by send_batch); a journal object the caller acquired
 -- is the caller's to close. Without batch_id: the journal's, else a new one it records.
-function _M.journal(o)
+-- dest: where this client sends (base.destination); a journal whose last run sent elsewhere
+-- is refused, its confirmed rows were not sent here (chatmaid.journal.destination).
+function _M.journal(o, dest)
   local j, problem, kind = o.journal, nil, nil
   if j == nil then return false, o.batch_id end
   if type(j) == "string" then j, problem, kind = journal_mod.acquire(j) end
   if j then
-    local batch_id = o.batch_id or j.batch_id or j.state.batch_id or journal_mod.new_batch_id()
-    if j.batch_id ~= batch_id then problem = select(2, j:start(batch_id)) end  -- its header
+    local st = j.state
+    local batch_id = o.batch_id or j.batch_id or st.batch_id or journal_mod.new_batch_id()
+    if st.dest and st.dest ~= dest then
+      if j ~= o.journal then j:close() end
+      local _, err = base.validation("POST", _M.PATH, "journal: " .. j.path .. " records a run"
+        .. " of batch " .. tostring(st.batch_id) .. " that sent with " .. st.dest .. "; this"
+        .. " client sends with " .. dest .. ", where the rows it confirms were never sent."
+        .. " Nothing was sent: give this batch a new journal file (keep that one for the"
+        .. " other destination)")
+      err.reason = "destination"
+      return nil, err
+    end
+    if j.batch_id ~= batch_id then
+      problem, kind = select(2, j:start(batch_id, dest)), "io"    -- its header
+    end
     if not problem then return j, batch_id end
     if j ~= o.journal then j:close() end
-    kind = "io"
   end
   local _, err = base.validation("POST", _M.PATH, "journal: " .. problem)
   err.reason = kind

@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- chatmaid batch FILE.csv: send one message per CSV row through client:send_batch.
 local core = require "chatmaid.core"
+local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local journal = require "chatmaid.journal"
 local idempotency = require "chatmaid.idempotency"
@@ -91,13 +92,15 @@ local function read_file(path)
 end
 
 -- default_batch_id(campaign, from, api_key) -> "csv-" and 16 hex digits: the same for the
--- same campaign name, sender and API key, on any machine, whatever the file's bytes. The key
--- only enters a keyed hash. chatmaid.core exposes HMAC-SHA256 only through webhook_sign(body,
--- key, t), which MACs t .. "." .. body: a fixed key and t = 0 make it a plain keyed hash.
+-- same campaign name, sender and key scope (journal.key_scope: test or live; a rotated key
+-- keeps it, so the API, which scopes idempotency keys per account, still answers replays),
+-- on any machine, whatever the file's bytes. chatmaid.core exposes HMAC-SHA256 only through
+-- webhook_sign(body, key, t), which MACs t .. "." .. body: a fixed key and t = 0 make it a
+-- plain keyed hash.
 function _M.default_batch_id(campaign, from, api_key)
-  local key_id = core.webhook_sign(api_key or "", "chatmaid-cli-api-key", 0)
   return "csv-" .. core.webhook_sign(#campaign .. ":" .. campaign .. "\n" .. (from or "")
-                                     .. "\n" .. key_id, "chatmaid-cli-batch", 0):sub(1, 16)
+                                     .. "\n" .. journal.key_scope(api_key or ""),
+                                     "chatmaid-cli-batch", 0):sub(1, 16)
 end
 
 -- campaign_name(a) -> name | nil, problem: --campaign, else the CSV file's name without
@@ -275,6 +278,21 @@ local function resent(st, items, keys)
   return n, from
 end
 
+-- other_destination(a, ctx, name, jpath, st, dest) -> true | nil, 2: a journal whose last
+-- run sent elsewhere (the sandbox, then the real API; a test key, then a live one) confirms
+-- rows that were never sent here: stop before sending, unless --continue says it is the same
+-- place (--new moved it aside already).
+local function other_destination(a, ctx, name, jpath, st, dest)
+  if not (st and st.exists and st.dest) or st.dest == dest or a.continue then return true end
+  ctx.stderr:write(string.format("chatmaid batch: campaign '%s': its journal (%s) records %s"
+    .. " with %s; this run sends with %s, where those rows were never sent. Nothing was sent."
+    .. " Run again with --new to send the campaign there as a new one (the journal is kept"
+    .. " aside), with --continue if both are the same account and API (the rows the journal"
+    .. " confirms are then skipped), or with --campaign OTHER.\n", name, jpath, earlier(st),
+    st.dest, dest))
+  return nil, 2
+end
+
 -- check_campaign(a, ctx, name, jpath, st, batch_id, items) -> true | nil, 2 (stopped: the
 -- list is not this campaign's, or is its rows under other keys; nothing is sent)
 local function check_campaign(a, ctx, name, jpath, st, batch_id, items)
@@ -325,8 +343,8 @@ local function start_new(j, ctx)
   local st = j.state
   if not st.exists then return j end
   local aside = j.path .. "." .. os.date("!%Y%m%dT%H%M%SZ", math.floor(st.last_at or 0))
-  local n, base = 1, aside
-  while exists(aside) do n = n + 1; aside = base .. "-" .. n end   -- never over another
+  local n, first = 1, aside
+  while exists(aside) do n = n + 1; aside = first .. "-" .. n end   -- never over another
   local ok, err = os.rename(j.path, aside)
   j:close()
   if not ok then return nil, ctx.usage("--new: cannot keep the earlier journal: " .. err) end
@@ -382,6 +400,13 @@ local function identity(a, ctx, items)
                                   api_key)
   end
   local st = j and j.state
+  local dest = journal.destination(a.base_url or base.getenv("CHATMAID_BASE_URL")
+                                   or require("chatmaid.client").DEFAULT_BASE_URL, api_key)
+  local same_place, dcode = other_destination(a, ctx, name, jpath, st, dest)
+  if not same_place then
+    if j then j:close() end
+    return nil, dcode
+  end
   if j and not written then j:close(); j = false end   -- --no-journal: its id only
   local resumed = not a.batch_id and st and st.batch_id
   local batch_id = a.batch_id or resumed or derived
@@ -401,6 +426,9 @@ local function identity(a, ctx, items)
     ctx.stderr:write("batch ", batch_id, ": continuing campaign '", name, "' recorded in ",
                      jpath, " (", earlier(st), "; --new starts another)\n")
   end
+  -- --continue at another destination: send_batch takes this journal as this place's (its
+  -- header for this run then records it); nothing is written before a request can leave
+  if j then st.dest = dest end
   return j, batch_id
 end
 
