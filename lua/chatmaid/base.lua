@@ -28,10 +28,13 @@ _M.OPTION_TYPES = {
 }
 
 -- Where a client's batches send, for their journal's header (chatmaid.journal.destination:
--- the key's scope and the API's host; never the key).
+-- the key's scope and the API's host; never the key). nil for a table that is not a client
+-- (a stand-in with a send_batch of its own: where it sends is unknown).
 function _M.destination(client)
-  local key = secrets[client] and secrets[client]:match("^Authorization: Bearer (.*)$")
-  return require("chatmaid.journal").destination(client.base_url, key)
+  local auth = secrets[client]
+  if not auth then return nil end
+  return require("chatmaid.journal").destination(client.base_url,
+                                                 auth:match("^Authorization: Bearer (.*)$"))
 end
 
 -- The "Authorization: Bearer ..." header line of a client, for code that builds its own

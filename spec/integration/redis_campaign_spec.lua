@@ -155,6 +155,35 @@ describe("chatmaid.redis.campaign #integration #redis", function()
     c:close()
   end)
 
+  -- Tried with a test key, then run live under the same id: Redis holds the test run's
+  -- outcomes, and the API (idempotency keys scoped per account) would answer the live keys
+  -- with the test messages. The live worker is refused before anything is claimed.
+  it("refuses a worker that sends elsewhere (a live key after a test key): reason"
+     .. " destination, nothing sent; another id sends there", function()
+    local id = "spec-dest-" .. os.time()
+    local items = items_of(3, "35")
+    local test = F.client(sb)
+    local _, s1 = assert(redis.campaign{ url = srv.url, id = id }:run(test, items))
+    assert.equal(3, s1.sent)
+    local live = F.client(sb, { api_key = F.LIVE_KEY })
+    local res, err = redis.campaign{ url = srv.url, id = id }:run(live, items)
+    assert.is_nil(res)
+    assert.are.same({ "validation", "destination", id }, { err.kind, err.reason, err.campaign })
+    assert.equal("campaign '" .. id .. "' was started by workers that send with a test key at"
+      .. " 127.0.0.1; this client sends with a live key at 127.0.0.1, where its items were"
+      .. " never sent: use another campaign id for this destination (the API scopes"
+      .. " idempotency keys per account, test and live alike)", err.message)
+    assert.is_nil(tostring(err):find(F.LIVE_KEY, 1, true))
+    assert.equal(3, sb:stats().messagesCreated)
+    -- the test workers still join it (finished: nothing to claim)
+    local _, s2 = assert(redis.campaign{ url = srv.url, id = id }:run(test, items))
+    assert.equal(0, s2.claimed)
+    local _, s3 = assert(redis.campaign{ url = srv.url, id = id .. "-live" }:run(live, items))
+    assert.are.same({ 3, 0 }, { s3.sent, s3.replayed })
+    assert.equal(6, sb:stats().messagesCreated)
+    test:close(); live:close()
+  end)
+
   it("a finished campaign run again sends nothing", function()
     local id = "spec-again-" .. os.time()
     local c = F.client(sb)

@@ -47,13 +47,19 @@ if ep ~= ARGV[1] then return "lost " .. tostring(ep or "none") end
 ]]
 
 -- KEYS: meta, pending, leased, done, owner. ARGV: n, fingerprint, epoch known to the
--- worker ("" = none), "resume" | "", new epoch.
+-- worker ("" = none), "resume" | "", new epoch, destination (chatmaid.journal.destination).
 -- -> "created <epoch>" | "joined <epoch>" | "mismatch <n> <fingerprint>" | "lost"
+--    | "elsewhere <destination>"
 -- A worker that knew an epoch and finds no meta gets "lost" unless it asks to resume; a
--- resume also rebuilds a state whose pending, leased and done no longer add up to n.
+-- resume also rebuilds a state whose pending, leased and done no longer add up to n. The
+-- outcomes are those of one destination (key mode and API host): a worker sending elsewhere
+-- (the campaign tried with a test key, then run live under the same id) is refused, not
+-- told "done" for items never sent there. A meta without "to" (older, or made by a
+-- stand-in client whose destination is unknown: "") is not checked, nor is such a worker.
 _M.INIT = [[
-local meta = redis.call("HMGET", KEYS[1], "n", "fp", "epoch")
+local meta = redis.call("HMGET", KEYS[1], "n", "fp", "epoch", "to")
 if meta[1] then
+  if meta[4] and ARGV[6] ~= "" and meta[4] ~= ARGV[6] then return "elsewhere " .. meta[4] end
   if meta[1] ~= ARGV[1] or meta[2] ~= ARGV[2] then
     return "mismatch " .. meta[1] .. " " .. meta[2]
   end
@@ -67,6 +73,7 @@ elseif ARGV[3] ~= "" and ARGV[4] ~= "resume" then
 end
 redis.call("DEL", KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call("HSET", KEYS[1], "n", ARGV[1], "fp", ARGV[2], "epoch", ARGV[5])
+if ARGV[6] ~= "" then redis.call("HSET", KEYS[1], "to", ARGV[6]) end
 local n, chunk = tonumber(ARGV[1]), {}
 for i = 1, n do
   chunk[#chunk + 1] = i
@@ -278,8 +285,9 @@ end
 -- campaign:run(client, items, opts) -> results, summary | nil, err
 -- Works through the campaign with the other workers until every item is done. items: the
 -- same array of send parameters on every worker (checked: a worker with another list gets
--- err.kind "validation"). opts: send_batch's concurrency, rate_per_minute, rate_limiter,
--- timeout, max_retries, max_retry_wait; chunk (items claimed at a time, default
+-- err.kind "validation"; one whose client sends elsewhere, e.g. a live key where the
+-- first worker had a test key, the same with err.reason "destination"). opts: send_batch's
+-- concurrency, rate_per_minute, rate_limiter, timeout, max_retries, max_retry_wait; chunk (items claimed at a time, default
 -- concurrency); on_progress(result, i) per item this worker finished; ttl (seconds the
 -- campaign's state stays in Redis after the last change, default 7 days).
 -- results[i] for the items this worker sent (send_batch's result shape); summary =
@@ -315,6 +323,7 @@ function _M:run(client, items, opts)
   opts = opts or {}
   options.check(W, opts, RUN_OPTS, 2)
   local keys = _M.keys(self.id, items)
+  local dest = require("chatmaid.base").destination(client) or ""
   local fp = core.webhook_sign(table.concat(keys, "\n"), "chatmaid.campaign", 0):sub(1, 32)
   local k, c = self.k, self.conn
   local t0 = core.monotime()
@@ -328,13 +337,21 @@ function _M:run(client, items, opts)
 
   local r, err = c:script(_M.INIT, { k.meta, k.pending, k.leased, k.done, k.owner },
                          { tostring(#items), fp, self.epoch or "",
-                           opts.resume and "resume" or "", core.uuid4() })
+                           opts.resume and "resume" or "", core.uuid4(), dest })
   if r == nil then return fail(err) end
   if type(r) ~= "string" then
     return fail(select(2, conn.fail("protocol", "unexpected INIT reply " .. tostring(r))))
   end
   if r == "lost" then
     return lost_error(self, "its record of " .. #items .. " items is gone", results, sum)
+  end
+  local there = r:match("^elsewhere (.*)$")
+  if there then
+    return nil, errors.new("validation", "campaign '" .. self.id .. "' was started by workers"
+      .. " that send with " .. there .. "; this client sends with " .. dest .. ", where its"
+      .. " items were never sent: use another campaign id for this destination (the API"
+      .. " scopes idempotency keys per account, test and live alike)",
+      { campaign = self.id, reason = "destination" })
   end
   if r:sub(1, 8) == "mismatch" then
     local n = r:match("^mismatch (%d+)")
