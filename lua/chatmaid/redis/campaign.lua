@@ -287,9 +287,10 @@ end
 -- same array of send parameters on every worker (checked: a worker with another list gets
 -- err.kind "validation"; one whose client sends elsewhere, e.g. a live key where the
 -- first worker had a test key, the same with err.reason "destination"). opts: send_batch's
--- concurrency, rate_per_minute, rate_limiter, timeout, max_retries, max_retry_wait; chunk (items claimed at a time, default
--- concurrency); on_progress(result, i) per item this worker finished; ttl (seconds the
--- campaign's state stays in Redis after the last change, default 7 days).
+-- concurrency, rate_per_minute, rate_limiter, timeout, max_retries, max_retry_wait; chunk
+-- (items claimed at a time, default concurrency); on_progress(result, i) per item this
+-- worker finished; ttl (seconds the campaign's state stays in Redis after the last change,
+-- default 7 days).
 -- results[i] for the items this worker sent (send_batch's result shape); summary =
 -- { sent (new messages), replayed (the API had the key: sent before, e.g. by a worker that
 --   died), failed, claimed, taken_over (expired leases this worker put back), requests,
