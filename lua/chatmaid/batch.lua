@@ -64,7 +64,9 @@ end
 -- A message returned for an item's key that is another message fails the item with
 -- err.kind "idempotency_conflict". results[i].replayed: the API returned a message that
 -- existed before this run (createdAt earlier than the start of the batch); .skipped: the
--- journal already held the item's message (no request).
+-- journal already held the item's message (no request); with .other_key, under another key
+-- of this batch (the sender written another way: an id one run, its number the next), and
+-- .idempotency_key is that key.
 -- summary = { sent (new messages), replayed, skipped, failed, interrupted, requests,
 --             rate_limited (429s seen), retries, elapsed, already_sent (skipped + replayed:
 --             the items an earlier run had sent) }.
@@ -99,8 +101,10 @@ function _M.send_batch(self, items, o)
                             _M.RATE_LIMITED_RETRIES,
                             concurrency = o.concurrency or _M.DEFAULT_CONCURRENCY })
   local started = self.now()
-  local jobs, early, senders = plan.sort(self, items, n, batch_id and
-    idempotency.keys(batch_id, items), journal and journal.state.confirmed)
+  local keys = batch_id and idempotency.keys(batch_id, items)
+  local jobs, early, senders = plan.sort(self, items, n, keys,
+    journal and journal.state.confirmed,
+    journal and plan.orphans(journal.state, batch_id, keys, n))
   r.own_journal = journal and journal ~= o.journal  -- a path: acquired here, closed here
   if sched.in_task(self) then
     drive(r, jobs, early, senders)

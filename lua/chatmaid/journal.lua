@@ -31,6 +31,7 @@ _M.MAGIC = "chatmaid.batch"
 --- Parse a journal's text.
 -- parse(text, path) -> state | nil, problem
 -- state = { exists, batch_id and dest (the last run's), confirmed = { [key] = message },
+--           batch_of = { [key] = the batch id of the run that confirmed it },
 --           launched = { [key] = true }, failed = { [key] = kind }, torn (a torn last
 --           line was dropped), lines, runs (header lines), first_at / last_at (Unix times of
 --           the first and the last run) }.
@@ -40,8 +41,8 @@ _M.MAGIC = "chatmaid.batch"
 --   first_at, last_at; or nil
 -- @treturn ?string the problem when nil (not a journal)
 function _M.parse(text, path)
-  local st = { exists = #text > 0, confirmed = {}, launched = {}, failed = {}, torn = false,
-               lines = 0, ends_clean = true, runs = 0 }
+  local st = { exists = #text > 0, confirmed = {}, batch_of = {}, launched = {}, failed = {},
+               torn = false, lines = 0, ends_clean = true, runs = 0 }
   local pos, first = 1, true
   while pos <= #text do
     local nl = text:find("\n", pos, true)
@@ -70,7 +71,7 @@ function _M.parse(text, path)
         end
       elseif type(r.launch) == "string" then st.launched[r.launch] = true
       elseif type(r.ok) == "string" and type(r.message) == "table" then
-        st.confirmed[r.ok] = r.message
+        st.confirmed[r.ok], st.batch_of[r.ok] = r.message, st.batch_id
         st.failed[r.ok] = nil
       elseif type(r.fail) == "string" then st.failed[r.fail] = r.kind or true
       end
@@ -178,7 +179,8 @@ end
 -- @tparam string key the idempotency key
 -- @tparam table message the message the API returned
 function _M:ok(key, message)
-  self.state.confirmed[key], self.state.failed[key] = message, nil
+  local st = self.state
+  st.confirmed[key], st.batch_of[key], st.failed[key] = message, self.batch_id, nil
   self:write(json.encode{ ok = key, message = message } .. "\n")
   return self:flush()
 end

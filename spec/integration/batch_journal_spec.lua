@@ -259,6 +259,57 @@ describe("send_batch with a journal #integration", function()
     c:close()
   end)
 
+  -- The sender enters the key as written: "ph_primary" one run and "+15551230001" (the same
+  -- phone) the next made other keys, and a journal that had confirmed the rows did not see
+  -- them: every row was sent twice. The journal now matches by message within the batch.
+  it("rows re-run with the sender written another way are answered from the journal, not"
+     .. " sent again; a row repeated on purpose and another batch still send", function()
+    local path = dir .. "/spelt.journal"
+    local function list(from, n)
+      local t = {}
+      for i = 1, n do t[i] = { from = from, to = recipient(800 + i), content = "spelt " .. i } end
+      return t
+    end
+    local c = F.client(sb)
+    local r1, s1 = c:send_batch(list(F.PHONE, 3), { journal = path, batch_id = "spelt",
+                                                    rate_per_minute = false })
+    assert.are.same({ 3, 0 }, { s1.sent, s1.skipped })
+    local before = sends(sb)
+    local r2, s2 = c:send_batch(list(F.PHONE_E164, 3), { journal = path, batch_id = "spelt",
+                                                         rate_per_minute = false })
+    assert.are.equal(before, sends(sb))                 -- not one request
+    assert.are.same({ 0, 0, 3, 0, 3 }, { s2.sent, s2.replayed, s2.skipped, s2.failed,
+                                         s2.already_sent })
+    for i = 1, 3 do
+      assert.is_true(r2[i].skipped and r2[i].other_key, "row " .. i)
+      assert.are.equal(r1[i].idempotency_key, r2[i].idempotency_key)   -- the key it lives under
+      assert.are.equal(r1[i].message.id, r2[i].message.id)
+    end
+    -- the same row twice now (on purpose), the sender spelt the new way: one was sent, the
+    -- second copy is new and is sent; the third row's text changed: sent
+    local again = list(F.PHONE_E164, 3)
+    again[3].content = "spelt 3, fixed"
+    table.insert(again, 2, { from = F.PHONE_E164, to = recipient(801), content = "spelt 1" })
+    local r3, s3 = c:send_batch(again, { journal = path, batch_id = "spelt",
+                                         rate_per_minute = false })
+    assert.are.same({ 2, 2 }, { s3.sent, s3.skipped })
+    assert.is_true(r3[1].other_key)
+    assert.is_nil(r3[2].skipped)
+    assert.are_not.equal(r1[1].message.id, r3[2].message.id)
+    assert.is_true(r3[3].other_key)
+    -- another batch in the same journal sending the same messages is its own: sent
+    local _, s4 = c:send_batch(list(F.PHONE, 2), { journal = path, batch_id = "spelt-2",
+                                                   rate_per_minute = false })
+    assert.are.same({ 2, 0 }, { s4.sent, s4.skipped })
+    -- an item with its own idempotency_key is the caller's: never matched by its message
+    local own = list(F.PHONE_E164, 1)
+    own[1].idempotency_key = "spelt-own-1"
+    local _, s5 = c:send_batch(own, { journal = path, batch_id = "spelt",
+                                      rate_per_minute = false })
+    assert.are.same({ 1, 0 }, { s5.sent, s5.skipped })
+    c:close()
+  end)
+
   it("a hook raising during a 429 stops at once instead of waiting retry_after", function()
     local c = F.client(sb, { sleep = core.sleep })
     assert(sb:fault{ path = "/v1/messages/send", method = "POST", type = "rate_limit",

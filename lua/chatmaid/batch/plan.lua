@@ -129,11 +129,59 @@ local function known_outcome(self, p, i, key, known)
   return { i, { message = known, idempotency_key = key, skipped = true } }
 end
 
--- sort(self, items, n, keys, confirmed) -> jobs, early, senders
+-- What a message is to a recipient: who, the text and the media; not the sender, which
+-- enters the key as written (an id one run, the same phone's number the next).
+local function looks(to, content, media)
+  return tostring(to) .. "\0" .. tostring(content or "") .. "\0"
+         .. (type(media) == "table" and table.concat(media, "\0") or "")
+end
+
+-- orphans(st, batch_id, keys, n) -> { [looks] = { key, ... } } | nil: the messages a journal
+-- confirmed for this batch under keys this run derives for no item. An item without a
+-- confirmed key whose message is one of them was sent already, under another key: its
+-- sender written another way (or changed). Matched one message to one item, so a row
+-- repeated on purpose is still sent; other batches sharing the journal are not looked at.
+function _M.orphans(st, batch_id, keys, n)
+  if not (st and st.batch_of and batch_id and keys) then return nil end
+  local mine, list = {}, {}
+  for i = 1, n do mine[keys[i]] = true end
+  for k, b in pairs(st.batch_of) do
+    if b == batch_id and not mine[k] and type(st.confirmed[k]) == "table" then
+      list[#list + 1] = k
+    end
+  end
+  if list[1] == nil then return nil end
+  table.sort(list)      -- which orphan answers which item: the same on every run
+  local by = {}
+  for _, k in ipairs(list) do
+    local m = st.confirmed[k]
+    local l = looks(m.to, m.content, m.mediaUrls)
+    by[l] = by[l] or {}
+    table.insert(by[l], k)
+  end
+  return by
+end
+
+-- take_orphan(orphans, p, take) -> the key of an orphan with p's message (removed with
+-- take), or nil. An item with its own idempotency_key is the caller's: never matched.
+local function take_orphan(orphans, p, take)
+  if not orphans or p.idempotency_key ~= nil then return nil end
+  local l = looks(p.to, p.content, p.media_urls)
+  local keys = orphans[l]
+  if not keys then return nil end
+  if not take then return keys[1] end
+  local k = table.remove(keys, 1)
+  if keys[1] == nil then orphans[l] = nil end
+  return k
+end
+
+-- sort(self, items, n, keys, confirmed [, orphans]) -> jobs, early, senders
 -- jobs: { i, p, key } to send, in order; early: { i, result } decided without a request;
--- senders: { [from or BY_DEFAULT] = false } to resolve.
+-- senders: { [from or BY_DEFAULT] = false } to resolve. An item matching an orphan (above)
+-- is answered from the journal: skipped, other_key = true, idempotency_key the key its
+-- message exists under (a send with it is replayed, never a second message).
 _M.BY_DEFAULT = {}
-function _M.sort(self, items, n, keys, confirmed)
+function _M.sort(self, items, n, keys, confirmed, orphans)
   local jobs, early, senders = {}, {}, {}
   for i = 1, n do
     local p = items[i]
@@ -146,6 +194,10 @@ function _M.sort(self, items, n, keys, confirmed)
       early[#early + 1] = { i, { err = err } }
     elseif known then
       early[#early + 1] = known_outcome(self, p, i, key, known)
+    elseif take_orphan(orphans, p) then
+      local other = take_orphan(orphans, p, true)
+      early[#early + 1] = { i, { message = confirmed[other], idempotency_key = other,
+                                 skipped = true, other_key = true } }
     else
       jobs[#jobs + 1] = { i = i, p = p, key = key or core.uuid4() }
       local f = p.from or _M.BY_DEFAULT
