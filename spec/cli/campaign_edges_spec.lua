@@ -165,6 +165,24 @@ describe("chatmaid batch: the journal's batch id is used wherever the journal is
     assert.are.equal(before + 1, created())
   end)
 
+  -- Below the stop's threshold (2 in 3), --continue takes the list as part of the campaign:
+  -- its rows sent before under the other spelling of --from are answered from the journal
+  -- (send_batch matches them by message), never sent a second time.
+  it("with --continue, the few earlier rows in a list with --from written another way are"
+     .. " skipped, not sent again; the new rows are sent", function()
+    local file = R.write(dir .. "/few.csv", csv(rows_of(6, "few")))
+    local start = created()
+    assert.are.equal(0, batch(file))                            -- --from ph_primary
+    local rows = { rows_of(6, "few")[1], rows_of(6, "few")[4] }  -- 2 of the 6, then 6 new
+    for i = 1, 6 do rows[#rows + 1] = { string.format("+1553%07d", 100 + i), "new " .. i } end
+    R.write(file, csv(rows))
+    local _, err, code = R.run({ "batch", file, "--from", "+15551230001", "--continue" },
+                               { env = env })
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("sent 6, replayed 0, skipped 2, failed 0, 8 rows", 1, true), err)
+    assert.are.equal(start + 12, created())
+  end)
+
   it("a file given as --journal by mistake is refused and keeps its mode", function()
     local file = R.write(dir .. "/mistake.csv", csv(rows_of(1, "mistake")))
     local res = R.write(dir .. "/results.jsonl", '{"line":2}\n')
