@@ -129,6 +129,26 @@ describe("chatmaid.redis.seen_set claims #integration #redis", function()
     assert.is_true(open:done("k", tok))
   end)
 
+  -- The limit docs/many-machines.md states ("Redis restarted without persistence ... a
+  -- redelivery of an event already handled is handled again"), shown on a real restart:
+  -- the seen set reconnects by itself, and what it forgot is handled once more, never
+  -- answered with an error or a hang.
+  it("Redis restarted without persistence: the set reconnects; an event marked done before"
+     .. " is handled again (the documented limit), a live claim is lost with it", function()
+    local own = rh.start()
+    finally(function() own:stop() end)
+    local s = redis.seen_set{ url = own.url, prefix = "r1:" }
+    assert.equal("handled", s:handle("done-before", function() end))
+    assert.equal("duplicate", s:handle("done-before", function() error("not called") end))
+    assert(s:claim("in-flight"))
+    own:restart()
+    local runs = 0
+    assert.equal("handled", s:handle("done-before", function() runs = runs + 1 end))
+    assert.equal(1, runs)
+    assert.truthy(s:claim("in-flight"))        -- the claim went with the restart
+    assert.equal("duplicate", s:handle("done-before", function() error("not called") end))
+  end)
+
   describe("SIGSTOP during deliveries from the sandbox to a receiver process", function()
     local sb = F.block_sandbox({ rate_limit = false })
 
