@@ -131,10 +131,12 @@ end
 
 -- What a message is to a recipient: who, the text and the media; not the sender, which
 -- enters the key as written (an id one run, the same phone's number the next).
+-- (chatmaid batch's campaign check compares rows with a journal by it too.)
 local function looks(to, content, media)
   return tostring(to) .. "\0" .. tostring(content or "") .. "\0"
          .. (type(media) == "table" and table.concat(media, "\0") or "")
 end
+_M.looks = looks
 
 -- orphans(st, batch_id, keys, n) -> { [looks] = { key, ... } } | nil: the messages a journal
 -- confirmed for this batch under keys this run derives for no item. An item without a

@@ -258,10 +258,7 @@ end
 -- Keys include --from as written: "ph_primary" one day and "+15551230001" (the same phone)
 -- the next make other keys, and only this comparison sees that those rows were sent.
 local function resent(st, items, keys)
-  local function sig(to, content, media)
-    return tostring(to) .. "\0" .. tostring(content or "") .. "\0"
-           .. (type(media) == "table" and table.concat(media, " ") or "")
-  end
+  local sig = require("chatmaid.batch.plan").looks
   local sent, from = {}, nil
   for _, m in pairs(st.confirmed) do
     if type(m) == "table" then
