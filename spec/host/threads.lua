@@ -24,4 +24,6 @@ end
 local ok, data = core.decode_envelope(200, '{"success":true,"data":{"t":' .. host.thread .. '}}')
 assert(ok and data.t == host.thread)
 c:close()
-io.write(me, " ok\n")
+-- one string, one fwrite: two arguments are two writes, and another thread's line can land
+-- between them ("thread 7thread 3 ok\n ok", a red CI run)
+io.write(me .. " ok\n")
