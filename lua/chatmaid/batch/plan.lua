@@ -164,14 +164,13 @@ function _M.orphans(st, batch_id, keys, n)
   return by
 end
 
--- take_orphan(orphans, p, take) -> the key of an orphan with p's message (removed with
--- take), or nil. An item with its own idempotency_key is the caller's: never matched.
-local function take_orphan(orphans, p, take)
+-- take_orphan(orphans, p) -> the key of an orphan with p's message (taken: it answers no
+-- other item), or nil. An item with its own idempotency_key is the caller's: never matched.
+local function take_orphan(orphans, p)
   if not orphans or p.idempotency_key ~= nil then return nil end
   local l = looks(p.to, p.content, p.media_urls)
   local keys = orphans[l]
   if not keys then return nil end
-  if not take then return keys[1] end
   local k = table.remove(keys, 1)
   if keys[1] == nil then orphans[l] = nil end
   return k
@@ -196,14 +195,16 @@ function _M.sort(self, items, n, keys, confirmed, orphans)
       early[#early + 1] = { i, { err = err } }
     elseif known then
       early[#early + 1] = known_outcome(self, p, i, key, known)
-    elseif take_orphan(orphans, p) then
-      local other = take_orphan(orphans, p, true)
-      early[#early + 1] = { i, { message = confirmed[other], idempotency_key = other,
-                                 skipped = true, other_key = true } }
     else
-      jobs[#jobs + 1] = { i = i, p = p, key = key or core.uuid4() }
-      local f = p.from or _M.BY_DEFAULT
-      if senders[f] == nil then senders[f] = false end
+      local other = take_orphan(orphans, p)
+      if other then
+        early[#early + 1] = { i, { message = confirmed[other], idempotency_key = other,
+                                   skipped = true, other_key = true } }
+      else
+        jobs[#jobs + 1] = { i = i, p = p, key = key or core.uuid4() }
+        local f = p.from or _M.BY_DEFAULT
+        if senders[f] == nil then senders[f] = false end
+      end
     end
   end
   return jobs, early, senders
