@@ -16,6 +16,16 @@ local _M = base.class{ name = "chatmaid.client" }
 _M.VERSION = base.VERSION
 _M.DEFAULT_BASE_URL = "https://developers-api.chatmaid.net"
 
+--- The base URL a client made with base_url = given talks to.
+-- base_url_of(given) -> given, else CHATMAID_BASE_URL (empty counts as unset), else the
+-- API's; before validation. The CLI asks it too, to know where a campaign sends before it
+-- makes the client.
+-- @tparam ?string given the base_url option
+-- @treturn string the base URL
+function _M.base_url_of(given)
+  return given or base.getenv("CHATMAID_BASE_URL") or _M.DEFAULT_BASE_URL
+end
+
 local OPTIONS = { default_from = "string" }
 _M.NEW_OPTIONS = OPTIONS   -- with base.OPTION_TYPES: what docs/reference/options.md lists
 local CALL_OPTIONS = base.CALL_OPTIONS
@@ -38,8 +48,7 @@ function _M.new(opts)
   local key = opts.api_key or base.getenv("CHATMAID_API_KEY")
   local problem = validate.api_key(key)
   if problem then return validation(nil, nil, { { param = "api_key", message = problem } }) end
-  local base_url, why = validate.base_url(opts.base_url or base.getenv("CHATMAID_BASE_URL")
-                                          or _M.DEFAULT_BASE_URL)
+  local base_url, why = validate.base_url(_M.base_url_of(opts.base_url))
   if not base_url then return validation(nil, nil, why) end
   -- Every path of this API starts with /v1, so a base URL ending in /v1 (as in the docs' full
   -- URLs, or other SDKs' habit of putting the version there) can only mean the same root:

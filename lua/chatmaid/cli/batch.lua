@@ -1,7 +1,6 @@
 -- SPDX-License-Identifier: MIT
 -- chatmaid batch FILE.csv: send one message per CSV row through client:send_batch.
 local core = require "chatmaid.core"
-local base = require "chatmaid.base"
 local errors = require "chatmaid.errors"
 local journal = require "chatmaid.journal"
 local idempotency = require "chatmaid.idempotency"
@@ -397,8 +396,8 @@ local function identity(a, ctx, items)
                                   api_key)
   end
   local st = j and j.state
-  local dest = journal.destination(a.base_url or base.getenv("CHATMAID_BASE_URL")
-                                   or require("chatmaid.client").DEFAULT_BASE_URL, api_key)
+  local dest = journal.destination(require("chatmaid.client").base_url_of(a.base_url),
+                                   api_key)
   local same_place, dcode = other_destination(a, ctx, name, jpath, st, dest)
   if not same_place then
     if j then j:close() end
