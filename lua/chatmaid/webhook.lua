@@ -401,6 +401,27 @@ function Seen:seen(key)
   return false
 end
 
+-- set.held counts the entries of set.claims, live or expired (a sweep leaves live ones).
+-- A claim whose handler never came back (a handler stuck forever, a done and a release
+-- both lost) would stay in the table for good: once the claims outnumber `size`, expired
+-- ones are dropped. The next sweep waits until twice the live ones, so a set holding more
+-- than `size` live claims sweeps in amortised O(1) per claim, not O(n).
+local function sweep_claims(self, now)
+  local live = 0
+  for k, c in pairs(self.claims) do
+    if c.expires <= now then self.claims[k] = nil else live = live + 1 end
+  end
+  self.held = live
+  self.sweep_at = math.max(self.size, 2 * live)
+end
+
+local function forget_claim(self, key)
+  if self.claims and self.claims[key] then
+    self.claims[key] = nil
+    self.held = self.held - 1
+  end
+end
+
 --- Claim a delivery while its handler runs (phase one of two).
 -- The two-phase claim, as chatmaid.redis.seen_set's (DESIGN.md, "Webhook claims"): a
 -- delivery is claimed for `lease` seconds while its handler runs and remembered only once
@@ -418,8 +439,8 @@ function Seen:claim(key, lease)
   local c = self.claims[key]
   if c and c.expires > now then return false, "busy" end
   if not c then
-    self.live_claims = (self.live_claims or 0) + 1
-    if self.live_claims > (self.sweep_at or self.size) then self:_sweep_claims(now) end
+    self.held = (self.held or 0) + 1
+    if self.held > (self.sweep_at or self.size) then sweep_claims(self, now) end
   end
   self.n_claims = (self.n_claims or 0) + 1
   local token = tostring(self.n_claims)
@@ -427,25 +448,6 @@ function Seen:claim(key, lease)
   return token
 end
 
--- A claim whose handler never came back (a handler stuck forever, a done and a release
--- both lost) would stay in the table for good: once the claims outnumber `size`, expired
--- ones are dropped. The next sweep waits until twice the live ones, so a set holding more
--- than `size` live claims sweeps in amortised O(1) per claim, not O(n).
-function Seen:_sweep_claims(now)
-  local live = 0
-  for k, c in pairs(self.claims) do
-    if c.expires <= now then self.claims[k] = nil else live = live + 1 end
-  end
-  self.live_claims = live
-  self.sweep_at = math.max(self.size, 2 * live)
-end
-
-local function forget_claim(self, key)
-  if self.claims and self.claims[key] then
-    self.claims[key] = nil
-    self.live_claims = self.live_claims - 1
-  end
-end
 
 --- Mark a claimed delivery handled (phase two).
 -- set:done(key, token) -> true: the handler returned; the key is remembered (add).
